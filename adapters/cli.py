@@ -1,0 +1,199 @@
+"""`cis`: the command line of the engine. Every subcommand explains itself with --help."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Iterator, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any, TextIO
+
+from tqdm import tqdm
+
+from adapters import queries
+from adapters.bootstrap import Engine, connect
+from adapters.stores import DEFAULT_STORE, BadStoreURL
+
+STORE_HELP = ("event store URL: memory://, sqlite:///path/to/file.db or "
+              "postgresql://user@host:5432/db[?schema=name] (default: $CIS_STORE or "
+              f"{DEFAULT_STORE})")
+
+
+def _store_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--store", default=os.environ.get("CIS_STORE", DEFAULT_STORE),
+                        help=STORE_HELP)
+
+
+def _timestamp(text: str) -> datetime:
+    value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if value.tzinfo is None:
+        raise argparse.ArgumentTypeError("give a timezone, e.g. 2026-01-31T23:00:00Z")
+    return value
+
+
+def _lines(source: TextIO) -> Iterator[bytes]:
+    for line in source.buffer if hasattr(source, "buffer") else source:
+        raw = line if isinstance(line, bytes) else line.encode()
+        if raw.strip():
+            yield raw.rstrip(b"\r\n")
+
+
+def cmd_apply(args: argparse.Namespace) -> int:
+    source = sys.stdin if args.file == "-" else open(args.file, "rb")  # noqa: SIM115
+    with source, connect(args.store) as engine, tqdm(
+            desc="commands", unit="cmd", disable=None, file=sys.stderr) as bar:
+        batch: list[bytes] = []
+
+        def flush() -> None:
+            for outcome in engine.apply(batch):
+                print(outcome.to_json())
+            bar.update(len(batch))
+            batch.clear()
+
+        for raw in _lines(source):
+            batch.append(raw)
+            if len(batch) >= args.batch:
+                flush()
+        if batch:
+            flush()
+        engine.update_projections()
+    return 0
+
+
+def _print_table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> None:
+    widths = [max([len(c)] + [len(str(r.get(c) or "")) for r in rows]) for c in columns]
+    print("  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True)))
+    for row in rows:
+        print("  ".join(str(row.get(c) or "-").ljust(w) for c, w in zip(columns, widths,
+                                                                           strict=True)))
+
+
+def cmd_instances(args: argparse.Namespace) -> int:
+    with connect(args.store) as engine:
+        engine.update_projections()
+        rows = queries.instances(engine, args.account)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        _print_table(rows, ["cell", "instance_id", "account", "state", "node_id",
+                            "billed_vcpu", "billed_memory_gib", "restarts", "state_since"])
+    return 0
+
+
+def cmd_usage(args: argparse.Namespace) -> int:
+    with connect(args.store) as engine:
+        engine.update_projections()
+        report = queries.usage(engine, args.account, args.as_of)
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    print(f"account {report['account']}, as of {report['as_of']}")
+    _print_table(report["instances"], ["cell", "instance_id", "state", "billed_spec",
+                                       "billed_seconds", "amount", "currency"])
+    for currency, total in report["totals"].items():
+        print(f"total {total} {currency}")
+    return 0
+
+
+def cmd_rebuild(args: argparse.Namespace) -> int:
+    from projections.runner import catch_up
+
+    with connect(args.store) as engine:
+        for projection in engine.projections:
+            catch_up(engine.app, projection, engine.view)
+        before = _dump(engine)
+        with tqdm(desc="replaying", unit="event", disable=None, file=sys.stderr) as bar:
+            engine.rebuild_projections(bar.update)
+        after = _dump(engine)
+    same = before == after
+    print(json.dumps({"tables": {t: len(rows) for t, rows in after.items()},
+                      "identical": same}))
+    return 0 if same else 1
+
+
+def _dump(engine: Engine) -> dict[str, list[dict[str, Any]]]:
+    return {t.name: engine.view.select(t) for p in engine.projections for t in p.tables}
+
+
+def cmd_schema_export(args: argparse.Namespace) -> int:
+    from schemas.export import export
+
+    for path in export(Path(args.dir)):
+        print(path)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from simulations.demo import run_demo
+
+    return run_demo(store=args.store, instances=args.instances, seed=args.seed)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cis", description="Event-sourced scheduler and biller of a Container "
+        "Instance Service. Commands in, events stored, projections queried.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    demo = sub.add_parser("demo", help="run a simulated day on an embedded store and "
+                          "print nodes, instances and bills",
+                          description="Runs a scripted day (accounts, pools, a price book, "
+                          "instances that start, restart, fail and stop) through the real "
+                          "engine on a temporary SQLite store, then prints a summary.")
+    demo.add_argument("--store", default=None,
+                      help="store to use instead of a temporary SQLite file")
+    demo.add_argument("--instances", type=int, default=100, help="instances to create")
+    demo.add_argument("--seed", type=int, default=7, help="random seed of the scenario")
+    demo.set_defaults(func=cmd_demo)
+
+    apply = sub.add_parser("apply", help="apply a JSON-lines file of commands in order",
+                           description="Applies commands (one JSON object per line) in "
+                           "order and prints one outcome per line as JSON. Rejected or "
+                           "malformed lines are outcomes too; the exit code stays 0.")
+    _store_arg(apply)
+    apply.add_argument("file", help="JSON-lines file, or - for standard input")
+    apply.add_argument("--batch", type=int, default=1000,
+                       help="commands per transaction (default 1000)")
+    apply.set_defaults(func=cmd_apply)
+
+    inst = sub.add_parser("instances", help="list instances and their states")
+    _store_arg(inst)
+    inst.add_argument("--account", help="only this account's instances")
+    inst.add_argument("--json", action="store_true", help="print JSON")
+    inst.set_defaults(func=cmd_instances)
+
+    usage = sub.add_parser("usage", help="billed seconds and amounts of an account",
+                           description="Billed seconds and amounts per instance, accrued "
+                           "up to --as-of (default: the time of the newest event).")
+    _store_arg(usage)
+    usage.add_argument("--account", required=True, help="the account to report")
+    usage.add_argument("--as-of", type=_timestamp, help="ISO time, e.g. 2026-01-31T00:00:00Z")
+    usage.add_argument("--json", action="store_true", help="print JSON")
+    usage.set_defaults(func=cmd_usage)
+
+    rebuild = sub.add_parser("rebuild", help="drop the projections and replay the log",
+                             description="Drops every projection table, replays the event "
+                             "log into them and checks the rows are identical to before "
+                             "(exit code 1 if not).")
+    _store_arg(rebuild)
+    rebuild.set_defaults(func=cmd_rebuild)
+
+    schema = sub.add_parser("schema", help="the public contract as JSON Schema")
+    schema_sub = schema.add_subparsers(dest="schema_command", required=True, metavar="ACTION")
+    export = schema_sub.add_parser("export", help="write one JSON Schema file per command")
+    export.add_argument("dir", help="directory to write into (created if missing)")
+    export.set_defaults(func=cmd_schema_export)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    try:
+        raise SystemExit(args.func(args))
+    except BadStoreURL as exc:
+        sys.exit(f"cis: {exc}")
+    except FileNotFoundError as exc:
+        sys.exit(f"cis: {exc.filename}: no such file")

@@ -1,0 +1,508 @@
+"""Low-level Kafka plumbing for the engine: no knowledge of our command types.
+
+Design constraints (see the design doc):
+- No consumer groups: partitions are assigned manually and positions come from
+  our database, so nothing here commits offsets to Kafka.
+- No Kafka transactions: tansu does not hide aborted transactional records.
+- The broker (tansu in dev/tests) keeps topics in memory; a restart loses them.
+
+Observed kafka-python 3.x behaviour against tansu that shapes this module:
+- While the broker is frozen, ``KafkaConsumer.poll`` does not raise: it returns
+  empty after its timeout and recovers by itself once the broker answers again.
+  Use ``CommandSource.ping`` to tell "idle" from "broker unreachable".
+- Fetching from an offset beyond the partition end returns nothing rather than
+  OFFSET_OUT_OF_RANGE, so ``poll_batch`` checks positions against the high
+  watermark itself (a DB position beyond the end means the broker lost data).
+- tansu's ListOffsets(latest) can under-report the end offset (it answered
+  "base offset of the last batch + 1"), so ``end_offsets`` also uses the high
+  watermark seen in fetch responses.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.errors import BrokerNotAvailableError, KafkaError, KafkaTimeoutError, RetriableError
+from kafka.partitioner.default import DefaultPartitioner, murmur2
+from kafka.producer.future import FutureRecordMetadata, RecordMetadata
+
+__all__ = [
+    "BrokerUnavailable",
+    "CommandSource",
+    "DLQ_REASON_HEADER",
+    "Header",
+    "KafkaIOError",
+    "PositionOutOfRange",
+    "PublishFailed",
+    "Publisher",
+    "Record",
+    "TopicNotFound",
+    "encode_json",
+    "partition_for",
+]
+
+log = logging.getLogger(__name__)
+
+Header = tuple[str, bytes]
+
+DLQ_REASON_HEADER = "reason"
+# Provenance of a dead-lettered record, so it can be found/replayed later.
+DLQ_SOURCE_TOPIC_HEADER = "dlq.source.topic"
+DLQ_SOURCE_PARTITION_HEADER = "dlq.source.partition"
+DLQ_SOURCE_OFFSET_HEADER = "dlq.source.offset"
+
+# Connection settings shared by consumer and producer.
+# - request_timeout_ms: a frozen broker is noticed (connection closed and
+#   re-opened) after this long; the default 30 s is slow to detect outages.
+# - reconnect_backoff_max_ms: the default 30 s cap can delay recovery by up to
+#   30 s after the broker returns.
+# - bootstrap_timeout_ms: constructors block this long (default 30 s) when
+#   the broker is unreachable, then raise (mapped to BrokerUnavailable).
+# - api_version stays None: kafka-python 3 negotiates with one ApiVersions
+#   round trip per connection (milliseconds), no slow probing.
+_CONNECTION_DEFAULTS: dict[str, Any] = {
+    "request_timeout_ms": 10_000,
+    "reconnect_backoff_ms": 50,
+    "reconnect_backoff_max_ms": 2_000,
+    "retry_backoff_ms": 100,
+    "bootstrap_timeout_ms": 10_000,
+}
+
+# Connection errors, timeouts, "node not ready", stale metadata: worth a retry.
+_UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (RetriableError, BrokerNotAvailableError)
+
+
+class KafkaIOError(Exception):
+    """Base class for errors raised by this module."""
+
+
+class BrokerUnavailable(KafkaIOError):
+    """The broker did not answer in time; retry later with back-off."""
+
+
+class TopicNotFound(KafkaIOError):
+    """The topic does not exist (or has no partitions) on the broker."""
+
+
+class PositionOutOfRange(KafkaIOError):
+    """A position from our DB lies beyond the partition's end.
+
+    With tansu's memory storage this means the broker restarted and lost the
+    topic's records; it must not be silently skipped or reset.
+    """
+
+    def __init__(self, topic: str, partition: int, position: int, end: int) -> None:
+        super().__init__(
+            f"{topic}[{partition}]: position {position} is beyond the end offset {end}"
+        )
+        self.topic = topic
+        self.partition = partition
+        self.position = position
+        self.end = end
+
+
+class PublishFailed(KafkaIOError):
+    """Some records sent since the last successful flush were not acknowledged."""
+
+    def __init__(self, message: str, errors: Sequence[BaseException]) -> None:
+        super().__init__(message)
+        self.errors = list(errors)
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One consumed record, decoupled from kafka-python's ConsumerRecord."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes
+    headers: tuple[Header, ...]
+    timestamp_ms: int
+
+    def header(self, name: str) -> bytes | None:
+        """Value of the last header called ``name`` (Kafka allows repeats)."""
+        found: bytes | None = None
+        for key, value in self.headers:
+            if key == name:
+                found = value
+        return found
+
+
+def partition_for(key: str, n_partitions: int) -> int:
+    """Partition the producer's default (murmur2) partitioner picks for ``key``.
+
+    Same arithmetic as kafka-python's DefaultPartitioner (and the Java client)
+    over the UTF-8 key bytes, assuming partitions are numbered 0..n-1.
+    """
+    if n_partitions <= 0:
+        raise ValueError("n_partitions must be positive")
+    return (murmur2(key.encode("utf-8")) & 0x7FFFFFFF) % n_partitions
+
+
+def encode_json(payload: Mapping[str, Any]) -> bytes:
+    """Compact, key-sorted JSON so equal payloads give equal bytes."""
+    return json.dumps(payload, separators=(",", ":"), sort_keys=True).encode("utf-8")
+
+
+def _is_unavailable(exc: BaseException) -> bool:
+    return isinstance(exc, _UNAVAILABLE_ERRORS)
+
+
+class CommandSource:
+    """Consumer of one topic with manual partition assignment.
+
+    Every assigned partition must get a position via ``seek`` (from our DB)
+    before ``poll_batch``; there is no committed-offset or reset fallback.
+    """
+
+    def __init__(
+        self,
+        bootstrap: str,
+        topic: str,
+        partitions: Iterable[int] | None = None,
+        *,
+        client_id: str = "cis-command-source",
+        metadata_timeout_s: float = 10.0,
+        **consumer_overrides: Any,
+    ) -> None:
+        config: dict[str, Any] = {
+            **_CONNECTION_DEFAULTS,
+            "client_id": client_id,
+            "group_id": None,
+            "enable_auto_commit": False,
+            # Any other value than earliest/latest makes kafka-python raise
+            # instead of silently moving our position.
+            "auto_offset_reset": "none",
+            "allow_auto_create_topics": False,
+            "fetch_max_wait_ms": 500,
+            "max_partition_fetch_bytes": 4 * 1024 * 1024,
+            "check_crcs": True,
+            **consumer_overrides,
+        }
+        self.topic = topic
+        try:
+            self._consumer = KafkaConsumer(bootstrap_servers=bootstrap, **config)
+        except KafkaError as e:
+            if _is_unavailable(e):
+                raise BrokerUnavailable(f"cannot reach {bootstrap}: {e!r}") from e
+            raise
+        try:
+            available = self._wait_for_partitions(metadata_timeout_s)
+            if partitions is None:
+                chosen = sorted(available)
+            else:
+                chosen = sorted(set(partitions))
+                missing = [p for p in chosen if p not in available]
+                if missing:
+                    raise TopicNotFound(
+                        f"{topic} has partitions {sorted(available)}, not {missing}"
+                    )
+            self._tps: dict[int, TopicPartition] = {p: TopicPartition(topic, p) for p in chosen}
+            self._consumer.assign(list(self._tps.values()))
+        except BaseException:
+            self._consumer.close()
+            raise
+        self._n_topic_partitions = len(available)
+        self._seeked: set[int] = set()
+
+    def _wait_for_partitions(self, timeout_s: float) -> set[int]:
+        # Metadata may lag right after topic creation; poll briefly for it.
+        deadline = time.monotonic() + timeout_s
+        while True:
+            found = self._consumer.partitions_for_topic(self.topic)
+            if found:
+                return set(found)
+            if time.monotonic() >= deadline:
+                raise TopicNotFound(f"topic {self.topic!r} not found within {timeout_s}s")
+            time.sleep(0.1)
+
+    @property
+    def partitions(self) -> tuple[int, ...]:
+        """Assigned partitions, ascending."""
+        return tuple(self._tps)
+
+    @property
+    def topic_partition_count(self) -> int:
+        """Partitions of the whole topic (for ``partition_for``)."""
+        return self._n_topic_partitions
+
+    def _tp(self, partition: int) -> TopicPartition:
+        try:
+            return self._tps[partition]
+        except KeyError:
+            raise ValueError(f"partition {partition} of {self.topic} is not assigned") from None
+
+    def seek(self, partition: int, offset: int) -> None:
+        """Next ``poll_batch`` returns ``partition`` records starting at ``offset``."""
+        if offset < 0:
+            raise ValueError("offset must be >= 0")
+        self._consumer.seek(self._tp(partition), offset)
+        self._seeked.add(partition)
+
+    def seek_all(self, positions: Mapping[int, int]) -> None:
+        for partition, offset in positions.items():
+            self.seek(partition, offset)
+
+    def position(self, partition: int) -> int:
+        """Offset of the next record ``poll_batch`` will return for ``partition``."""
+        if partition not in self._seeked:
+            raise ValueError(f"partition {partition} has no position; call seek first")
+        return int(self._consumer.position(self._tp(partition)))
+
+    def poll_batch(
+        self, max_records: int = 1000, timeout_ms: int = 1000
+    ) -> dict[int, list[Record]]:
+        """Up to ``max_records`` records, grouped by partition, in offset order.
+
+        Returns ``{}`` when nothing arrives within ``timeout_ms``, which is also
+        what happens while the broker is unreachable (kafka-python reconnects on
+        its own); call ``ping`` after repeated empty batches to tell them apart.
+        Raises ``PositionOutOfRange`` if a position is beyond the partition end.
+        """
+        unpositioned = [p for p in self._tps if p not in self._seeked]
+        if unpositioned:
+            raise ValueError(f"partitions {unpositioned} have no position; call seek first")
+        try:
+            raw = self._consumer.poll(timeout_ms=timeout_ms, max_records=max_records)
+        except KafkaError as e:
+            if _is_unavailable(e):
+                raise BrokerUnavailable(f"poll failed: {e!r}") from e
+            raise KafkaIOError(f"poll failed: {e!r}") from e
+        batch: dict[int, list[Record]] = {}
+        for tp, messages in raw.items():
+            batch[tp.partition] = [
+                Record(
+                    topic=m.topic,
+                    partition=m.partition,
+                    offset=m.offset,
+                    key=m.key,
+                    value=m.value if m.value is not None else b"",
+                    headers=tuple((k, v if v is not None else b"") for k, v in m.headers),
+                    timestamp_ms=m.timestamp,
+                )
+                for m in messages
+            ]
+        self._check_positions(skip=batch.keys())
+        return batch
+
+    def _check_positions(self, skip: Iterable[int]) -> None:
+        # Only meaningful once a fetch response has reported a high watermark.
+        skipped = set(skip)
+        for partition, tp in self._tps.items():
+            if partition in skipped:
+                continue
+            end = self._consumer.highwater(tp)
+            if end is None:
+                continue
+            position = self._consumer.position(tp)
+            if position is not None and position > end:
+                raise PositionOutOfRange(self.topic, partition, int(position), int(end))
+
+    def end_offsets(self, timeout_ms: int = 5000) -> dict[int, int]:
+        """Offset after the last record of each assigned partition (for lag).
+
+        Raises ``BrokerUnavailable`` if the broker does not answer in time.
+        """
+        try:
+            listed = self._consumer.end_offsets(list(self._tps.values()), timeout_ms=timeout_ms)
+        except KafkaError as e:
+            if _is_unavailable(e):
+                raise BrokerUnavailable(f"end_offsets failed: {e!r}") from e
+            raise KafkaIOError(f"end_offsets failed: {e!r}") from e
+        result: dict[int, int] = {}
+        for partition, tp in self._tps.items():
+            # tansu's ListOffsets can under-report; the fetch high watermark is exact.
+            seen = self._consumer.highwater(tp)
+            result[partition] = max(int(listed[tp]), int(seen) if seen is not None else 0)
+        return result
+
+    def lag(self, timeout_ms: int = 5000) -> dict[int, int]:
+        """Records between our position and the end, per assigned partition."""
+        ends = self.end_offsets(timeout_ms=timeout_ms)
+        return {p: max(0, ends[p] - self.position(p)) for p in self._tps}
+
+    def ping(self, timeout_ms: int = 3000) -> None:
+        """Round trip to the broker; raises ``BrokerUnavailable`` if it does not answer."""
+        self.end_offsets(timeout_ms=timeout_ms)
+
+    def close(self) -> None:
+        self._consumer.close()
+
+    def __enter__(self) -> CommandSource:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class Publisher:
+    """Producer for outcomes, dead letters and commands.
+
+    Sends are asynchronous; ``flush`` waits for everything sent since the last
+    successful flush and raises ``PublishFailed`` if any of it was not acked.
+    Only advance DB positions after a successful flush (at-least-once).
+    """
+
+    def __init__(
+        self,
+        bootstrap: str,
+        *,
+        client_id: str = "cis-publisher",
+        linger_ms: int = 5,
+        batch_size: int = 256 * 1024,
+        delivery_timeout_ms: int = 120_000,
+        max_block_ms: int = 10_000,
+        **producer_overrides: Any,
+    ) -> None:
+        config: dict[str, Any] = {
+            **_CONNECTION_DEFAULTS,
+            "client_id": client_id,
+            "acks": "all",
+            # Idempotence makes retries after a timed-out request safe: tansu
+            # drops the duplicate (observed after a 30 s SIGSTOP).
+            "enable_idempotence": True,
+            # retries stays at kafka-python's default (unbounded): delivery_timeout_ms
+            # bounds them, retry_backoff_ms spaces them.
+            "linger_ms": linger_ms,
+            "batch_size": batch_size,
+            "delivery_timeout_ms": delivery_timeout_ms,
+            "max_block_ms": max_block_ms,
+            # Explicit, so a change of library default can't move cells between
+            # partitions behind partition_for's back.
+            "partitioner": DefaultPartitioner(),
+            "allow_auto_create_topics": False,
+            **producer_overrides,
+        }
+        try:
+            self._producer = KafkaProducer(bootstrap_servers=bootstrap, **config)
+        except KafkaError as e:
+            if _is_unavailable(e):
+                raise BrokerUnavailable(f"cannot reach {bootstrap}: {e!r}") from e
+            raise
+        self._pending: list[FutureRecordMetadata] = []
+
+    def send(
+        self,
+        topic: str,
+        value: bytes,
+        key: bytes | None = None,
+        headers: Sequence[Header] = (),
+        partition: int | None = None,
+    ) -> FutureRecordMetadata:
+        """Queue one record; ``flush`` reports whether it was acknowledged."""
+        try:
+            future = self._producer.send(
+                topic, value=value, key=key, headers=list(headers), partition=partition
+            )
+        except KafkaError as e:
+            # Metadata unavailable for max_block_ms or buffer full.
+            if _is_unavailable(e):
+                raise BrokerUnavailable(f"send to {topic} failed: {e!r}") from e
+            raise KafkaIOError(f"send to {topic} failed: {e!r}") from e
+        self._pending.append(future)
+        return future
+
+    def send_outcome(
+        self,
+        topic: str,
+        command_id: str,
+        outcome: Mapping[str, Any] | bytes,
+        headers: Sequence[Header] = (),
+    ) -> FutureRecordMetadata:
+        """An outcome as JSON, keyed by command id."""
+        value = outcome if isinstance(outcome, bytes) else encode_json(outcome)
+        return self.send(topic, value, key=command_id.encode("utf-8"), headers=headers)
+
+    def send_command(
+        self,
+        topic: str,
+        cell: str,
+        command: Mapping[str, Any] | bytes,
+        headers: Sequence[Header] = (),
+    ) -> FutureRecordMetadata:
+        """A command keyed by cell: all of a cell's commands share one partition."""
+        value = command if isinstance(command, bytes) else encode_json(command)
+        return self.send(topic, value, key=cell.encode("utf-8"), headers=headers)
+
+    def send_dlq(
+        self,
+        topic: str,
+        original: Record | bytes,
+        reason: str,
+        key: bytes | None = None,
+        headers: Sequence[Header] = (),
+    ) -> FutureRecordMetadata:
+        """Dead-letter the original bytes unchanged, with a ``reason`` header.
+
+        Given a ``Record``, its key and headers are kept and its topic,
+        partition and offset are added as ``dlq.source.*`` headers.
+        """
+        all_headers: list[Header] = []
+        if isinstance(original, Record):
+            value = original.value
+            key = original.key if key is None else key
+            all_headers.extend(original.headers)
+            all_headers.extend(
+                [
+                    (DLQ_SOURCE_TOPIC_HEADER, original.topic.encode("utf-8")),
+                    (DLQ_SOURCE_PARTITION_HEADER, str(original.partition).encode("ascii")),
+                    (DLQ_SOURCE_OFFSET_HEADER, str(original.offset).encode("ascii")),
+                ]
+            )
+        else:
+            value = original
+        all_headers.extend(headers)
+        all_headers.append((DLQ_REASON_HEADER, reason.encode("utf-8")))
+        return self.send(topic, value, key=key, headers=all_headers)
+
+    def flush(self, timeout_s: float | None = 30.0) -> list[RecordMetadata]:
+        """Wait for all records sent since the last flush; return their metadata.
+
+        Metadata is in send order. With idempotence a record that was retried
+        may report offset -1 (the broker dropped the duplicate), so don't rely
+        on offsets. Raises ``BrokerUnavailable`` on timeout: the records stay
+        in flight and the next flush waits for them again. Raises
+        ``PublishFailed`` if any record definitively failed; those are then
+        forgotten, so resend the batch (consumers dedupe by key/command id).
+        """
+        try:
+            self._producer.flush(timeout=timeout_s)
+        except KafkaTimeoutError as e:
+            raise BrokerUnavailable(f"flush timed out after {timeout_s}s") from e
+        pending, self._pending = self._pending, []
+        errors = [f.exception for f in pending if f.failed() and f.exception is not None]
+        if errors:
+            raise PublishFailed(f"{len(errors)} of {len(pending)} records failed", errors)
+        return [f.value for f in pending]
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+    def close(self, timeout_s: float | None = 10.0) -> None:
+        self._producer.close(timeout=timeout_s)
+
+    def __enter__(self) -> Publisher:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

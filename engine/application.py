@@ -1,0 +1,49 @@
+"""The event-sourced application: a process recorder (events + tracking) and the world."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from eventsourcing.application import Application, ProcessingEvent
+from eventsourcing.persistence import ProcessRecorder, Tracking
+
+from engine.world import World
+
+READ_PAGE = 5000
+
+
+class CisApplication(Application):
+    name = "cis"
+
+    def construct_recorder(self) -> ProcessRecorder:
+        # A process recorder stores a tracking row atomically with the events it caused.
+        return self.factory.process_recorder()
+
+    @property
+    def process_recorder(self) -> ProcessRecorder:
+        assert isinstance(self.recorder, ProcessRecorder)
+        return self.recorder
+
+    def record(self, events: list[Any], tracking: Tracking | None) -> None:
+        """Store events and the position they came from in one transaction."""
+        processing = ProcessingEvent(tracking=tracking)
+        processing.collect_events(*events)
+        self._record(processing)
+
+    def page(self, after: int, limit: int = READ_PAGE) -> list[tuple[int, Any]]:
+        """Up to `limit` stored events after notification `after`, as (id, event)."""
+        notifications = self.recorder.select_notifications(start=after + 1, limit=limit)
+        return [(n.id, self.mapper.to_domain_event(n)) for n in notifications]
+
+    def read(self, after: int = 0) -> Iterator[tuple[int, Any]]:
+        """Every stored event after notification `after`, in log order."""
+        while page := self.page(after):
+            yield from page
+            after = page[-1][0]
+
+    def load_world(self) -> World:
+        world = World()
+        for _, event in self.read():
+            world.replay(event)
+        return world

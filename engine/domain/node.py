@@ -1,0 +1,63 @@
+"""A node (VM) in a pool: requested(asg) → ready → cordoned → draining → terminated, or lost."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from uuid import UUID
+
+from eventsourcing.domain import Aggregate
+
+from engine.domain.base import Recorded
+from engine.domain.ids import aggregate_id
+
+TAKES_WORK = frozenset({"ready"})
+GONE = frozenset({"terminated", "lost"})
+
+
+class Node(Recorded):
+    @staticmethod
+    def create_id(cell: str, node_id: str) -> UUID:
+        return aggregate_id("node", cell, node_id)
+
+    class Requested(Aggregate.Created):
+        cell: str
+        node_id: str
+        pool: str
+        model: str
+        capacity: dict[str, int]
+        labels: dict[str, str]
+        reason: str
+
+    def __init__(
+        self,
+        cell: str,
+        node_id: str,
+        pool: str,
+        model: str,
+        capacity: dict[str, int],
+        labels: dict[str, str],
+        reason: str,
+    ) -> None:
+        self.cell = cell
+        self.node_id = node_id
+        self.pool = pool
+        self.model = model
+        self.capacity = capacity
+        self.labels = labels
+        self.state = "requested"
+
+    class Ready(Aggregate.Event):
+        def apply(self, node: Node) -> None:
+            node.state = "ready"
+
+    class Lost(Aggregate.Event):
+        reason: str
+
+        def apply(self, node: Node) -> None:
+            node.state = "lost"
+
+    def mark_ready(self, at: datetime) -> None:
+        self.trigger_event(self.Ready, timestamp=at)
+
+    def mark_lost(self, reason: str, at: datetime) -> None:
+        self.trigger_event(self.Lost, reason=reason, timestamp=at)

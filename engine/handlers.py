@@ -1,0 +1,405 @@
+"""Command handlers: validate against the state, then record the decided events.
+
+Each handler first collects every reason to refuse (raising `Rejected` before touching any
+aggregate), then acts. Stale or duplicate reports are accepted no-ops with a note.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from eventsourcing.domain import Aggregate
+
+from engine.domain.instance import ENDED, ON_NODE, PENDING, TERMINAL, Instance
+from engine.domain.node import GONE, Node
+from engine.domain.pool import Pool
+from engine.domain.price_book import PriceBook
+from engine.policies import restart, simple_placement
+from engine.policies.demand import DIMENSIONS, demand_of
+from engine.policies.spec_catalogue import Spec, SpecRejected, round_up
+from engine.world import World
+from schemas import commands as c
+
+
+class Rejected(Exception):
+    def __init__(self, reasons: list[dict[str, str]]):
+        super().__init__("; ".join(f"{r['field']}: {r['problem']}" for r in reasons))
+        self.reasons = reasons
+
+
+def reason(field: str, problem: str) -> dict[str, str]:
+    return {"field": field, "problem": problem}
+
+
+class Context:
+    """One command's decision: the events it records and their ids."""
+
+    def __init__(self, world: World):
+        self.world = world
+        self.events: list[Any] = []
+        self.event_ids: list[str] = []
+
+    def touch(self, aggregate: Aggregate, label: str) -> None:
+        self.world.add(aggregate)
+        for event in aggregate.collect_events():
+            self.world.observe(event, aggregate)
+            self.events.append(event)
+            self.event_ids.append(f"{label}#{event.originator_version}")
+
+
+Handler = Callable[[Context, Any], str | None]
+HANDLERS: dict[type, Handler] = {}
+
+
+def handles(command_type: type) -> Callable[[Handler], Handler]:
+    def register(fn: Handler) -> Handler:
+        HANDLERS[command_type] = fn
+        return fn
+    return register
+
+
+# --- placement ---------------------------------------------------------------------------
+
+
+def _node_views(world: World, cell: str, pool: str) -> list[simple_placement.NodeView]:
+    views = []
+    for node in world.nodes_of(cell, pool):
+        on_node = world.instances_on(cell, node.node_id)
+        allocated = {d: sum(i.demand[d] for i in on_node) for d in DIMENSIONS}
+        views.append(simple_placement.NodeView(
+            node.node_id, node.model, node.state, node.labels, node.capacity, allocated,
+            len(on_node)))
+    return views
+
+
+def _model_for(pool: Pool, instance: Instance) -> dict[str, Any] | None:
+    return simple_placement.smallest_model(pool.config["node_models"], instance.demand)
+
+
+def _try_place(ctx: Context, pool: Pool, instance: Instance, at: datetime) -> list[dict]:
+    """Schedule the instance if a node has room; answer the reasons if none has."""
+    model = _model_for(pool, instance)
+    assert model is not None  # checked when the instance was accepted
+    decision = simple_placement.place(
+        pool.config["kind"], instance.demand, instance.node_selector,
+        _node_views(ctx.world, pool.cell, pool.pool), model["name"])
+    if isinstance(decision, simple_placement.Placed):
+        instance.schedule(decision.node_id, decision.policy, decision.score, at)
+        ctx.touch(instance, f"instance/{instance.name}")
+        return []
+    return decision.reasons
+
+
+def _want_node_if_short(ctx: Context, pool: Pool, model: dict[str, Any], why: str,
+                        at: datetime) -> None:
+    """Ask the ASG for a node unless enough are already on their way, within max_nodes."""
+    nodes = [n for n in ctx.world.nodes_of(pool.cell, pool.pool) if n.state not in GONE]
+    coming = sum(1 for n in nodes if n.state == "requested" and n.model == model["name"])
+    waiting = sum(1 for i in ctx.world.waiting_in(pool.cell, pool.pool)
+                  if (m := _model_for(pool, i)) and m["name"] == model["name"])
+    if coming >= waiting or len(nodes) >= pool.config["max_nodes"]:
+        return
+    _request_node(ctx, pool, model, why, at)
+
+
+def _request_node(ctx: Context, pool: Pool, model: dict[str, Any], why: str,
+                  at: datetime) -> None:
+    node_id = pool.want_node(model["name"], why, at)
+    ctx.touch(pool, f"pool/{pool.pool}")
+    capacity = {d: model[d] for d in DIMENSIONS}
+    labels = {**pool.config["labels"], "model": model["name"], "pool": pool.pool}
+    node = Node.create(at, cell=pool.cell, node_id=node_id, pool=pool.pool, model=model["name"],
+                capacity=capacity, labels=labels, reason=why)
+    ctx.touch(node, f"node/{node_id}")
+
+
+def _place_waiting(ctx: Context, pool: Pool, at: datetime) -> None:
+    for instance in ctx.world.waiting_in(pool.cell, pool.pool):
+        _try_place(ctx, pool, instance, max(at, instance.state_since))
+
+
+# --- tenant requests -------------------------------------------------------------------
+
+
+def _billed_spec(pool: Pool | None, cmd: c.CreateInstance) -> tuple[Spec | None, list[dict]]:
+    if pool is None:
+        return None, []
+    catalogue = [Spec(Decimal(s["vcpu"]), Decimal(s["memory_gib"]))
+                 for s in pool.config["spec_catalogue"]]
+    choice = round_up(cmd.vcpu, cmd.memory_gib, catalogue)
+    if isinstance(choice, SpecRejected):
+        return None, [reason("containers", f"{r.message} (spec outside the catalogue)")
+                      for r in choice.reasons]
+    return choice.billed, []
+
+
+@handles(c.CreateInstance)
+def create_instance(ctx: Context, cmd: c.CreateInstance) -> str | None:
+    world = ctx.world
+    pool = world.pool(cmd.cell, cmd.pool)
+    reasons = []
+    if pool is None:
+        reasons.append(reason("pool", f"no pool {cmd.pool!r} in cell {cmd.cell!r}"))
+    if world.instance(cmd.cell, cmd.instance_id) is not None:
+        reasons.append(reason("instance_id", f"instance {cmd.instance_id!r} already exists"))
+    book = world.price_book(cmd.cell)
+    if book is None or not any(v["effective_from"] <= cmd.issued_at.timestamp()
+                               for v in book.versions):
+        reasons.append(reason("cell", f"no price book in force in cell {cmd.cell!r}"))
+    billed, spec_reasons = _billed_spec(pool, cmd)
+    reasons += spec_reasons
+    demand: dict[str, int] = {}
+    if pool is not None and billed is not None:
+        overhead = pool.config["cpu_overhead_millicores"]
+        demand = demand_of(billed.vcpu, billed.memory_gib, cmd.runtime, overhead)
+        if simple_placement.smallest_model(pool.config["node_models"], demand) is None:
+            reasons.append(reason("containers", f"no node model of pool {cmd.pool!r} holds "
+                                                f"{demand} (spec plus runtime overhead)"))
+    if reasons:
+        raise Rejected(reasons)
+    assert pool is not None and billed is not None
+    instance = Instance.create(
+        cmd.issued_at, cell=cmd.cell, name=cmd.instance_id, account=cmd.account, pool=cmd.pool,
+        containers=[ct.model_dump(mode="json") for ct in cmd.containers],
+        restart_policy=cmd.restart_policy, runtime=cmd.runtime,
+        network=cmd.network.model_dump(mode="json"), node_selector=dict(cmd.node_selector),
+        requested_vcpu=cmd.vcpu, requested_memory_gib=cmd.memory_gib,
+        billed_vcpu=billed.vcpu, billed_memory_gib=billed.memory_gib, demand=demand,
+    )
+    ctx.touch(instance, f"instance/{instance.name}")
+    not_placed = _try_place(ctx, pool, instance, cmd.issued_at)
+    if not_placed:
+        instance.mark_unschedulable(not_placed, cmd.issued_at)
+        ctx.touch(instance, f"instance/{instance.name}")
+        model = _model_for(pool, instance)
+        assert model is not None
+        _want_node_if_short(ctx, pool, model, f"instance {instance.name} unschedulable",
+                            cmd.issued_at)
+        return "unschedulable: waits for capacity"
+    return None
+
+
+def _tenant_instance(world: World, cmd: c.StopInstance | c.DeleteInstance) -> Instance:
+    instance = world.instance(cmd.cell, cmd.instance_id)
+    if instance is None or instance.account != cmd.account:
+        raise Rejected([reason("instance_id", f"no instance {cmd.instance_id!r} for account "
+                                              f"{cmd.account!r} in cell {cmd.cell!r}")])
+    return instance
+
+
+@handles(c.StopInstance)
+def stop_instance(ctx: Context, cmd: c.StopInstance) -> str | None:
+    instance = _tenant_instance(ctx.world, cmd)
+    if instance.state in TERMINAL:
+        raise Rejected([reason("instance_id", f"instance is already {instance.state}")])
+    _end(ctx, instance, Instance.Stopped, "stopped by tenant", cmd.issued_at)
+    return None
+
+
+@handles(c.DeleteInstance)
+def delete_instance(ctx: Context, cmd: c.DeleteInstance) -> str | None:
+    instance = _tenant_instance(ctx.world, cmd)
+    if instance.state == "deleted":
+        raise Rejected([reason("instance_id", "instance is already deleted")])
+    if instance.state not in ENDED:
+        _end(ctx, instance, Instance.Stopped, "deleted by tenant", cmd.issued_at)
+    instance.delete(max(cmd.issued_at, instance.state_since))
+    ctx.touch(instance, f"instance/{instance.name}")
+    return None
+
+
+def _end(ctx: Context, instance: Instance, event_class: type[Instance.Ended], why: str,
+         at: datetime) -> None:
+    instance.end(event_class, why, max(at, instance.state_since))
+    ctx.touch(instance, f"instance/{instance.name}")
+
+
+# --- reports from the infrastructure ---------------------------------------------------
+
+
+def _reported_instance(world: World, cmd: Any) -> Instance:
+    instance = world.instance(cmd.cell, cmd.instance_id)
+    if instance is None:
+        raise Rejected([reason("instance_id", f"unknown instance {cmd.instance_id!r} "
+                                              f"in cell {cmd.cell!r}")])
+    if instance.state in PENDING:
+        raise Rejected([reason("instance_id", f"instance is {instance.state}: it has no node "
+                                              "to report from")])
+    return instance
+
+
+def _stale(instance: Instance) -> str:
+    return f"stale report: instance is {instance.state}"
+
+
+@handles(c.ReportInstanceStarting)
+def instance_starting(ctx: Context, cmd: c.ReportInstanceStarting) -> str | None:
+    instance = _reported_instance(ctx.world, cmd)
+    if instance.state != "scheduled":
+        return _stale(instance)
+    instance.start(max(cmd.occurred_at, instance.state_since))
+    ctx.touch(instance, f"instance/{instance.name}")
+    return None
+
+
+@handles(c.ReportInstanceRunning)
+def instance_running(ctx: Context, cmd: c.ReportInstanceRunning) -> str | None:
+    instance = _reported_instance(ctx.world, cmd)
+    if instance.state not in ("scheduled", "starting", "restarting"):
+        return _stale(instance)
+    at = max(cmd.occurred_at, instance.state_since)
+    if instance.state == "scheduled":  # the starting report is late or lost
+        instance.start(at)
+    instance.run(at)
+    ctx.touch(instance, f"instance/{instance.name}")
+    return None
+
+
+@handles(c.ReportContainerExited)
+def container_exited(ctx: Context, cmd: c.ReportContainerExited) -> str | None:
+    instance = _reported_instance(ctx.world, cmd)
+    if cmd.container not in instance.container_names:
+        raise Rejected([reason("container", f"instance has no container {cmd.container!r}")])
+    if instance.state not in ON_NODE:
+        return _stale(instance)
+    if cmd.container in instance.completed:
+        return f"stale report: container {cmd.container} already completed"
+    at = max(cmd.occurred_at, instance.state_since)
+    if instance.state == "scheduled":
+        instance.start(at)
+    decision = restart.decide_exit(instance.restart_policy, cmd.exit_code, cmd.container,
+                                   instance.container_names, instance.completed)
+    if decision == "restart":
+        instance.restart(cmd.container, cmd.exit_code, restart.backoff_seconds(instance.restarts),
+                         at)
+    else:
+        instance.complete_container(cmd.container, cmd.exit_code, at)
+        if decision == "succeed":
+            instance.end(Instance.Succeeded, "all containers completed", at)
+        elif decision == "fail":
+            instance.end(Instance.Failed, f"container {cmd.container} exited {cmd.exit_code}", at)
+    ctx.touch(instance, f"instance/{instance.name}")
+    _place_waiting_if_freed(ctx, instance, at)
+    return None
+
+
+@handles(c.ReportInstanceTerminated)
+def instance_terminated(ctx: Context, cmd: c.ReportInstanceTerminated) -> str | None:
+    instance = _reported_instance(ctx.world, cmd)
+    if instance.state not in ON_NODE:
+        return _stale(instance)
+    _end(ctx, instance, Instance.Failed, cmd.reason, cmd.occurred_at)
+    _place_waiting_if_freed(ctx, instance, cmd.occurred_at)
+    return None
+
+
+def _place_waiting_if_freed(ctx: Context, instance: Instance, at: datetime) -> None:
+    if instance.state not in ON_NODE:
+        pool = ctx.world.pool(instance.cell, instance.pool)
+        assert pool is not None
+        if pool.config["kind"] == "shared":
+            _place_waiting(ctx, pool, at)
+
+
+def _reported_node(world: World, cmd: c.ReportNodeReady | c.ReportNodeLost) -> Node:
+    node = world.node(cmd.cell, cmd.node_id)
+    if node is None:
+        raise Rejected([reason("node_id", f"unknown node {cmd.node_id!r} in cell {cmd.cell!r}")])
+    return node
+
+
+@handles(c.ReportNodeReady)
+def node_ready(ctx: Context, cmd: c.ReportNodeReady) -> str | None:
+    node = _reported_node(ctx.world, cmd)
+    if node.state in GONE:
+        raise Rejected([reason("node_id", f"node is {node.state}")])
+    if node.state != "requested":
+        return f"stale report: node is {node.state}"
+    node.mark_ready(cmd.occurred_at)
+    ctx.touch(node, f"node/{node.node_id}")
+    pool = ctx.world.pool(node.cell, node.pool)
+    assert pool is not None
+    _place_waiting(ctx, pool, cmd.occurred_at)
+    return None
+
+
+@handles(c.ReportNodeLost)
+def node_lost(ctx: Context, cmd: c.ReportNodeLost) -> str | None:
+    node = _reported_node(ctx.world, cmd)
+    if node.state in GONE:
+        return f"stale report: node is {node.state}"
+    for instance in ctx.world.instances_on(node.cell, node.node_id):
+        _end(ctx, instance, Instance.Failed, f"node lost: {cmd.reason}", cmd.occurred_at)
+    node.mark_lost(cmd.reason, cmd.occurred_at)
+    ctx.touch(node, f"node/{node.node_id}")
+    return None
+
+
+# --- operators and the ticker ----------------------------------------------------------
+
+
+@handles(c.ConfigurePool)
+def configure_pool(ctx: Context, cmd: c.ConfigurePool) -> str | None:
+    config = cmd.model_dump(mode="json", include={
+        "kind", "node_models", "min_nodes", "max_nodes", "labels", "spec_catalogue",
+        "pending_timeout_seconds", "cpu_overhead_millicores"})
+    pool = ctx.world.pool(cmd.cell, cmd.pool)
+    if pool is None:
+        pool = Pool.create(cmd.issued_at, cell=cmd.cell, pool=cmd.pool, config=config)
+    elif pool.config == config:
+        return "unchanged"
+    elif pool.config["kind"] != config["kind"]:
+        raise Rejected([reason("kind", f"pool is {pool.config['kind']}; kind cannot change")])
+    else:
+        pool.reconfigure(config, cmd.issued_at)
+    ctx.touch(pool, f"pool/{pool.pool}")
+    live = [n for n in ctx.world.nodes_of(cmd.cell, cmd.pool) if n.state not in GONE]
+    smallest = min(config["node_models"], key=lambda m: (m["millicores"], m["memory_mib"]))
+    for _ in range(config["min_nodes"] - len(live)):
+        _request_node(ctx, pool, smallest, "below min_nodes", cmd.issued_at)
+    return None
+
+
+@handles(c.PublishPriceBook)
+def publish_price_book(ctx: Context, cmd: c.PublishPriceBook) -> str | None:
+    book = ctx.world.price_book(cmd.cell)
+    effective_from = int(cmd.effective_from.timestamp())
+    reasons = []
+    if effective_from < cmd.issued_at.timestamp():
+        reasons.append(reason("effective_from", "prices are never retroactive: effective_from "
+                                                "is before issued_at"))
+    if book is not None and book.versions and effective_from <= book.versions[-1][
+            "effective_from"]:
+        reasons.append(reason("effective_from", "must be later than the effective_from of "
+                                                f"version {book.versions[-1]['number']}"))
+    if reasons:
+        raise Rejected(reasons)
+    if book is None:
+        book = PriceBook.create(cmd.issued_at, cell=cmd.cell)
+    terms = cmd.model_dump(mode="json", include={
+        "currency", "minor_unit", "rate_per_vcpu_second", "rate_per_gib_second",
+        "min_seconds", "grace_seconds"})
+    book.publish({**terms, "effective_from": effective_from}, cmd.issued_at)
+    ctx.touch(book, f"price-book/{cmd.cell}")
+    return None
+
+
+@handles(c.Tick)
+def tick(ctx: Context, cmd: c.Tick) -> str | None:
+    """Expire instances stuck pending past their pool's limit."""
+    expired = 0
+    for key in list(ctx.world.waiting):
+        cell, pool_name = key
+        if cell != cmd.cell:
+            continue
+        pool = ctx.world.pool(cell, pool_name)
+        assert pool is not None
+        limit = pool.config["pending_timeout_seconds"]
+        for instance in ctx.world.waiting_in(cell, pool_name):
+            if (cmd.now - instance.created_on).total_seconds() >= limit:
+                _end(ctx, instance, Instance.Expired, f"pending longer than {limit} s", cmd.now)
+                expired += 1
+    return f"expired {expired} instance(s)" if expired else None

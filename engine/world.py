@@ -1,0 +1,96 @@
+"""The writer's in-memory state: every aggregate it owns, and indexes derived from events.
+
+One writer per cell means the writer may decide from memory. The world is rebuilt by
+replaying the log at start-up and kept current by observing each new event, through the
+same `observe` path, so the indexes a decision reads are exactly what the log implies.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+from uuid import UUID
+
+from eventsourcing.domain import Aggregate
+
+from engine.domain.cell_log import CellLog
+from engine.domain.instance import ON_NODE, Instance
+from engine.domain.node import Node
+from engine.domain.pool import Pool
+from engine.domain.price_book import PriceBook
+
+Key = tuple[str, str]  # (cell, name)
+
+
+class World:
+    def __init__(self) -> None:
+        self.aggregates: dict[UUID, Aggregate] = {}
+        self.outcomes: dict[str, dict[str, Any]] = {}
+        self.node_instances: dict[Key, set[str]] = defaultdict(set)
+        self.pool_nodes: dict[Key, dict[str, None]] = defaultdict(dict)
+        # Unschedulable instances per pool, oldest first (dicts keep insertion order).
+        self.waiting: dict[Key, dict[str, None]] = defaultdict(dict)
+
+    # --- lookups ---------------------------------------------------------------------
+
+    def _get(self, aggregate_id: UUID) -> Any:
+        return self.aggregates.get(aggregate_id)
+
+    def instance(self, cell: str, name: str) -> Instance | None:
+        return self._get(Instance.create_id(cell, name))
+
+    def node(self, cell: str, node_id: str) -> Node | None:
+        return self._get(Node.create_id(cell, node_id))
+
+    def pool(self, cell: str, name: str) -> Pool | None:
+        return self._get(Pool.create_id(cell, name))
+
+    def price_book(self, cell: str) -> PriceBook | None:
+        return self._get(PriceBook.create_id(cell))
+
+    def cell_log(self, cell: str) -> CellLog | None:
+        return self._get(CellLog.create_id(cell))
+
+    def nodes_of(self, cell: str, pool: str) -> list[Node]:
+        return [self.aggregates[Node.create_id(cell, n)] for n in self.pool_nodes[(cell, pool)]]
+
+    def instances_on(self, cell: str, node_id: str) -> list[Instance]:
+        return [self.aggregates[Instance.create_id(cell, n)]
+                for n in sorted(self.node_instances[(cell, node_id)])]
+
+    def waiting_in(self, cell: str, pool: str) -> list[Instance]:
+        return [self.aggregates[Instance.create_id(cell, n)] for n in self.waiting[(cell, pool)]]
+
+    # --- keeping it current ----------------------------------------------------------
+
+    def add(self, aggregate: Aggregate) -> None:
+        self.aggregates[aggregate.id] = aggregate
+
+    def replay(self, event: Any) -> None:
+        """Apply one stored event (start-up)."""
+        aggregate = event.mutate(self.aggregates.get(event.originator_id))
+        self.aggregates[event.originator_id] = aggregate
+        self.observe(event, aggregate)
+
+    def observe(self, event: Any, aggregate: Any) -> None:
+        """Update the derived indexes after `event` has been applied to `aggregate`."""
+        if isinstance(aggregate, Instance):
+            self._observe_instance(aggregate)
+        elif isinstance(aggregate, Node) and isinstance(event, Node.Requested):
+            self.pool_nodes[(aggregate.cell, aggregate.pool)][aggregate.node_id] = None
+        elif isinstance(event, CellLog.CommandsHandled):
+            for outcome in event.outcomes:
+                self.outcomes[outcome["command_id"]] = outcome
+
+    def _observe_instance(self, instance: Instance) -> None:
+        key = (instance.cell, instance.pool)
+        if instance.state == "unschedulable":
+            self.waiting[key][instance.name] = None
+        else:
+            self.waiting[key].pop(instance.name, None)
+        if instance.node_id is not None:
+            on_node = self.node_instances[(instance.cell, instance.node_id)]
+            if instance.state in ON_NODE:
+                on_node.add(instance.name)
+            else:
+                on_node.discard(instance.name)

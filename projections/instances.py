@@ -1,0 +1,65 @@
+"""The `instances` read model: state, node and timestamps per instance."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
+from engine.domain.instance import Instance
+from projections.projection import RowProjection
+from projections.tables import Key, Rows, Table
+
+INSTANCES = Table("instances", ("id",), {
+    "id": "text", "cell": "text", "instance_id": "text", "account": "text", "pool": "text",
+    "state": "text", "node_id": "text", "runtime": "text", "restart_policy": "text",
+    "requested_vcpu": "numeric", "requested_memory_gib": "numeric",
+    "billed_vcpu": "numeric", "billed_memory_gib": "numeric", "restarts": "int",
+    "created_at": "text", "state_since": "text", "ended_at": "text", "reason": "text",
+})
+
+
+def iso(ts: datetime) -> str:
+    return ts.isoformat().replace("+00:00", "Z")
+
+
+class InstancesProjection(RowProjection):
+    name = "instances"
+    tables = (INSTANCES,)
+
+    def keys(self, event: Any) -> Iterable[tuple[Table, Key]]:
+        if isinstance(event, Instance.Event):
+            return [(INSTANCES, (event.originator_id.hex,))]
+        return []
+
+    def apply(self, event: Any, rows: Rows) -> None:
+        key = (event.originator_id.hex,)
+        if isinstance(event, Instance.Requested):
+            rows.put(INSTANCES, {
+                "id": key[0], "cell": event.cell, "instance_id": event.name,
+                "account": event.account, "pool": event.pool, "state": "requested",
+                "node_id": None, "runtime": event.runtime,
+                "restart_policy": event.restart_policy,
+                "requested_vcpu": str(event.requested_vcpu),
+                "requested_memory_gib": str(event.requested_memory_gib),
+                "billed_vcpu": str(event.billed_vcpu),
+                "billed_memory_gib": str(event.billed_memory_gib), "restarts": 0,
+                "created_at": iso(event.timestamp), "state_since": iso(event.timestamp),
+                "ended_at": None, "reason": None,
+            })
+            return
+        if not isinstance(event, Instance.Transitioned | Instance.ContainerCompleted):
+            return
+        row = rows.get(INSTANCES, key)
+        assert row is not None, f"instance event before its creation: {event!r}"
+        if isinstance(event, Instance.Transitioned):
+            row["state"] = event.new_state()
+            row["state_since"] = iso(event.timestamp)
+        if isinstance(event, Instance.Scheduled):
+            row["node_id"] = event.node_id
+        elif isinstance(event, Instance.Restarting):
+            row["restarts"] = event.restarts
+        elif isinstance(event, Instance.Ended):
+            row["ended_at"] = iso(event.timestamp)
+            row["reason"] = event.reason
+        rows.put(INSTANCES, row)

@@ -1,0 +1,22 @@
+"""A row projection: which rows an event touches, and how it changes them."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterable
+from typing import Any, ClassVar
+
+from projections.tables import Key, Rows, Table
+
+
+class RowProjection(ABC):
+    name: ClassVar[str]
+    tables: ClassVar[tuple[Table, ...]]
+
+    @abstractmethod
+    def keys(self, event: Any) -> Iterable[tuple[Table, Key]]:
+        """The rows `apply` will read for this event, fetched for a whole batch at once."""
+
+    @abstractmethod
+    def apply(self, event: Any, rows: Rows) -> None:
+        """Change rows to reflect one event. Pure: no clock, no I/O."""

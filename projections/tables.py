@@ -1,0 +1,48 @@
+"""Read-model tables: plain rows with a key, the same shape in every store."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+Row = dict[str, Any]
+Key = tuple[Any, ...]
+
+
+@dataclass(frozen=True, eq=False)
+class Table:
+    name: str
+    key: tuple[str, ...]
+    columns: dict[str, str]  # column -> "text" | "int" | "numeric"
+
+    def key_of(self, row: Row) -> Key:
+        return tuple(row[k] for k in self.key)
+
+
+@dataclass
+class Rows:
+    """A batch's working set: rows loaded from the view, and the ones it changed."""
+
+    loaded: dict[str, dict[Key, Row]]
+    changed: dict[str, dict[Key, Row | None]] = field(default_factory=dict)
+
+    def get(self, table: Table, key: Key) -> Row | None:
+        changed = self.changed.get(table.name, {})
+        if key in changed:
+            return changed[key]
+        row = self.loaded.get(table.name, {}).get(key)
+        return dict(row) if row is not None else None
+
+    def put(self, table: Table, row: Row) -> None:
+        self.changed.setdefault(table.name, {})[table.key_of(row)] = row
+
+    def delete(self, table: Table, key: Key) -> None:
+        self.changed.setdefault(table.name, {})[key] = None
+
+
+def group_keys(pairs: Iterable[tuple[Table, Key]]) -> dict[Table, set[Key]]:
+    grouped: dict[Table, set[Key]] = {}
+    for table, key in pairs:
+        grouped.setdefault(table, set()).add(key)
+    return grouped

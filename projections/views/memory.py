@@ -1,0 +1,49 @@
+"""In-memory view (simulations and tests)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+from eventsourcing.persistence import Tracking
+from eventsourcing.popo import POPOTrackingRecorder
+
+from projections.tables import Key, Row, Table
+
+
+class MemoryView(POPOTrackingRecorder):
+    def __init__(self) -> None:
+        super().__init__()
+        self.tables: dict[str, dict[Key, Row]] = {}
+
+    def create(self, tables: Sequence[Table]) -> None:
+        for table in tables:
+            self.tables.setdefault(table.name, {})
+
+    def drop(self, tables: Sequence[Table], tracking_name: str) -> None:
+        with self._database_lock:
+            for table in tables:
+                self.tables.pop(table.name, None)
+            self._max_tracking_ids.pop(tracking_name, None)
+
+    def load(self, table: Table, keys: Iterable[Key]) -> dict[Key, Row]:
+        rows = self.tables.get(table.name, {})
+        return {k: dict(rows[k]) for k in keys if k in rows}
+
+    def commit(self, tables: Sequence[Table], changed: dict[str, dict[Key, Row | None]],
+               tracking: Tracking) -> None:
+        with self._database_lock:
+            self._assert_tracking_uniqueness(tracking)
+            for table in tables:
+                rows = self.tables.setdefault(table.name, {})
+                for key, row in changed.get(table.name, {}).items():
+                    if row is None:
+                        rows.pop(key, None)
+                    else:
+                        rows[key] = dict(row)
+            self._insert_tracking(tracking)
+
+    def select(self, table: Table, where: dict[str, object] | None = None) -> list[Row]:
+        rows = self.tables.get(table.name, {})
+        found = [dict(r) for k, r in sorted(rows.items())
+                 if all(r.get(c) == v for c, v in (where or {}).items())]
+        return found

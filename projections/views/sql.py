@@ -1,0 +1,145 @@
+"""SQL views for SQLite and PostgreSQL: the same statements, two placeholder styles."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from decimal import Decimal
+from typing import Any
+
+from eventsourcing.persistence import Tracking
+from eventsourcing.postgres import PostgresTrackingRecorder
+from eventsourcing.sqlite import SQLiteTrackingRecorder
+
+from projections.tables import Key, Row, Table
+
+SQL_TYPES = {
+    "sqlite": {"text": "TEXT", "int": "INTEGER", "numeric": "TEXT"},
+    "postgres": {"text": "text", "int": "bigint", "numeric": "numeric"},
+}
+KEYS_PER_SELECT = 500
+
+
+class SqlRows:
+    """Statements for one dialect; `qualify` names a table (with its schema on PostgreSQL)."""
+
+    def __init__(self, dialect: str, schema: str | None):
+        self.dialect = dialect
+        self.mark = "?" if dialect == "sqlite" else "%s"
+        self.schema = schema
+
+    def qualify(self, name: str) -> str:
+        return f'"{self.schema}"."{name}"' if self.schema else f'"{name}"'
+
+    def create(self, table: Table) -> str:
+        types = SQL_TYPES[self.dialect]
+        cols = ", ".join(f'"{c}" {types[t]}' for c, t in table.columns.items())
+        key = ", ".join(f'"{k}"' for k in table.key)
+        return f"CREATE TABLE IF NOT EXISTS {self.qualify(table.name)} ({cols}, " \
+               f"PRIMARY KEY ({key}))"
+
+    def upsert(self, table: Table) -> str:
+        cols = list(table.columns)
+        names = ", ".join(f'"{c}"' for c in cols)
+        marks = ", ".join(self.mark for _ in cols)
+        key = ", ".join(f'"{k}"' for k in table.key)
+        updates = ", ".join(f'"{c}" = excluded."{c}"' for c in cols if c not in table.key)
+        return (f"INSERT INTO {self.qualify(table.name)} ({names}) VALUES ({marks}) "
+                f"ON CONFLICT ({key}) DO UPDATE SET {updates}")
+
+    def delete(self, table: Table) -> str:
+        cond = " AND ".join(f'"{k}" = {self.mark}' for k in table.key)
+        return f"DELETE FROM {self.qualify(table.name)} WHERE {cond}"
+
+    def select(self, table: Table, where: Sequence[str] = (), n_keys: int = 0) -> str:
+        names = ", ".join(f'"{c}"' for c in table.columns)
+        conds = [f'"{c}" = {self.mark}' for c in where]
+        if n_keys:
+            one = "(" + " AND ".join(f'"{k}" = {self.mark}' for k in table.key) + ")"
+            conds.append("(" + " OR ".join([one] * n_keys) + ")")
+        sql = f"SELECT {names} FROM {self.qualify(table.name)}"
+        if conds:
+            sql += " WHERE " + " AND ".join(conds)
+        return sql + " ORDER BY " + ", ".join(f'"{k}"' for k in table.key)
+
+
+def _row(table: Table, values: Sequence[Any] | dict[str, Any]) -> Row:
+    if isinstance(values, dict):
+        values = [values[c] for c in table.columns]
+    row = {}
+    for (column, kind), value in zip(table.columns.items(), values, strict=True):
+        if kind == "numeric" and value is not None:
+            value = str(value) if isinstance(value, Decimal) else value
+        row[column] = value
+    return row
+
+
+class _SqlViewMixin:
+    """Row storage shared by both SQL views; subclasses supply `_sql` and the tracking."""
+
+    _sql: SqlRows
+    datastore: Any
+
+    def create(self, tables: Sequence[Table]) -> None:
+        with self.datastore.transaction(commit=True) as cursor:
+            for table in tables:
+                cursor.execute(self._sql.create(table))
+
+    def drop(self, tables: Sequence[Table], tracking_name: str) -> None:
+        with self.datastore.transaction(commit=True) as cursor:
+            for table in tables:
+                cursor.execute(f"DROP TABLE IF EXISTS {self._sql.qualify(table.name)}")
+            cursor.execute(f"DELETE FROM {self._sql.qualify(self._tracking_table())} "
+                           f"WHERE application_name = {self._sql.mark}", (tracking_name,))
+
+    def load(self, table: Table, keys: Iterable[Key]) -> dict[Key, Row]:
+        keys = list(keys)
+        found: dict[Key, Row] = {}
+        with self.datastore.transaction(commit=False) as cursor:
+            for i in range(0, len(keys), KEYS_PER_SELECT):
+                chunk = keys[i:i + KEYS_PER_SELECT]
+                cursor.execute(self._sql.select(table, n_keys=len(chunk)),
+                               [v for key in chunk for v in key])
+                for values in cursor.fetchall():
+                    row = _row(table, values)
+                    found[table.key_of(row)] = row
+        return found
+
+    def commit(self, tables: Sequence[Table], changed: dict[str, dict[Key, Row | None]],
+               tracking: Tracking) -> None:
+        with self.datastore.transaction(commit=True) as cursor:
+            for table in tables:
+                rows = changed.get(table.name, {})
+                upserts = [[row[c] for c in table.columns] for row in rows.values() if row]
+                deletes = [list(key) for key, row in rows.items() if row is None]
+                if upserts:
+                    cursor.executemany(self._sql.upsert(table), upserts)
+                if deletes:
+                    cursor.executemany(self._sql.delete(table), deletes)
+            self._insert_tracking(cursor, tracking)  # type: ignore[attr-defined]
+
+    def select(self, table: Table, where: dict[str, object] | None = None) -> list[Row]:
+        where = where or {}
+        with self.datastore.transaction(commit=False) as cursor:
+            cursor.execute(self._sql.select(table, where=list(where)), list(where.values()))
+            return [_row(table, values) for values in cursor.fetchall()]
+
+    def _tracking_table(self) -> str:
+        raise NotImplementedError
+
+
+class SQLiteView(_SqlViewMixin, SQLiteTrackingRecorder):
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self._sql = SqlRows("sqlite", None)
+
+    def _tracking_table(self) -> str:
+        return "tracking"
+
+
+class PostgresView(_SqlViewMixin, PostgresTrackingRecorder):
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self._sql = SqlRows("postgres", self.datastore.schema)
+
+    def _tracking_table(self) -> str:
+        return self.tracking_table_name

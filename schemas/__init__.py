@@ -1,0 +1,1 @@
+"""The public contract: commands, outcomes and query views (pydantic v2)."""

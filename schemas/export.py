@@ -1,0 +1,25 @@
+"""JSON Schema files for producers in other languages: one per command, plus the envelope."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from pydantic import TypeAdapter
+
+from schemas.commands import COMMAND_TYPES, Command
+from schemas.outcomes import Outcome
+
+
+def export(directory: Path) -> list[Path]:
+    directory.mkdir(parents=True, exist_ok=True)
+    documents = {name: cls.model_json_schema() for name, cls in COMMAND_TYPES.items()}
+    documents["Command"] = TypeAdapter(Command).json_schema()
+    documents["Outcome"] = Outcome.model_json_schema()
+    written = []
+    for name, schema in sorted(documents.items()):
+        path = directory / f"{name}.schema.json"
+        schema = {"$schema": "https://json-schema.org/draft/2020-12/schema", **schema}
+        path.write_text(json.dumps(schema, indent=2, sort_keys=True) + "\n")
+        written.append(path)
+    return written

@@ -1,0 +1,142 @@
+"""Placement throughput: NodeIndex versus the plain numpy scan, on one shared node pool.
+
+The pool is pre-filled to `fill` of its CPU, then a steady-state stream runs: every operation
+places one new instance (decision + allocation update) and releases a random live one, so
+the load stays constant. The scan baseline replays the same operation stream on a copy of the
+same start state (fewer operations at large N, it is slow) and we check the decisions agree.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from engine.policies.node_index import NodeIndex
+from engine.policies.placement import POLICIES, Placed
+
+# (millicores, memory MiB, ENIs, pods) per node shape, with its share of the pool.
+NODE_SHAPES: tuple[tuple[tuple[int, int, int, int], float], ...] = (
+    ((16_000, 65_536, 8, 110), 0.25),
+    ((32_000, 131_072, 15, 110), 0.55),
+    ((64_000, 262_144, 15, 110), 0.20),
+)
+VCPUS = (0.25, 0.5, 1.0, 2.0, 4.0)
+GIB_PER_VCPU = (2, 4, 8)  # Fargate-like memory/CPU ratios, clipped to 0.5-16 GiB
+
+
+def make_pool(nodes: int, rng: np.random.Generator) -> np.ndarray:
+    shapes = np.array([s for s, _ in NODE_SHAPES], dtype=np.int64)
+    share = np.array([p for _, p in NODE_SHAPES])
+    return shapes[rng.choice(len(shapes), size=nodes, p=share / share.sum())]
+
+
+def make_demands(count: int, rng: np.random.Generator) -> np.ndarray:
+    cpu = rng.choice(VCPUS, size=count)
+    mem_gib = np.clip(cpu * rng.choice(GIB_PER_VCPU, size=count), 0.5, 16.0)
+    out = np.ones((count, 4), dtype=np.int64)  # 1 ENI, 1 pod
+    out[:, 0] = np.round(cpu * 1000)
+    out[:, 1] = np.round(mem_gib * 1024)
+    return out
+
+
+def bench_placement(
+    nodes: int,
+    policy: str = "best_fit",
+    placements: int = 20_000,
+    baseline_placements: int | None = None,
+    fill: float = 0.7,
+    seed: int = 0,
+) -> dict:
+    """Placements per second (place + allocate + release) for NodeIndex and the numpy scan."""
+    if policy not in POLICIES:
+        raise KeyError(f"unknown policy {policy!r}; known: {sorted(POLICIES)}")
+    rng = np.random.default_rng(seed)
+    capacity = make_pool(nodes, rng)
+    index = NodeIndex(capacity, np.zeros_like(capacity), np.ones(nodes, dtype=bool))
+
+    # Pre-fill with the same policy so the pool looks like one that policy has been running.
+    target = fill * capacity[:, 0].sum()
+    live: list[tuple[int, list[int]]] = []
+    used = 0
+    while used < target:
+        for dem in make_demands(1024, rng).tolist():
+            got = index.place(dem, policy)
+            if not isinstance(got, Placed):
+                continue
+            index.allocate(got.node_index, dem)
+            live.append((got.node_index, dem))
+            used += dem[0]
+            if used >= target:
+                break
+
+    start_alloc = index.allocated.copy()
+    start_live = list(live)
+    stream = make_demands(placements, rng).tolist()
+    victims = rng.random(placements).tolist()
+
+    decisions: list[int] = []
+    t0 = time.perf_counter()
+    for dem, v in zip(stream, victims, strict=True):
+        got = index.place(dem, policy)
+        if isinstance(got, Placed):
+            index.allocate(got.node_index, dem)
+            live.append((got.node_index, dem))
+            decisions.append(got.node_index)
+        else:
+            decisions.append(-1)
+        j = int(v * len(live))
+        live[j], live[-1] = live[-1], live[j]
+        node, old = live.pop()
+        index.release(node, old)
+    index_s = time.perf_counter() - t0
+
+    # Baseline: the plain scan, replaying a prefix of the same stream from the same state.
+    if baseline_placements is None:
+        baseline_placements = max(200, min(placements, 20_000_000 // max(nodes, 1)))
+    base_n = min(baseline_placements, placements)
+    alloc = start_alloc.copy()
+    eligible = np.ones(nodes, dtype=bool)
+    live = list(start_live)
+    plain = POLICIES[policy]
+    agree = 0
+    t0 = time.perf_counter()
+    for k in range(base_n):
+        dem_np = np.asarray(stream[k], dtype=np.int64)
+        got = plain(capacity, alloc, eligible, dem_np)
+        if isinstance(got, Placed):
+            alloc[got.node_index] += dem_np
+            live.append((got.node_index, stream[k]))
+            agree += got.node_index == decisions[k]
+        else:
+            agree += decisions[k] == -1
+        j = int(victims[k] * len(live))
+        live[j], live[-1] = live[-1], live[j]
+        node, old = live.pop()
+        alloc[node] -= old
+    scan_s = time.perf_counter() - t0
+
+    index_rate = placements / index_s if index_s > 0 else float("inf")
+    scan_rate = base_n / scan_s if scan_s > 0 else float("inf")
+    return {
+        "nodes": nodes,
+        "policy": policy,
+        "placements": placements,
+        "placements_per_s": round(index_rate, 1),
+        "us_per_placement": round(1e6 / index_rate, 2),
+        "unplaceable": decisions.count(-1),
+        "fill": fill,
+        "live_instances": len(start_live),
+        "baseline_scan_placements": base_n,
+        "baseline_scan_placements_per_s": round(scan_rate, 1),
+        "speedup_vs_scan": round(index_rate / scan_rate, 2),
+        "decisions_agree_with_scan": f"{agree}/{base_n}",
+    }
+
+
+if __name__ == "__main__":
+    import json
+    import sys
+
+    for n in (int(a) for a in sys.argv[1:] or ["1000", "10000", "100000"]):
+        print(json.dumps(bench_placement(n)))

@@ -1,0 +1,54 @@
+"""Small helpers the engine tests share."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from adapters.bootstrap import Engine
+from engine.domain.instance import Instance
+from schemas.outcomes import Outcome
+from tests import builders as b
+
+
+def run(engine: Engine, *commands: dict[str, Any] | str) -> list[Outcome]:
+    return engine.apply([c if isinstance(c, str) else b.json.dumps(c) for c in commands])
+
+
+def one(engine: Engine, command: dict[str, Any] | str) -> Outcome:
+    (outcome,) = run(engine, command)
+    return outcome
+
+
+def accepted(engine: Engine, *commands: dict[str, Any]) -> list[Outcome]:
+    outcomes = run(engine, *commands)
+    for outcome in outcomes:
+        assert outcome.status == "accepted", outcome
+    return outcomes
+
+
+def instance(engine: Engine, name: str) -> Instance:
+    found = engine.processor.world.instance(b.CELL, name)
+    assert found is not None
+    return found
+
+
+def state(engine: Engine, name: str) -> str:
+    return instance(engine, name).state
+
+
+def event_count(engine: Engine) -> int:
+    return engine.app.recorder.max_notification_id() or 0
+
+
+def domain_snapshot(engine: Engine) -> dict[str, Any]:
+    """Everything but the command log: what 'changes nothing' is judged by."""
+    engine.processor.forget()
+    world = engine.processor.world
+    return {str(k): (type(a).__name__, a.version) for k, a in world.aggregates.items()
+            if type(a).__name__ != "CellLog"}
+
+
+def cell_with_ready_node(engine: Engine, **pool_config: Any) -> None:
+    """A price book and a dedicated pool with one ready 1C2G node."""
+    accepted(engine, b.price_book(), b.pool(min_nodes=1, **pool_config),
+             b.report("ReportNodeReady", 0.5, node_id="general-00001"))

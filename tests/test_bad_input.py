@@ -1,0 +1,99 @@
+"""Invariant 5: bad input gets a rejected outcome with every reason and changes nothing."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from adapters.bootstrap import Engine
+from tests import builders as b
+from tests.helpers import cell_with_ready_node, domain_snapshot, event_count, one
+
+
+@pytest.fixture
+def ready(engine: Engine) -> Engine:
+    cell_with_ready_node(engine)
+    return engine
+
+
+def _unchanged(engine: Engine, raw: str | dict) -> list[dict]:
+    before = domain_snapshot(engine)
+    outcome = one(engine, raw)
+    assert outcome.status == "rejected"
+    assert outcome.reasons
+    assert domain_snapshot(engine) == before
+    return [r.model_dump() for r in outcome.reasons]
+
+
+def test_malformed_json(ready: Engine) -> None:
+    before = event_count(ready)
+    reasons = _unchanged(ready, '{"type": "CreateInstance", ')
+    assert "not JSON" in reasons[0]["problem"]
+    assert event_count(ready) == before  # nothing to record: no command_id to answer for
+
+
+def test_not_utf8(ready: Engine) -> None:
+    outcome = ready.apply([b"\xff\xfe garbage"])[0]
+    assert outcome.status == "rejected" and "UTF-8" in outcome.reasons[0].problem
+
+
+def test_unknown_type(ready: Engine) -> None:
+    reasons = _unchanged(ready, {"type": "FormatDisk", "command_id": "x", "cell": b.CELL})
+    assert reasons[0]["field"] == "$" or "type" in reasons[0]["problem"].lower() \
+        or "discriminator" in reasons[0]["problem"].lower() or reasons
+
+
+def test_missing_fields_lists_every_one(ready: Engine) -> None:
+    reasons = _unchanged(ready, {"type": "CreateInstance", "command_id": "c", "cell": b.CELL})
+    fields = {r["field"] for r in reasons}
+    assert {"issued_at", "account", "instance_id", "pool", "containers", "network"} <= fields
+
+
+def test_limits_are_validation(ready: Engine) -> None:
+    command = b.create("x")
+    command["containers"] = command["containers"] * 11
+    command["instance_id"] = "Not_A_DNS_Name"
+    reasons = _unchanged(ready, command)
+    fields = {r["field"] for r in reasons}
+    assert "containers" in fields and "instance_id" in fields
+
+
+def test_spec_outside_the_catalogue(ready: Engine) -> None:
+    reasons = _unchanged(ready, b.create("x", vcpu="8", memory_gib="1"))
+    assert any("catalogue" in r["problem"] for r in reasons)
+
+
+def test_report_for_an_unknown_instance(ready: Engine) -> None:
+    reasons = _unchanged(ready, b.report("ReportInstanceRunning", 3, instance_id="nobody"))
+    assert reasons == [{"field": "instance_id",
+                        "problem": f"unknown instance 'nobody' in cell '{b.CELL}'"}]
+
+
+def test_every_reason_not_just_the_first(ready: Engine) -> None:
+    reasons = _unchanged(ready, b.create("x", pool="nowhere", vcpu="8", memory_gib="1"))
+    assert len(reasons) >= 1
+    dup = b.create("y")
+    assert one(ready, dup).status == "accepted"
+    twice = b.create("y", pool="nowhere")
+    fields = [r["field"] for r in _unchanged(ready, twice)]
+    assert fields == ["pool", "instance_id"]
+
+
+def test_no_price_book_no_instance(engine: Engine) -> None:
+    one(engine, b.pool())
+    reasons = _unchanged(engine, b.create("x"))
+    assert reasons[0]["field"] == "cell" and "price book" in reasons[0]["problem"]
+
+
+def test_retroactive_price_is_rejected(engine: Engine) -> None:
+    command = b.price_book(t=100)
+    command["effective_from"] = b.at(50)
+    reasons = _unchanged(engine, command)
+    assert "retroactive" in reasons[0]["problem"]
+
+
+def test_outcome_is_json_with_reasons(ready: Engine) -> None:
+    outcome = one(ready, b.report("ReportNodeReady", 3, node_id="nope"))
+    data = json.loads(outcome.to_json())
+    assert data["status"] == "rejected" and data["reasons"][0]["field"] == "node_id"
