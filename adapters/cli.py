@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import sys
@@ -16,6 +17,9 @@ from tqdm import tqdm
 from adapters import queries
 from adapters.bootstrap import Engine, connect
 from adapters.stores import DEFAULT_STORE, BadStoreURL
+
+# Modules that add subcommands: each has `register(subparsers)`.
+EXTENSIONS: list[str] = []
 
 STORE_HELP = ("event store URL: memory://, sqlite:///path/to/file.db or "
               "postgresql://user@host:5432/db[?schema=name] (default: $CIS_STORE or "
@@ -186,6 +190,9 @@ def build_parser() -> argparse.ArgumentParser:
     export = schema_sub.add_parser("export", help="write one JSON Schema file per command")
     export.add_argument("dir", help="directory to write into (created if missing)")
     export.set_defaults(func=cmd_schema_export)
+
+    for module in EXTENSIONS:
+        importlib.import_module(module).register(sub)
     return parser
 
 

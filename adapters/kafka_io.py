@@ -16,12 +16,15 @@ Observed kafka-python 3.x behaviour against tansu that shapes this module:
 - tansu's ListOffsets(latest) can under-report the end offset (it answered
   "base offset of the last batch + 1"), so ``end_offsets`` also uses the high
   watermark seen in fetch responses.
+- A produce request that times out while the broker is frozen is still applied
+  when it resumes; only the idempotent producer stops the retry duplicating it.
+- tansu auto-creates a missing topic (4 partitions) on fetch or produce, even
+  with allow_auto_create_topics=False; a Metadata request alone does not.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -37,8 +40,12 @@ __all__ = [
     "BrokerUnavailable",
     "CommandSource",
     "DLQ_REASON_HEADER",
+    "DLQ_SOURCE_OFFSET_HEADER",
+    "DLQ_SOURCE_PARTITION_HEADER",
+    "DLQ_SOURCE_TOPIC_HEADER",
     "Header",
     "KafkaIOError",
+    "PartitionCountMismatch",
     "PositionOutOfRange",
     "PublishFailed",
     "Publisher",
@@ -47,8 +54,6 @@ __all__ = [
     "encode_json",
     "partition_for",
 ]
-
-log = logging.getLogger(__name__)
 
 Header = tuple[str, bytes]
 
@@ -89,6 +94,15 @@ class BrokerUnavailable(KafkaIOError):
 
 class TopicNotFound(KafkaIOError):
     """The topic does not exist (or has no partitions) on the broker."""
+
+
+class PartitionCountMismatch(KafkaIOError):
+    """The topic has a different number of partitions than the caller expects.
+
+    tansu auto-creates a missing topic (with 4 partitions) when it is fetched
+    from or produced to, so after a broker restart the count may silently change,
+    which would move cells to other partitions.
+    """
 
 
 class PositionOutOfRange(KafkaIOError):
@@ -171,6 +185,7 @@ class CommandSource:
         partitions: Iterable[int] | None = None,
         *,
         client_id: str = "cis-command-source",
+        expected_partitions: int | None = None,
         metadata_timeout_s: float = 10.0,
         **consumer_overrides: Any,
     ) -> None:
@@ -197,6 +212,10 @@ class CommandSource:
             raise
         try:
             available = self._wait_for_partitions(metadata_timeout_s)
+            if expected_partitions is not None and len(available) != expected_partitions:
+                raise PartitionCountMismatch(
+                    f"{topic} has {len(available)} partitions, expected {expected_partitions}"
+                )
             if partitions is None:
                 chosen = sorted(available)
             else:
@@ -266,11 +285,13 @@ class CommandSource:
         Returns ``{}`` when nothing arrives within ``timeout_ms``, which is also
         what happens while the broker is unreachable (kafka-python reconnects on
         its own); call ``ping`` after repeated empty batches to tell them apart.
-        Raises ``PositionOutOfRange`` if a position is beyond the partition end.
+        Raises ``PositionOutOfRange`` if a position is beyond the partition end
+        (seen from the previous fetch, so before any record is taken).
         """
         unpositioned = [p for p in self._tps if p not in self._seeked]
         if unpositioned:
             raise ValueError(f"partitions {unpositioned} have no position; call seek first")
+        self._check_positions()
         try:
             raw = self._consumer.poll(timeout_ms=timeout_ms, max_records=max_records)
         except KafkaError as e:
@@ -291,15 +312,11 @@ class CommandSource:
                 )
                 for m in messages
             ]
-        self._check_positions(skip=batch.keys())
         return batch
 
-    def _check_positions(self, skip: Iterable[int]) -> None:
-        # Only meaningful once a fetch response has reported a high watermark.
-        skipped = set(skip)
+    def _check_positions(self) -> None:
+        # Uses the high watermark of the last fetch response, if any yet.
         for partition, tp in self._tps.items():
-            if partition in skipped:
-                continue
             end = self._consumer.highwater(tp)
             if end is None:
                 continue
@@ -353,7 +370,7 @@ class Publisher:
     """Producer for outcomes, dead letters and commands.
 
     Sends are asynchronous; ``flush`` waits for everything sent since the last
-    successful flush and raises ``PublishFailed`` if any of it was not acked.
+    flush and raises ``PublishFailed`` if any of it was not acked.
     Only advance DB positions after a successful flush (at-least-once).
     """
 

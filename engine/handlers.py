@@ -65,14 +65,10 @@ def handles(command_type: type) -> Callable[[Handler], Handler]:
 
 
 def _node_views(world: World, cell: str, pool: str) -> list[simple_placement.NodeView]:
-    views = []
-    for node in world.nodes_of(cell, pool):
-        on_node = world.instances_on(cell, node.node_id)
-        allocated = {d: sum(i.demand[d] for i in on_node) for d in DIMENSIONS}
-        views.append(simple_placement.NodeView(
-            node.node_id, node.model, node.state, node.labels, node.capacity, allocated,
-            len(on_node)))
-    return views
+    return [simple_placement.NodeView(
+        node.node_id, node.model, node.state, node.labels, node.capacity,
+        world.allocated[(cell, node.node_id)], len(world.node_instances[(cell, node.node_id)]))
+        for node in world.nodes_of(cell, pool) if node.state == "ready"]
 
 
 def _model_for(pool: Pool, instance: Instance) -> dict[str, Any] | None:
@@ -96,11 +92,13 @@ def _try_place(ctx: Context, pool: Pool, instance: Instance, at: datetime) -> li
 def _want_node_if_short(ctx: Context, pool: Pool, model: dict[str, Any], why: str,
                         at: datetime) -> None:
     """Ask the ASG for a node unless enough are already on their way, within max_nodes."""
-    nodes = [n for n in ctx.world.nodes_of(pool.cell, pool.pool) if n.state not in GONE]
-    coming = sum(1 for n in nodes if n.state == "requested" and n.model == model["name"])
-    waiting = sum(1 for i in ctx.world.waiting_in(pool.cell, pool.pool)
-                  if (m := _model_for(pool, i)) and m["name"] == model["name"])
-    if coming >= waiting or len(nodes) >= pool.config["max_nodes"]:
+    key = (pool.cell, pool.pool)
+    coming = len(ctx.world.coming[key])
+    # Dedicated: one node per waiting instance. Shared: one at a time until the autoscaler
+    # (which simulates pending instances against the node template) replaces this rule.
+    enough = len(ctx.world.waiting[key]) if pool.config["kind"] == "dedicated" else 1
+    live = sum(1 for n in ctx.world.nodes_of(*key) if n.state not in GONE)
+    if coming >= enough or live >= pool.config["max_nodes"]:
         return
     _request_node(ctx, pool, model, why, at)
 
@@ -387,8 +385,7 @@ def publish_price_book(ctx: Context, cmd: c.PublishPriceBook) -> str | None:
     return None
 
 
-@handles(c.Tick)
-def tick(ctx: Context, cmd: c.Tick) -> str | None:
+def expire_pending(ctx: Context, cmd: c.Tick) -> str | None:
     """Expire instances stuck pending past their pool's limit."""
     expired = 0
     for key in list(ctx.world.waiting):
@@ -403,3 +400,13 @@ def tick(ctx: Context, cmd: c.Tick) -> str | None:
                 _end(ctx, instance, Instance.Expired, f"pending longer than {limit} s", cmd.now)
                 expired += 1
     return f"expired {expired} instance(s)" if expired else None
+
+
+# Periodic decisions, in order; each returns a note or None.
+TICK_DECIDERS: list[Callable[[Context, c.Tick], str | None]] = [expire_pending]
+
+
+@handles(c.Tick)
+def tick(ctx: Context, cmd: c.Tick) -> str | None:
+    notes = [note for decide in TICK_DECIDERS if (note := decide(ctx, cmd))]
+    return "; ".join(notes) or None

@@ -8,6 +8,7 @@ same `observe` path, so the indexes a decision reads are exactly what the log im
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
 from typing import Any
 from uuid import UUID
 
@@ -27,9 +28,14 @@ class World:
         self.aggregates: dict[UUID, Aggregate] = {}
         self.outcomes: dict[str, dict[str, Any]] = {}
         self.node_instances: dict[Key, set[str]] = defaultdict(set)
-        self.pool_nodes: dict[Key, dict[str, None]] = defaultdict(dict)
+        self.pool_nodes: dict[Key, dict[str, Node]] = defaultdict(dict)
         # Unschedulable instances per pool, oldest first (dicts keep insertion order).
-        self.waiting: dict[Key, dict[str, None]] = defaultdict(dict)
+        self.waiting: dict[Key, dict[str, Instance]] = defaultdict(dict)
+        # Nodes asked for and not yet ready, per pool; what each node has allocated.
+        self.coming: dict[Key, set[str]] = defaultdict(set)
+        self.allocated: dict[Key, dict[str, int]] = {}
+        # Further derived state (the billing meter, placement arrays) observes every event.
+        self.observers: list[Callable[[Any, Any], None]] = []
 
     # --- lookups ---------------------------------------------------------------------
 
@@ -52,14 +58,14 @@ class World:
         return self._get(CellLog.create_id(cell))
 
     def nodes_of(self, cell: str, pool: str) -> list[Node]:
-        return [self.aggregates[Node.create_id(cell, n)] for n in self.pool_nodes[(cell, pool)]]
+        return list(self.pool_nodes[(cell, pool)].values())
 
     def instances_on(self, cell: str, node_id: str) -> list[Instance]:
         return [self.aggregates[Instance.create_id(cell, n)]
                 for n in sorted(self.node_instances[(cell, node_id)])]
 
     def waiting_in(self, cell: str, pool: str) -> list[Instance]:
-        return [self.aggregates[Instance.create_id(cell, n)] for n in self.waiting[(cell, pool)]]
+        return list(self.waiting[(cell, pool)].values())
 
     # --- keeping it current ----------------------------------------------------------
 
@@ -74,10 +80,19 @@ class World:
 
     def observe(self, event: Any, aggregate: Any) -> None:
         """Update the derived indexes after `event` has been applied to `aggregate`."""
+        for observer in self.observers:
+            observer(event, aggregate)
         if isinstance(aggregate, Instance):
             self._observe_instance(aggregate)
-        elif isinstance(aggregate, Node) and isinstance(event, Node.Requested):
-            self.pool_nodes[(aggregate.cell, aggregate.pool)][aggregate.node_id] = None
+        elif isinstance(aggregate, Node):
+            pool_key = (aggregate.cell, aggregate.pool)
+            if isinstance(event, Node.Requested):
+                self.pool_nodes[pool_key][aggregate.node_id] = aggregate
+                self.coming[pool_key].add(aggregate.node_id)
+                self.allocated[(aggregate.cell, aggregate.node_id)] = dict.fromkeys(
+                    aggregate.capacity, 0)
+            else:
+                self.coming[pool_key].discard(aggregate.node_id)
         elif isinstance(event, CellLog.CommandsHandled):
             for outcome in event.outcomes:
                 self.outcomes[outcome["command_id"]] = outcome
@@ -85,12 +100,21 @@ class World:
     def _observe_instance(self, instance: Instance) -> None:
         key = (instance.cell, instance.pool)
         if instance.state == "unschedulable":
-            self.waiting[key][instance.name] = None
+            self.waiting[key][instance.name] = instance
         else:
             self.waiting[key].pop(instance.name, None)
         if instance.node_id is not None:
-            on_node = self.node_instances[(instance.cell, instance.node_id)]
-            if instance.state in ON_NODE:
+            node_key = (instance.cell, instance.node_id)
+            on_node = self.node_instances[node_key]
+            was_on = instance.name in on_node
+            if instance.state in ON_NODE and not was_on:
                 on_node.add(instance.name)
-            else:
+                self._allocate(node_key, instance.demand, +1)
+            elif instance.state not in ON_NODE and was_on:
                 on_node.discard(instance.name)
+                self._allocate(node_key, instance.demand, -1)
+
+    def _allocate(self, node_key: Key, demand: dict[str, int], sign: int) -> None:
+        allocated = self.allocated[node_key]
+        for dimension, amount in demand.items():
+            allocated[dimension] += sign * amount

@@ -8,6 +8,8 @@ import pytest
 from adapters.bootstrap import Engine, connect
 from tests.stores import PostgresTestDatabase, pg_available
 
+pytest_plugins = ["tests.kafka_fixtures"]
+
 STORES = ["memory", "sqlite", "postgres"]
 
 

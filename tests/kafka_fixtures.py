@@ -1,6 +1,10 @@
 """pytest fixtures for a tansu broker; import them into tests/conftest.py:
 
-    from kafka_fixtures import kafka_broker, kafka_topic_factory  # noqa: F401
+    pytest_plugins = ["tests.kafka_fixtures"]
+
+or (works too, but pytest then warns it cannot assert-rewrite the module):
+
+    from tests.kafka_fixtures import kafka_broker, kafka_topic_factory  # noqa: F401
 
 One broker serves the whole session; tests isolate themselves with unique
 topic names (a tansu restart would lose all topics anyway). Tests that pause
@@ -15,7 +19,8 @@ import uuid
 from collections.abc import Callable, Iterator
 
 import pytest
-from kafka_broker import Broker, create_topics, start_broker
+
+from tests.kafka_broker import Broker, create_topics, start_broker
 
 __all__ = ["kafka_broker", "kafka_topic_factory"]
 

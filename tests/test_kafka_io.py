@@ -7,22 +7,22 @@ import time
 from collections.abc import Callable, Iterator
 
 import pytest
-from kafka_broker import Broker
 
 from adapters.kafka_io import (
     DLQ_REASON_HEADER,
     BrokerUnavailable,
     CommandSource,
+    PartitionCountMismatch,
     PositionOutOfRange,
     Publisher,
     Record,
     TopicNotFound,
     partition_for,
 )
+from tests.kafka_broker import Broker
 
 # Lets this file run before tests/conftest.py imports the fixtures; once it
 # does, conftest's definitions take precedence and no second broker starts.
-pytest_plugins = ["kafka_fixtures"]
 
 MakeTopic = Callable[..., str]
 
@@ -247,6 +247,8 @@ def test_unknown_topic_and_missing_position_are_errors(
     topic = kafka_topic_factory("commands", partitions=2)
     with pytest.raises(TopicNotFound):
         CommandSource(kafka_broker.bootstrap, topic, partitions=[5], metadata_timeout_s=0.5)
+    with pytest.raises(PartitionCountMismatch):
+        CommandSource(kafka_broker.bootstrap, topic, expected_partitions=4)
     with CommandSource(kafka_broker.bootstrap, topic) as source:
         source.seek(0, 0)
         with pytest.raises(ValueError):

@@ -7,7 +7,6 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-import reference_billing as ref
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -37,6 +36,7 @@ from engine.policies.spec_catalogue import (
     SpecRejected,
     round_up,
 )
+from tests import reference_billing as ref
 
 D = Decimal
 SPEC = Spec(D(1), D(2))

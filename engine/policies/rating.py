@@ -227,25 +227,24 @@ def billed_seconds(intervals: Iterable[tuple[int, int]]) -> list[tuple[int, int]
     floor(t0) .. ceil(t1) - 1; an empty one touches nothing. Overlapping and touching ranges
     merge, so every second appears once and each range is a maximal billed run.
     """
-    ranges: list[tuple[int, int]] = []
-    for t0, t1 in intervals:
-        if t1 > t0:
-            ranges.append((t0 // US_PER_S, -(-t1 // US_PER_S)))
-        elif t1 < t0:
-            raise ValueError(f"interval ends before it starts: ({t0}, {t1})")
-    if not ranges:
-        return ranges
-    ranges.sort()
     merged: list[tuple[int, int]] = []
-    cur0, cur1 = ranges[0]
-    for s0, s1 in ranges:
-        if s0 <= cur1:
+    cur0 = cur1 = 0
+    # Sorting the microsecond intervals also sorts their second ranges (floor/ceil are
+    # monotonic), so convert and merge in one pass.
+    for t0, t1 in sorted(intervals):
+        if t1 <= t0:
+            if t1 < t0:
+                raise ValueError(f"interval ends before it starts: ({t0}, {t1})")
+            continue
+        s0 = t0 // US_PER_S
+        s1 = -(-t1 // US_PER_S)
+        if merged and s0 <= cur1:
             if s1 > cur1:
                 cur1 = s1
+                merged[-1] = (cur0, cur1)
         else:
-            merged.append((cur0, cur1))
             cur0, cur1 = s0, s1
-    merged.append((cur0, cur1))
+            merged.append((cur0, cur1))
     return merged
 
 
@@ -295,29 +294,33 @@ def rate_instance(
     months = _MONTH_STARTS
     # (month index, version index) -> [seconds, topup_seconds]
     counts: dict[tuple[int, int], list[int]] = {}
+    # The window [.., hi) is where (mi, vi) hold. Ranges come sorted, so most of them fall
+    # inside the current window and need no bisect at all.
+    hi = ranges[0][0]
+    mi = vi = 0
+    c: list[int] = []
     for a, b in ranges:
         s = a
-        while s < b:
-            vi = bisect_right(starts, s) - 1
-            if vi < 0:
-                raise ValueError(f"no price version in force at second {s}")
-            mi = _month_index(s)
-            end = months[mi + 1]
-            if vi + 1 < n_versions and starts[vi + 1] < end:
-                end = starts[vi + 1]
-            if b < end:
-                end = b
-            c = counts.get((mi, vi))
-            if c is None:
-                counts[(mi, vi)] = [end - s, 0]
-            else:
-                c[0] += end - s
-            s = end
-        # (mi, vi) now belong to the run's last second: the top-up goes there, and that
-        # version's min_seconds decides whether the run is short.
+        while True:
+            if s >= hi:
+                vi = bisect_right(starts, s) - 1
+                if vi < 0:
+                    raise ValueError(f"no price version in force at second {s}")
+                mi = _month_index(s)
+                hi = months[mi + 1]
+                if vi + 1 < n_versions and starts[vi + 1] < hi:
+                    hi = starts[vi + 1]
+                c = counts.setdefault((mi, vi), [0, 0])
+            if b <= hi:
+                c[0] += b - s
+                break
+            c[0] += hi - s
+            s = hi
+        # c and vi now belong to the run's last second: the top-up goes on that line, and
+        # that version's min_seconds decides whether the run is short.
         missing = versions[vi].min_seconds - (b - a)
         if missing > 0:
-            counts[(mi, vi)][1] += missing
+            c[1] += missing
 
     req = requested if requested is not None else spec
     lines: list[InvoiceLine] = []
