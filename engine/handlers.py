@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
-from decimal import Decimal
 from typing import Any
 
 from eventsourcing.domain import Aggregate
@@ -17,7 +16,8 @@ from engine.domain.instance import ENDED, ON_NODE, PENDING, TERMINAL, Instance
 from engine.domain.node import GONE, Node
 from engine.domain.pool import Pool
 from engine.domain.price_book import PriceBook
-from engine.policies import restart, simple_placement
+from engine.placement_state import NoRoom
+from engine.policies import restart
 from engine.policies.demand import DIMENSIONS, demand_of
 from engine.policies.spec_catalogue import Spec, SpecRejected, round_up
 from engine.world import World
@@ -64,29 +64,27 @@ def handles(command_type: type) -> Callable[[Handler], Handler]:
 # --- placement ---------------------------------------------------------------------------
 
 
-def _node_views(world: World, cell: str, pool: str) -> list[simple_placement.NodeView]:
-    return [simple_placement.NodeView(
-        node.node_id, node.model, node.state, node.labels, node.capacity,
-        world.allocated[(cell, node.node_id)], len(world.node_instances[(cell, node.node_id)]))
-        for node in world.nodes_of(cell, pool) if node.state == "ready"]
+def smallest_model(models: list[dict[str, Any]], demand: dict[str, int]
+                   ) -> dict[str, Any] | None:
+    holding = [m for m in models if all(demand[d] <= m[d] for d in DIMENSIONS)]
+    return min(holding, key=lambda m: (m["millicores"], m["memory_mib"]), default=None)
 
 
 def _model_for(pool: Pool, instance: Instance) -> dict[str, Any] | None:
-    return simple_placement.smallest_model(pool.config["node_models"], instance.demand)
+    return smallest_model(pool.config["node_models"], instance.demand)
 
 
 def _try_place(ctx: Context, pool: Pool, instance: Instance, at: datetime) -> list[dict]:
     """Schedule the instance if a node has room; answer the reasons if none has."""
     model = _model_for(pool, instance)
     assert model is not None  # checked when the instance was accepted
-    decision = simple_placement.place(
-        pool.config["kind"], instance.demand, instance.node_selector,
-        _node_views(ctx.world, pool.cell, pool.pool), model["name"])
-    if isinstance(decision, simple_placement.Placed):
-        instance.schedule(decision.node_id, decision.policy, decision.score, at)
-        ctx.touch(instance, f"instance/{instance.name}")
-        return []
-    return decision.reasons
+    choice = ctx.world.placements[(pool.cell, pool.pool)].choose(
+        instance.demand, instance.node_selector, model["name"])
+    if isinstance(choice, NoRoom):
+        return choice.reasons
+    instance.schedule(choice.node_id, choice.policy, choice.score, at)
+    ctx.touch(instance, f"instance/{instance.name}")
+    return []
 
 
 def _want_node_if_short(ctx: Context, pool: Pool, model: dict[str, Any], why: str,
@@ -97,8 +95,7 @@ def _want_node_if_short(ctx: Context, pool: Pool, model: dict[str, Any], why: st
     # Dedicated: one node per waiting instance. Shared: one at a time until the autoscaler
     # (which simulates pending instances against the node template) replaces this rule.
     enough = len(ctx.world.waiting[key]) if pool.config["kind"] == "dedicated" else 1
-    live = sum(1 for n in ctx.world.nodes_of(*key) if n.state not in GONE)
-    if coming >= enough or live >= pool.config["max_nodes"]:
+    if coming >= enough or len(ctx.world.live[key]) >= pool.config["max_nodes"]:
         return
     _request_node(ctx, pool, model, why, at)
 
@@ -125,9 +122,7 @@ def _place_waiting(ctx: Context, pool: Pool, at: datetime) -> None:
 def _billed_spec(pool: Pool | None, cmd: c.CreateInstance) -> tuple[Spec | None, list[dict]]:
     if pool is None:
         return None, []
-    catalogue = [Spec(Decimal(s["vcpu"]), Decimal(s["memory_gib"]))
-                 for s in pool.config["spec_catalogue"]]
-    choice = round_up(cmd.vcpu, cmd.memory_gib, catalogue)
+    choice = round_up(cmd.vcpu, cmd.memory_gib, pool.catalogue)
     if isinstance(choice, SpecRejected):
         return None, [reason("containers", f"{r.message} (spec outside the catalogue)")
                       for r in choice.reasons]
@@ -153,7 +148,7 @@ def create_instance(ctx: Context, cmd: c.CreateInstance) -> str | None:
     if pool is not None and billed is not None:
         overhead = pool.config["cpu_overhead_millicores"]
         demand = demand_of(billed.vcpu, billed.memory_gib, cmd.runtime, overhead)
-        if simple_placement.smallest_model(pool.config["node_models"], demand) is None:
+        if smallest_model(pool.config["node_models"], demand) is None:
             reasons.append(reason("containers", f"no node model of pool {cmd.pool!r} holds "
                                                 f"{demand} (spec plus runtime overhead)"))
     if reasons:
@@ -343,7 +338,7 @@ def node_lost(ctx: Context, cmd: c.ReportNodeLost) -> str | None:
 def configure_pool(ctx: Context, cmd: c.ConfigurePool) -> str | None:
     config = cmd.model_dump(mode="json", include={
         "kind", "node_models", "min_nodes", "max_nodes", "labels", "spec_catalogue",
-        "pending_timeout_seconds", "cpu_overhead_millicores"})
+        "pending_timeout_seconds", "cpu_overhead_millicores", "placement_policy"})
     pool = ctx.world.pool(cmd.cell, cmd.pool)
     if pool is None:
         pool = Pool.create(cmd.issued_at, cell=cmd.cell, pool=cmd.pool, config=config)
@@ -354,9 +349,9 @@ def configure_pool(ctx: Context, cmd: c.ConfigurePool) -> str | None:
     else:
         pool.reconfigure(config, cmd.issued_at)
     ctx.touch(pool, f"pool/{pool.pool}")
-    live = [n for n in ctx.world.nodes_of(cmd.cell, cmd.pool) if n.state not in GONE]
+    live = len(ctx.world.live[(cmd.cell, cmd.pool)])
     smallest = min(config["node_models"], key=lambda m: (m["millicores"], m["memory_mib"]))
-    for _ in range(config["min_nodes"] - len(live)):
+    for _ in range(config["min_nodes"] - live):
         _request_node(ctx, pool, smallest, "below min_nodes", cmd.issued_at)
     return None
 

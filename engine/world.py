@@ -16,9 +16,10 @@ from eventsourcing.domain import Aggregate
 
 from engine.domain.cell_log import CellLog
 from engine.domain.instance import ON_NODE, Instance
-from engine.domain.node import Node
+from engine.domain.node import GONE, TAKES_WORK, Node
 from engine.domain.pool import Pool
 from engine.domain.price_book import PriceBook
+from engine.placement_state import PoolPlacement
 
 Key = tuple[str, str]  # (cell, name)
 
@@ -31,9 +32,10 @@ class World:
         self.pool_nodes: dict[Key, dict[str, Node]] = defaultdict(dict)
         # Unschedulable instances per pool, oldest first (dicts keep insertion order).
         self.waiting: dict[Key, dict[str, Instance]] = defaultdict(dict)
-        # Nodes asked for and not yet ready, per pool; what each node has allocated.
+        # Nodes asked for and not yet ready, per pool; each pool's placement arrays.
         self.coming: dict[Key, set[str]] = defaultdict(set)
-        self.allocated: dict[Key, dict[str, int]] = {}
+        self.live: dict[Key, set[str]] = defaultdict(set)  # nodes not terminated or lost
+        self.placements: dict[Key, PoolPlacement] = {}
         # Further derived state (the billing meter, placement arrays) observes every event.
         self.observers: list[Callable[[Any, Any], None]] = []
 
@@ -86,13 +88,24 @@ class World:
             self._observe_instance(aggregate)
         elif isinstance(aggregate, Node):
             pool_key = (aggregate.cell, aggregate.pool)
+            placement = self.placements[pool_key]
             if isinstance(event, Node.Requested):
                 self.pool_nodes[pool_key][aggregate.node_id] = aggregate
                 self.coming[pool_key].add(aggregate.node_id)
-                self.allocated[(aggregate.cell, aggregate.node_id)] = dict.fromkeys(
-                    aggregate.capacity, 0)
+                self.live[pool_key].add(aggregate.node_id)
+                placement.add_node(aggregate.node_id, aggregate.model, aggregate.capacity,
+                                   aggregate.labels)
             else:
                 self.coming[pool_key].discard(aggregate.node_id)
+                if aggregate.state in GONE:
+                    self.live[pool_key].discard(aggregate.node_id)
+                placement.set_takes_work(aggregate.node_id, aggregate.state in TAKES_WORK)
+        elif isinstance(aggregate, Pool):
+            config = aggregate.config
+            placement = self.placements.setdefault(
+                (aggregate.cell, aggregate.pool),
+                PoolPlacement(config["kind"], config["placement_policy"]))
+            placement.policy = config["placement_policy"]
         elif isinstance(event, CellLog.CommandsHandled):
             for outcome in event.outcomes:
                 self.outcomes[outcome["command_id"]] = outcome
@@ -107,14 +120,10 @@ class World:
             node_key = (instance.cell, instance.node_id)
             on_node = self.node_instances[node_key]
             was_on = instance.name in on_node
+            placement = self.placements[(instance.cell, instance.pool)]
             if instance.state in ON_NODE and not was_on:
                 on_node.add(instance.name)
-                self._allocate(node_key, instance.demand, +1)
+                placement.allocate(instance.node_id, instance.demand)
             elif instance.state not in ON_NODE and was_on:
                 on_node.discard(instance.name)
-                self._allocate(node_key, instance.demand, -1)
-
-    def _allocate(self, node_key: Key, demand: dict[str, int], sign: int) -> None:
-        allocated = self.allocated[node_key]
-        for dimension, amount in demand.items():
-            allocated[dimension] += sign * amount
+                placement.release(instance.node_id, instance.demand)

@@ -196,6 +196,7 @@ class ConfigurePool(Request):
     labels: dict[Label, Label] = Field(default_factory=dict, max_length=20)
     spec_catalogue: list[CatalogueSpec] = Field(min_length=1, max_length=200)
     pending_timeout_seconds: Annotated[int, Field(ge=1, le=86_400 * 7)] = 900
+    placement_policy: Literal["first_fit", "best_fit", "worst_fit", "dot_product"] = "best_fit"
     cpu_overhead_millicores: dict[Literal["runc", "kata"], Annotated[int, Field(ge=0)]] = Field(
         default_factory=lambda: {"runc": 0, "kata": 100}
     )

@@ -3,7 +3,7 @@
 Data generation is seeded and not timed; only rate_instance + invoice_for are. The timer is
 perf_counter, which measures the benchmark and never feeds billing time.
 
-    python -m simulations.bench_rating [n_intervals] [n_accounts]
+    python -m simulations.bench_rating [n_intervals] [n_accounts] [seed] [repeat]
 """
 
 from __future__ import annotations
@@ -71,10 +71,7 @@ def synthetic_instances(n_intervals: int, n_accounts: int, seed: int = 7) -> lis
     return out
 
 
-def bench_rating(n_intervals: int = 1_000_000, n_accounts: int = 10_000, seed: int = 7) -> dict:
-    book = _book()
-    instances = synthetic_instances(n_intervals, n_accounts, seed)
-
+def _rate_and_invoice(instances: list[Instance], book: PriceBook) -> dict:
     t0 = time.perf_counter()
     by_account: dict[str, list[InvoiceLine]] = {}
     for instance_id, account, spec, runtime, intervals in instances:
@@ -85,26 +82,41 @@ def bench_rating(n_intervals: int = 1_000_000, n_accounts: int = 10_000, seed: i
     total = Decimal(0)
     for account, lines in by_account.items():
         for period in sorted({x.period for x in lines}):
-            inv = invoice_for(account, period, lines)
-            total += inv.total
+            total += invoice_for(account, period, lines).total
             invoices += 1
     t2 = time.perf_counter()
-
-    seconds = t2 - t0
     return {
-        "n_intervals": n_intervals,
         "n_accounts": len(by_account),
-        "n_instances": len(instances),
         "n_lines": sum(len(v) for v in by_account.values()),
         "n_invoices": invoices,
         "grand_total": str(total),
-        "rate_seconds": round(t1 - t0, 3),
-        "invoice_seconds": round(t2 - t1, 3),
+        "rate_seconds": t1 - t0,
+        "invoice_seconds": t2 - t1,
+    }
+
+
+def bench_rating(
+    n_intervals: int = 1_000_000, n_accounts: int = 10_000, seed: int = 7, repeat: int = 3
+) -> dict:
+    """Best of `repeat` runs (the box is shared; the minimum is the least disturbed)."""
+    book = _book()
+    instances = synthetic_instances(n_intervals, n_accounts, seed)
+    runs = [_rate_and_invoice(instances, book) for _ in range(max(1, repeat))]
+    best = min(runs, key=lambda r: r["rate_seconds"] + r["invoice_seconds"])
+    seconds = best["rate_seconds"] + best["invoice_seconds"]
+    return {
+        "n_intervals": n_intervals,
+        "n_instances": len(instances),
+        **best,
+        "rate_seconds": round(best["rate_seconds"], 3),
+        "invoice_seconds": round(best["invoice_seconds"], 3),
         "seconds": round(seconds, 3),
         "intervals_per_s": round(n_intervals / seconds) if seconds else None,
+        "rate_only_intervals_per_s": round(n_intervals / best["rate_seconds"]),
+        "all_runs_seconds": [round(r["rate_seconds"] + r["invoice_seconds"], 3) for r in runs],
     }
 
 
 if __name__ == "__main__":
-    args = [int(a) for a in sys.argv[1:3]]
+    args = [int(a) for a in sys.argv[1:5]]
     print(json.dumps(bench_rating(*args), indent=2))

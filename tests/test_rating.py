@@ -352,6 +352,8 @@ def test_invoice_total_and_hash() -> None:
     assert invoice_for("acct", "2024-01", list(reversed(a + b))).content_hash == inv.content_hash
     c = rate_instance("i-2", "acct", SPEC, "runc", [(us(feb - 4), us(feb - 1))], BOOK)
     assert invoice_for("acct", "2024-01", a + c).content_hash != inv.content_hash
+    with pytest.raises(ValueError, match="same key"):
+        invoice_for("acct", "2024-01", a + a)
     empty = invoice_for("acct", "2023-05", a)
     assert empty.lines == () and empty.total == 0 and empty.currency is None
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
@@ -10,6 +11,7 @@ from eventsourcing.domain import Aggregate
 
 from engine.domain.base import Recorded
 from engine.domain.ids import aggregate_id
+from engine.policies.spec_catalogue import Spec
 
 
 class Pool(Recorded):
@@ -52,6 +54,16 @@ class Pool(Recorded):
         self.trigger_event(self.NodeWanted, node_id=node_id, model=model, reason=reason,
                            timestamp=at)
         return node_id
+
+    @property
+    def catalogue(self) -> tuple[Spec, ...]:
+        """The spec catalogue as values, parsed once per configuration."""
+        cached = self.__dict__.get("_catalogue")
+        if cached is None or cached[0] is not self.config:
+            specs = tuple(Spec(Decimal(s["vcpu"]), Decimal(s["memory_gib"]))
+                          for s in self.config["spec_catalogue"])
+            cached = self.__dict__["_catalogue"] = (self.config, specs)
+        return cached[1]
 
     def model(self, name: str) -> dict[str, Any]:
         return next(m for m in self.config["node_models"] if m["name"] == name)

@@ -25,6 +25,7 @@ from decimal import (
     Overflow,
     Rounded,
 )
+from functools import lru_cache
 from types import MappingProxyType
 
 from engine.policies.spec_catalogue import Spec
@@ -162,6 +163,11 @@ class PriceBook:
 
     versions: tuple[PriceVersion, ...]
     starts: tuple[int, ...] = field(init=False, repr=False, compare=False)
+    # Memo of (version index, runtime, spec) -> (rates, price per second): a handful of
+    # entries serve every instance rated against this book.
+    _unit_prices: dict[tuple[int, str, Spec], tuple[Rates, Decimal]] = field(
+        init=False, repr=False, compare=False, default_factory=dict
+    )
 
     def __post_init__(self) -> None:
         errors = price_book_errors(self.versions)
@@ -178,6 +184,18 @@ class PriceBook:
     @property
     def minor_unit(self) -> int:
         return self.versions[0].minor_unit
+
+    def unit_price(self, index: int, runtime: str, spec: Spec) -> tuple[Rates, Decimal]:
+        """Rates and price of one second of `spec` under versions[index]."""
+        key = (index, runtime, spec)
+        hit = self._unit_prices.get(key)
+        if hit is None:
+            r = self.versions[index].rates_for(runtime)
+            unit = _EXACT.add(
+                _EXACT.multiply(spec.vcpu, r.vcpu_s), _EXACT.multiply(spec.memory_gib, r.gib_s)
+            )
+            hit = self._unit_prices[key] = (r, unit)
+        return hit
 
     def in_force(self, second: int) -> PriceVersion | None:
         i = bisect_right(self.starts, second) - 1
@@ -215,9 +233,14 @@ def open_period(now: int, prices: PriceBook | Sequence[PriceVersion]) -> str:
 # --- Rating -----------------------------------------------------------------------------------
 
 
+@lru_cache(maxsize=32)
+def _quantum(minor_unit: int) -> Decimal:
+    return Decimal(1).scaleb(-minor_unit)
+
+
 def round_money(amount: Decimal, minor_unit: int) -> Decimal:
     """THE rounding rule of billing: half-up (away from zero on a tie) to the minor unit."""
-    return amount.quantize(Decimal(1).scaleb(-minor_unit), context=_ROUNDING)
+    return amount.quantize(_quantum(minor_unit), context=_ROUNDING)
 
 
 def billed_seconds(intervals: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
@@ -324,16 +347,10 @@ def rate_instance(
 
     req = requested if requested is not None else spec
     lines: list[InvoiceLine] = []
-    unit_cache: dict[int, tuple[Rates, Decimal]] = {}
-    mul, add = _EXACT.multiply, _EXACT.add
+    mul = _EXACT.multiply
     for (mi, vi), (secs, topup) in sorted(counts.items()):
         v = versions[vi]
-        cached = unit_cache.get(vi)
-        if cached is None:
-            r = v.rates_for(runtime)
-            unit = add(mul(spec.vcpu, r.vcpu_s), mul(spec.memory_gib, r.gib_s))
-            cached = unit_cache[vi] = (r, unit)
-        r, unit = cached
+        r, unit = book.unit_price(vi, runtime, spec)
         exact = mul(unit, Decimal(secs + topup))
         lines.append(
             InvoiceLine(
@@ -441,23 +458,42 @@ class Invoice:
     content_hash: str  # sha256 of the canonical JSON of everything above
 
 
+@lru_cache(maxsize=1 << 16)  # the same few rates, specs and prices recur on every invoice
 def _canon_decimal(d: Decimal) -> str:
     # One spelling per value ("0.10" and "0.1" hash alike); fixed-point, never exponent.
     return format(d.normalize(_EXACT) if d else _ZERO, "f")
 
 
-def _canon(value: object) -> object:
-    if isinstance(value, Decimal):
-        return _canon_decimal(value)
-    if isinstance(value, Spec):
-        return {"vcpu": _canon_decimal(value.vcpu), "memory_gib": _canon_decimal(value.memory_gib)}
-    if isinstance(value, tuple):
-        return [_canon(x) for x in value]
-    return value
+# Column order of the canonical serialisation; named in the hashed body so it is explicit.
+_LINE_COLUMNS = (
+    "period", "account", "instance_id", "price_version", "runtime", "spec.vcpu",
+    "spec.memory_gib", "requested.vcpu", "requested.memory_gib", "rate_vcpu_s", "rate_gib_s",
+    "price_per_second", "seconds", "topup_seconds", "currency", "minor_unit", "amount_exact",
+    "amount",
+)
+_ADJUSTMENT_COLUMNS = (
+    "billed_in", "period", "account", "instance_id", "price_version", "currency", "minor_unit",
+    "finalised_amount", "recomputed_amount", "amount", "corrects",
+)
 
 
-def _as_dict(obj: InvoiceLine | AdjustmentLine) -> dict[str, object]:
-    return {name: _canon(getattr(obj, name)) for name in obj.__slots__}  # type: ignore[union-attr]
+def _line_row(x: InvoiceLine) -> list[object]:
+    c = _canon_decimal
+    return [
+        x.period, x.account, x.instance_id, x.price_version, x.runtime, c(x.spec.vcpu),
+        c(x.spec.memory_gib), c(x.requested.vcpu), c(x.requested.memory_gib), c(x.rate_vcpu_s),
+        c(x.rate_gib_s), c(x.price_per_second), x.seconds, x.topup_seconds, x.currency,
+        x.minor_unit, c(x.amount_exact), c(x.amount),
+    ]
+
+
+def _adjustment_row(x: AdjustmentLine) -> list[object]:
+    c = _canon_decimal
+    return [
+        x.billed_in, x.period, x.account, x.instance_id, x.price_version, x.currency,
+        x.minor_unit, c(x.finalised_amount), c(x.recomputed_amount), c(x.amount),
+        list(x.corrects),
+    ]
 
 
 def invoice_for(
@@ -474,6 +510,8 @@ def invoice_for(
         (x for x in adjustment_lines if x.account == account and x.billed_in == period),
         key=lambda x: (x.period, x.instance_id, x.price_version, x.corrects, x.amount),
     )
+    if len({x.key for x in mine}) != len(mine):
+        raise ValueError(f"invoice {account}/{period} has two lines for the same key")
     units = {(x.currency, x.minor_unit) for x in mine} | {(x.currency, x.minor_unit) for x in adj}
     if len(units) > 1:
         raise ValueError(f"invoice {account}/{period} mixes currencies: {sorted(units)}")
@@ -488,8 +526,10 @@ def invoice_for(
         "period": period,
         "currency": currency,
         "minor_unit": minor_unit,
-        "lines": [_as_dict(x) for x in mine],
-        "adjustments": [_as_dict(x) for x in adj],
+        "line_columns": _LINE_COLUMNS,
+        "lines": [_line_row(x) for x in mine],
+        "adjustment_columns": _ADJUSTMENT_COLUMNS,
+        "adjustments": [_adjustment_row(x) for x in adj],
         "total": _canon_decimal(total),
     }
     digest = hashlib.sha256(

@@ -1,0 +1,425 @@
+"""`cis serve`: Kafka commands in, events and positions in one transaction, outcomes out.
+
+Exactly once (DESIGN §2.3): a partition's position is the tracking row `kafka:{topic}:{p}`,
+written in the same transaction as the events of the records up to it; Kafka's committed
+offsets are never used. Outcomes are published after the commit (at least once): a second
+row, `kafka-published:{topic}:{p}`, advanced lazily after successful flushes, tells a restart
+where to re-publish from. Re-publishing re-applies already-processed records without
+tracking; idempotent commands (§2.4) answer their recorded outcome and write nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from threading import Event
+from typing import Any, TypeVar
+
+import psycopg
+from eventsourcing.persistence import IntegrityError, InterfaceError, OperationalError, Tracking
+
+from adapters.bootstrap import Engine, connect
+from adapters.ticker import Ticker
+from adapters.kafka_io import (
+    BrokerUnavailable,
+    CommandSource,
+    PublishFailed,
+    Publisher,
+    Record,
+    partition_for,
+)
+from engine.domain.cell_log import CellLog
+from schemas.outcomes import Outcome
+
+log = logging.getLogger("cis.serve")
+T = TypeVar("T")
+
+STORE_DOWN = (OperationalError, InterfaceError, psycopg.OperationalError,
+              psycopg.InterfaceError)
+BROKER_DOWN = (BrokerUnavailable,)
+NOT_A_COMMAND = ("not UTF-8", "not JSON")
+SOURCE_HEADER = "cis.source"
+
+
+@dataclass
+class ServeConfig:
+    store: str
+    kafka: str
+    commands_topic: str = "cis.commands"
+    outcomes_topic: str = "cis.outcomes"
+    dlq_topic: str = "cis.commands.dlq"
+    partitions: list[int] | None = None  # None: every partition of the topic
+    batch_size: int = 1000
+    poll_timeout_ms: int = 500
+    projection_interval_s: float = 1.0
+    published_interval_s: float = 1.0
+    progress_interval_s: float = 10.0
+    tick_interval_s: float = 0.0  # 0: no ticker
+    status_file: Path | None = None
+    max_backoff_s: float = 10.0
+
+
+@dataclass
+class Stats:
+    commands: int = 0
+    dead_letters: int = 0
+    republished: int = 0
+    transactions: int = 0
+    polls: int = 0
+    seconds: dict[str, float] = field(default_factory=dict)  # time per phase
+
+    def timed(self, phase: str, began: float) -> None:
+        self.seconds[phase] = self.seconds.get(phase, 0.0) + time.perf_counter() - began
+
+
+class Stopping(Exception):
+    """Raised inside a retry loop when a stop was requested: abandon the open batch."""
+
+
+def log_event(level: int, event: str, **fields: Any) -> None:
+    log.log(level, event, extra={"fields": fields})
+
+
+def tracking_name(topic: str, partition: int) -> str:
+    return f"kafka:{topic}:{partition}"
+
+
+def published_name(topic: str, partition: int) -> str:
+    return f"kafka-published:{topic}:{partition}"
+
+
+def is_dead_letter(outcome: Outcome) -> bool:
+    return (outcome.command_id is None and len(outcome.reasons) == 1
+            and outcome.reasons[0].field == "$"
+            and outcome.reasons[0].problem.startswith(NOT_A_COMMAND))
+
+
+class FaultInjector:
+    """Test hook: `CIS_CRASH_AT=point:n` kills the process (exit 137) the n-th time it
+    reaches `point`: after-poll, mid-batch (events inserted, transaction still open),
+    after-commit (outcomes not yet published) or after-publish (flushed, before the next
+    poll)."""
+
+    POINTS = ("after-poll", "mid-batch", "after-commit", "after-publish")
+
+    def __init__(self, spec: str | None) -> None:
+        self.point, self.nth, self.count = None, 0, 0
+        if spec:
+            point, _, nth = spec.partition(":")
+            if point not in self.POINTS:
+                raise ValueError(f"CIS_CRASH_AT: unknown point {point!r}; use {self.POINTS}")
+            self.point, self.nth = point, int(nth or 1)
+
+    def reached(self, point: str) -> None:
+        if point == self.point:
+            self.count += 1
+            if self.count == self.nth:
+                log_event(logging.WARNING, "crash injected", point=point, nth=self.nth)
+                logging.shutdown()
+                os._exit(137)
+
+    def arm_mid_batch(self, engine: Engine) -> None:
+        if self.point != "mid-batch":
+            return
+        recorder = engine.app.recorder
+        insert = recorder._insert_events  # type: ignore[attr-defined]
+
+        def insert_then_crash(curs: Any, stored_events: Any, **kwargs: Any) -> None:
+            insert(curs, stored_events, **kwargs)
+            if kwargs.get("tracking") is not None:
+                self.reached("mid-batch")
+
+        recorder._insert_events = insert_then_crash  # type: ignore[attr-defined]
+
+
+class Server:
+    """The engine process: one loop, no threads of its own (the ticker has its own)."""
+
+    def __init__(self, config: ServeConfig) -> None:
+        self.config = config
+        self.stats = Stats()
+        self.faults = FaultInjector(os.environ.get("CIS_CRASH_AT"))
+        self._stop = Event()
+        self.engine: Engine | None = None
+        self.source: CommandSource | None = None
+        self.publisher: Publisher | None = None
+        self.ticker: Ticker | None = None
+        self.processed: dict[int, int] = {}  # last offset whose events are stored
+        self.published: dict[int, int] = {}  # last offset whose outcome was flushed
+        self._published_saved: dict[int, int] = {}
+        self.cells: frozenset[str] = frozenset()  # owned cells, read by the ticker thread
+        self._pending: list[Callable[[], object]] = []  # sends of the open batch
+        self._due = {"projections": 0.0, "published": 0.0, "progress": 0.0}
+        self._last_progress = (time.monotonic(), 0)
+
+    # --- lifecycle ----------------------------------------------------------------------
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def run(self, until: Callable[[Server], bool] | None = None) -> None:
+        """Serve until `stop()` (or `until(self)` is true); then close everything."""
+        try:
+            self._start()
+            while not self.stopping and not (until and until(self)):
+                self.step()
+            self._finish()
+        except Stopping:
+            log_event(logging.INFO, "stopping: open batch abandoned")
+        finally:
+            self._close()
+        log_event(logging.INFO, "stopped", **self._progress_fields(lag=None))
+
+    def _start(self) -> None:
+        c = self.config
+        self.engine = self.retry("store", lambda: connect(c.store))
+        self.faults.arm_mid_batch(self.engine)
+        self.source = self.retry("broker", lambda: CommandSource(
+            c.kafka, c.commands_topic, c.partitions, client_id="cis-serve"))
+        self.publisher = self.retry("broker", lambda: Publisher(c.kafka, client_id="cis-serve"))
+        self.retry("store", self._load_positions)
+        self.retry("store", self._load_cells)
+        if c.tick_interval_s > 0:
+            self.ticker = Ticker(c.kafka, c.commands_topic, lambda: self.cells,
+                                 c.tick_interval_s)
+            self.ticker.start()
+        log_event(logging.INFO, "serving", topic=c.commands_topic,
+                  partitions=list(self.source.partitions), processed=self.processed,
+                  published=self.published, cells=len(self.cells))
+
+    def _load_positions(self) -> None:
+        assert self.engine and self.source
+        recorder = self.engine.app.process_recorder
+        topic = self.config.commands_topic
+        for p in self.source.partitions:
+            done = recorder.max_tracking_id(tracking_name(topic, p))
+            sent = recorder.max_tracking_id(published_name(topic, p))
+            self.processed[p] = -1 if done is None else done
+            self.published[p] = min(self.processed[p], -1 if sent is None else sent)
+            self._published_saved[p] = self.published[p]
+            # Resume where outcomes stop, not where events stop: re-publish the gap.
+            self.source.seek(p, self.published[p] + 1)
+
+    def _load_cells(self) -> None:
+        assert self.engine and self.source
+        n, owned = self.source.topic_partition_count, set(self.source.partitions)
+        world = self.engine.processor.world
+        self.cells = frozenset(a.cell for a in list(world.aggregates.values())
+                               if isinstance(a, CellLog) and partition_for(a.cell, n) in owned)
+
+    def _finish(self) -> None:
+        # Clean stop: the loop only checks the flag between batches, so nothing is open.
+        self.retry("store", lambda: self._save_published(force=True))
+
+    def _close(self) -> None:
+        if self.ticker is not None:
+            self.ticker.shutdown()
+        for closing in (self.source, self.publisher, self.engine):
+            if closing is not None:
+                try:
+                    closing.close()
+                except Exception as exc:  # closing must not hide why we stop
+                    log_event(logging.WARNING, "close failed", error=repr(exc))
+
+    # --- the loop -----------------------------------------------------------------------
+
+    def step(self) -> None:
+        """One poll: apply each partition's records, publish, then the periodic chores."""
+        assert self.source is not None
+        began = time.perf_counter()
+        batch = self.retry("broker", lambda: self.source.poll_batch(  # type: ignore[union-attr]
+            self.config.batch_size, self.config.poll_timeout_ms))
+        self.stats.timed("poll", began)
+        if batch:
+            self.stats.polls += 1
+            self.faults.reached("after-poll")
+            for partition, records in batch.items():
+                self._process(partition, records)
+            self._flush()
+            for partition, records in batch.items():
+                self.published[partition] = records[-1].offset
+            self.faults.reached("after-publish")
+        else:
+            self._check_broker()
+        self._chores(idle=not batch)
+
+    def _process(self, partition: int, records: list[Record]) -> None:
+        done = self.processed[partition]
+        replay = [r for r in records if r.offset <= done]
+        fresh = [r for r in records if r.offset > done]
+        if replay:  # outcomes lost in a crash: recorded, so applying changes nothing
+            outcomes = self.retry("store", lambda: self._apply(replay, None))
+            self._send(replay, outcomes)
+            self.stats.republished += len(replay)
+        if fresh:
+            name = tracking_name(self.config.commands_topic, partition)
+            tracking = Tracking(name, fresh[-1].offset)
+            outcomes = self.retry("store", lambda: self._apply_fresh(fresh, tracking))
+            self.processed[partition] = fresh[-1].offset
+            self.faults.reached("after-commit")
+            self._send(fresh, outcomes)
+            self._note_cells(fresh)
+            self.stats.commands += len(fresh)
+
+    def _apply(self, records: list[Record], tracking: Tracking | None) -> list[Outcome]:
+        assert self.engine is not None
+        began = time.perf_counter()
+        outcomes = self.engine.apply([r.value for r in records], tracking)
+        self.stats.timed("apply", began)
+        self.stats.transactions += 1
+        return outcomes
+
+    def _apply_fresh(self, records: list[Record], tracking: Tracking) -> list[Outcome]:
+        try:
+            return self._apply(records, tracking)
+        except IntegrityError:
+            # Our position moved under us: another writer owns this partition (§2.6).
+            assert self.engine is not None
+            stored = self.engine.app.process_recorder.max_tracking_id(tracking.application_name)
+            log_event(logging.ERROR, "another writer advanced this partition; stopping",
+                      tracking=tracking.application_name, stored=stored)
+            self.stop()
+            raise Stopping() from None
+
+    def _send(self, records: list[Record], outcomes: list[Outcome]) -> None:
+        began = time.perf_counter()
+        for record, outcome in zip(records, outcomes, strict=True):
+            send = self._sender(record, outcome)
+            self._pending.append(send)
+            self.retry("broker", send)
+        self.stats.timed("send", began)
+
+    def _sender(self, record: Record, outcome: Outcome) -> Callable[[], object]:
+        assert self.publisher is not None
+        pub, c = self.publisher, self.config
+        if is_dead_letter(outcome):
+            self.stats.dead_letters += 1
+            return lambda: pub.send_dlq(c.dlq_topic, record, outcome.reasons[0].problem)
+        key = outcome.command_id.encode() if outcome.command_id is not None else None
+        # Outcomes without a command id can only be matched by where they came from.
+        headers = [] if key else [(SOURCE_HEADER, f"{record.topic}:{record.partition}:"
+                                                  f"{record.offset}".encode())]
+        value = outcome.to_json().encode()
+        return lambda: pub.send(c.outcomes_topic, value, key=key, headers=headers)
+
+    def _flush(self) -> None:
+        assert self.publisher is not None
+        began = time.perf_counter()
+
+        resend = False
+
+        def flush() -> None:
+            nonlocal resend
+            assert self.publisher is not None
+            if resend:  # the publisher forgot the whole batch: send all of it again
+                for send in self._pending:
+                    send()
+                resend = False
+            try:
+                self.publisher.flush()
+            except PublishFailed as exc:
+                resend = True
+                raise BrokerUnavailable(f"{len(exc.errors)} outcomes not acknowledged") from exc
+
+        self.retry("broker", flush)
+        self._pending.clear()
+        self.stats.timed("publish", began)
+
+    def _note_cells(self, records: list[Record]) -> None:
+        assert self.engine is not None
+        world = self.engine.processor.world
+        keys = {r.key.decode("utf-8", "replace") for r in records if r.key}
+        new = {k for k in keys - self.cells if world.cell_log(k) is not None}
+        if new:
+            self.cells = self.cells | new
+
+    # --- chores -------------------------------------------------------------------------
+
+    def _chores(self, idle: bool) -> None:
+        now = time.monotonic()
+        c = self.config
+        if idle or now >= self._due["projections"]:
+            self._due["projections"] = now + c.projection_interval_s
+            began = time.perf_counter()
+            self.retry("store", self.engine.update_projections)  # type: ignore[union-attr]
+            self.stats.timed("projections", began)
+        if idle or now >= self._due["published"]:
+            self._due["published"] = now + c.published_interval_s
+            self.retry("store", self._save_published)
+        if now >= self._due["progress"]:
+            self._due["progress"] = now + c.progress_interval_s
+            self.report_progress()
+
+    def _save_published(self, force: bool = False) -> None:
+        assert self.engine is not None
+        recorder = self.engine.app.process_recorder
+        for p, offset in self.published.items():
+            if offset > self._published_saved[p]:
+                recorder.insert_tracking(Tracking(
+                    published_name(self.config.commands_topic, p), offset))
+                self._published_saved[p] = offset
+
+    def _check_broker(self) -> None:
+        # An idle poll looks the same as a frozen broker: ask it, at most every few seconds.
+        assert self.source is not None
+        if time.monotonic() - self._due.get("ping", 0.0) > 5.0:
+            self._due["ping"] = time.monotonic()
+            self.retry("broker", self.source.ping)
+
+    def _progress_fields(self, lag: dict[int, int] | None) -> dict[str, Any]:
+        now, commands = time.monotonic(), self.stats.commands
+        then, before = self._last_progress
+        self._last_progress = (now, commands)
+        return {"positions": {p: o + 1 for p, o in self.processed.items()}, "lag": lag,
+                "commands": commands, "dead_letters": self.stats.dead_letters,
+                "republished": self.stats.republished,
+                "commands_per_s": round((commands - before) / max(now - then, 1e-6), 1),
+                "cells": len(self.cells)}
+
+    def report_progress(self) -> dict[str, Any]:
+        """Log (and write to the status file) positions, lag and commands/s."""
+        assert self.source is not None
+        try:
+            lag: dict[int, int] | None = self.source.lag(timeout_ms=2000)
+        except BrokerUnavailable:
+            lag = None
+        fields = self._progress_fields(lag)
+        log_event(logging.INFO, "progress", **fields)
+        if self.config.status_file is not None:
+            path = self.config.status_file
+            tmp = path.with_suffix(path.suffix + ".tmp")
+            tmp.write_text(json.dumps({**fields, "at": time.time()}))
+            tmp.replace(path)
+        return fields
+
+    # --- back-off -----------------------------------------------------------------------
+
+    def retry(self, service: str, attempt: Callable[[], T]) -> T:
+        """`attempt()` until it works, backing off while `service` is down; logs the outage."""
+        errors = STORE_DOWN if service == "store" else BROKER_DOWN
+        delay, failures, began = 0.2, 0, time.monotonic()
+        while True:
+            try:
+                result = attempt()
+            except errors as exc:
+                failures += 1
+                log_event(logging.WARNING, f"{service} unavailable; retrying",
+                          service=service, attempt=failures, retry_in_s=round(delay, 2),
+                          error=repr(exc)[:300])
+                if self._stop.wait(delay):
+                    raise Stopping() from exc
+                delay = min(delay * 2, self.config.max_backoff_s)
+                continue
+            if failures:
+                log_event(logging.WARNING, f"{service} available again", service=service,
+                          attempts=failures, outage_s=round(time.monotonic() - began, 1))
+            return result
