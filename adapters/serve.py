@@ -24,15 +24,15 @@ import psycopg
 from eventsourcing.persistence import IntegrityError, InterfaceError, OperationalError, Tracking
 
 from adapters.bootstrap import Engine, connect
-from adapters.ticker import Ticker
 from adapters.kafka_io import (
     BrokerUnavailable,
     CommandSource,
-    PublishFailed,
     Publisher,
+    PublishFailed,
     Record,
     partition_for,
 )
+from adapters.ticker import Ticker
 from engine.domain.cell_log import CellLog
 from schemas.outcomes import Outcome
 

@@ -10,48 +10,23 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from eventsourcing.domain import Aggregate
-
+from engine import scaling
+from engine.context import Context, Rejected, reason
 from engine.domain.instance import ENDED, ON_NODE, PENDING, TERMINAL, Instance
 from engine.domain.node import GONE, Node
 from engine.domain.pool import Pool
 from engine.domain.price_book import PriceBook
-from engine.placement_state import NoRoom
 from engine.policies import restart
-from engine.policies.demand import DIMENSIONS, demand_of
+from engine.policies.demand import demand_of
 from engine.policies.spec_catalogue import Spec, SpecRejected, round_up
 from engine.world import World
 from schemas import commands as c
 
-
-class Rejected(Exception):
-    def __init__(self, reasons: list[dict[str, str]]):
-        super().__init__("; ".join(f"{r['field']}: {r['problem']}" for r in reasons))
-        self.reasons = reasons
-
-
-def reason(field: str, problem: str) -> dict[str, str]:
-    return {"field": field, "problem": problem}
-
-
-class Context:
-    """One command's decision: the events it records and their ids."""
-
-    def __init__(self, world: World):
-        self.world = world
-        self.events: list[Any] = []
-        self.event_ids: list[str] = []
-
-    def touch(self, aggregate: Aggregate, label: str) -> None:
-        self.world.add(aggregate)
-        for event in aggregate.collect_events():
-            self.world.observe(event, aggregate)
-            self.events.append(event)
-            self.event_ids.append(f"{label}#{event.originator_version}")
-
-
 Handler = Callable[[Context, Any], str | None]
 HANDLERS: dict[type, Handler] = {}
+# A create that cannot be placed plans scale-out for the newest waiting instances only; the
+# next Tick plans for all of them (like the Cluster Autoscaler's periodic loop).
+SCALE_OUT_RECENT = 256
 
 
 def handles(command_type: type) -> Callable[[Handler], Handler]:
@@ -59,61 +34,6 @@ def handles(command_type: type) -> Callable[[Handler], Handler]:
         HANDLERS[command_type] = fn
         return fn
     return register
-
-
-# --- placement ---------------------------------------------------------------------------
-
-
-def smallest_model(models: list[dict[str, Any]], demand: dict[str, int]
-                   ) -> dict[str, Any] | None:
-    holding = [m for m in models if all(demand[d] <= m[d] for d in DIMENSIONS)]
-    return min(holding, key=lambda m: (m["millicores"], m["memory_mib"]), default=None)
-
-
-def _model_for(pool: Pool, instance: Instance) -> dict[str, Any] | None:
-    return smallest_model(pool.config["node_models"], instance.demand)
-
-
-def _try_place(ctx: Context, pool: Pool, instance: Instance, at: datetime) -> list[dict]:
-    """Schedule the instance if a node has room; answer the reasons if none has."""
-    model = _model_for(pool, instance)
-    assert model is not None  # checked when the instance was accepted
-    choice = ctx.world.placements[(pool.cell, pool.pool)].choose(
-        instance.demand, instance.node_selector, model["name"])
-    if isinstance(choice, NoRoom):
-        return choice.reasons
-    instance.schedule(choice.node_id, choice.policy, choice.score, at)
-    ctx.touch(instance, f"instance/{instance.name}")
-    return []
-
-
-def _want_node_if_short(ctx: Context, pool: Pool, model: dict[str, Any], why: str,
-                        at: datetime) -> None:
-    """Ask the ASG for a node unless enough are already on their way, within max_nodes."""
-    key = (pool.cell, pool.pool)
-    coming = len(ctx.world.coming[key])
-    # Dedicated: one node per waiting instance. Shared: one at a time until the autoscaler
-    # (which simulates pending instances against the node template) replaces this rule.
-    enough = len(ctx.world.waiting[key]) if pool.config["kind"] == "dedicated" else 1
-    if coming >= enough or len(ctx.world.live[key]) >= pool.config["max_nodes"]:
-        return
-    _request_node(ctx, pool, model, why, at)
-
-
-def _request_node(ctx: Context, pool: Pool, model: dict[str, Any], why: str,
-                  at: datetime) -> None:
-    node_id = pool.want_node(model["name"], why, at)
-    ctx.touch(pool, f"pool/{pool.pool}")
-    capacity = {d: model[d] for d in DIMENSIONS}
-    labels = {**pool.config["labels"], "model": model["name"], "pool": pool.pool}
-    node = Node.create(at, cell=pool.cell, node_id=node_id, pool=pool.pool, model=model["name"],
-                capacity=capacity, labels=labels, reason=why)
-    ctx.touch(node, f"node/{node_id}")
-
-
-def _place_waiting(ctx: Context, pool: Pool, at: datetime) -> None:
-    for instance in ctx.world.waiting_in(pool.cell, pool.pool):
-        _try_place(ctx, pool, instance, max(at, instance.state_since))
 
 
 # --- tenant requests -------------------------------------------------------------------
@@ -148,7 +68,7 @@ def create_instance(ctx: Context, cmd: c.CreateInstance) -> str | None:
     if pool is not None and billed is not None:
         overhead = pool.config["cpu_overhead_millicores"]
         demand = demand_of(billed.vcpu, billed.memory_gib, cmd.runtime, overhead)
-        if smallest_model(pool.config["node_models"], demand) is None:
+        if scaling.smallest_model(pool.config["node_models"], demand) is None:
             reasons.append(reason("containers", f"no node model of pool {cmd.pool!r} holds "
                                                 f"{demand} (spec plus runtime overhead)"))
     if reasons:
@@ -163,14 +83,11 @@ def create_instance(ctx: Context, cmd: c.CreateInstance) -> str | None:
         billed_vcpu=billed.vcpu, billed_memory_gib=billed.memory_gib, demand=demand,
     )
     ctx.touch(instance, f"instance/{instance.name}")
-    not_placed = _try_place(ctx, pool, instance, cmd.issued_at)
+    not_placed = scaling.try_place(ctx, pool, instance, cmd.issued_at)
     if not_placed:
         instance.mark_unschedulable(not_placed, cmd.issued_at)
         ctx.touch(instance, f"instance/{instance.name}")
-        model = _model_for(pool, instance)
-        assert model is not None
-        _want_node_if_short(ctx, pool, model, f"instance {instance.name} unschedulable",
-                            cmd.issued_at)
+        scaling.scale_out(ctx, pool, cmd.issued_at, recent=SCALE_OUT_RECENT)
         return "unschedulable: waits for capacity"
     return None
 
@@ -294,7 +211,7 @@ def _place_waiting_if_freed(ctx: Context, instance: Instance, at: datetime) -> N
         pool = ctx.world.pool(instance.cell, instance.pool)
         assert pool is not None
         if pool.config["kind"] == "shared":
-            _place_waiting(ctx, pool, at)
+            scaling.place_waiting(ctx, pool, at)
 
 
 def _reported_node(world: World, cmd: c.ReportNodeReady | c.ReportNodeLost) -> Node:
@@ -315,7 +232,7 @@ def node_ready(ctx: Context, cmd: c.ReportNodeReady) -> str | None:
     ctx.touch(node, f"node/{node.node_id}")
     pool = ctx.world.pool(node.cell, node.pool)
     assert pool is not None
-    _place_waiting(ctx, pool, cmd.occurred_at)
+    scaling.place_waiting(ctx, pool, cmd.occurred_at)
     return None
 
 
@@ -336,9 +253,8 @@ def node_lost(ctx: Context, cmd: c.ReportNodeLost) -> str | None:
 
 @handles(c.ConfigurePool)
 def configure_pool(ctx: Context, cmd: c.ConfigurePool) -> str | None:
-    config = cmd.model_dump(mode="json", include={
-        "kind", "node_models", "min_nodes", "max_nodes", "labels", "spec_catalogue",
-        "pending_timeout_seconds", "cpu_overhead_millicores", "placement_policy"})
+    config = cmd.model_dump(mode="json", exclude={
+        "schema_version", "type", "command_id", "cell", "issued_at", "pool"})
     pool = ctx.world.pool(cmd.cell, cmd.pool)
     if pool is None:
         pool = Pool.create(cmd.issued_at, cell=cmd.cell, pool=cmd.pool, config=config)
@@ -352,7 +268,7 @@ def configure_pool(ctx: Context, cmd: c.ConfigurePool) -> str | None:
     live = len(ctx.world.live[(cmd.cell, cmd.pool)])
     smallest = min(config["node_models"], key=lambda m: (m["millicores"], m["memory_mib"]))
     for _ in range(config["min_nodes"] - live):
-        _request_node(ctx, pool, smallest, "below min_nodes", cmd.issued_at)
+        scaling.request_node(ctx, pool, smallest, "below min_nodes", cmd.issued_at)
     return None
 
 
@@ -398,7 +314,8 @@ def expire_pending(ctx: Context, cmd: c.Tick) -> str | None:
 
 
 # Periodic decisions, in order; each returns a note or None.
-TICK_DECIDERS: list[Callable[[Context, c.Tick], str | None]] = [expire_pending]
+TICK_DECIDERS: list[Callable[[Context, c.Tick], str | None]] = [
+    expire_pending, scaling.autoscale]
 
 
 @handles(c.Tick)

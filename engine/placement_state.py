@@ -106,6 +106,11 @@ class PoolPlacement:
         assert isinstance(decision, Unplaceable)
         return NoRoom([{"field": dim, "problem": problem} for dim, problem in decision.reasons])
 
+    def free(self, node_id: str) -> dict[str, int]:
+        i = self.position[node_id]
+        free = self.index.capacity[i] - self.index.allocated[i]
+        return {d: int(free[k]) for k, d in enumerate(DIMENSIONS)}
+
     def utilisation(self, node_id: str) -> float:
         """The node's highest allocated share over cpu and memory (for scale-in)."""
         i = self.position[node_id]

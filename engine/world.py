@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
@@ -36,6 +37,9 @@ class World:
         self.coming: dict[Key, set[str]] = defaultdict(set)
         self.live: dict[Key, set[str]] = defaultdict(set)  # nodes not terminated or lost
         self.placements: dict[Key, PoolPlacement] = {}
+        self.pools: dict[Key, Pool] = {}
+        # Since when each node has been under its pool's scale-down threshold (event time).
+        self.unneeded_since: dict[Key, datetime] = {}
         # Further derived state (the billing meter, placement arrays) observes every event.
         self.observers: list[Callable[[Any, Any], None]] = []
 
@@ -100,8 +104,11 @@ class World:
                 if aggregate.state in GONE:
                     self.live[pool_key].discard(aggregate.node_id)
                 placement.set_takes_work(aggregate.node_id, aggregate.state in TAKES_WORK)
+                self._track_need(aggregate.cell, aggregate.pool, aggregate.node_id,
+                                 event.timestamp)
         elif isinstance(aggregate, Pool):
             config = aggregate.config
+            self.pools[(aggregate.cell, aggregate.pool)] = aggregate
             placement = self.placements.setdefault(
                 (aggregate.cell, aggregate.pool),
                 PoolPlacement(config["kind"], config["placement_policy"]))
@@ -127,3 +134,24 @@ class World:
             elif instance.state not in ON_NODE and was_on:
                 on_node.discard(instance.name)
                 placement.release(instance.node_id, instance.demand)
+            else:
+                return
+            self._track_need(instance.cell, instance.pool, instance.node_id,
+                             instance.modified_on)
+
+    def _track_need(self, cell: str, pool: str, node_id: str, at: datetime) -> None:
+        node_key = (cell, node_id)
+        node = self.pool_nodes[(cell, pool)][node_id]
+        if node.state not in ("ready", "cordoned"):
+            self.unneeded_since.pop(node_key, None)
+            return
+        config = self.pools[(cell, pool)].config
+        placement = self.placements[(cell, pool)]
+        if config["kind"] == "dedicated":  # a dedicated node is needed while it hosts one
+            used = 1.0 if self.node_instances[node_key] else 0.0
+        else:
+            used = placement.utilisation(node_id)
+        if used < config["scale_down_utilisation_threshold"]:
+            self.unneeded_since.setdefault(node_key, at)
+        else:
+            self.unneeded_since.pop(node_key, None)

@@ -179,6 +179,8 @@ class NodeModel(Strict):
     memory_mib: Annotated[int, Field(gt=0, le=16_777_216)]
     enis: Annotated[int, Field(gt=0, le=1024)] = 8
     pods: Annotated[int, Field(gt=0, le=1024)] = 110
+    price_per_hour: Annotated[Decimal, Field(ge=0, max_digits=12, decimal_places=6)] = Decimal(0)
+    priority: Annotated[int, Field(ge=0, le=1000)] = 0
 
 
 class CatalogueSpec(Strict):
@@ -197,6 +199,11 @@ class ConfigurePool(Request):
     spec_catalogue: list[CatalogueSpec] = Field(min_length=1, max_length=200)
     pending_timeout_seconds: Annotated[int, Field(ge=1, le=86_400 * 7)] = 900
     placement_policy: Literal["first_fit", "best_fit", "worst_fit", "dot_product"] = "best_fit"
+    # Autoscaling, with the Kubernetes Cluster Autoscaler's defaults.
+    expander: Literal["least-waste", "price", "priority"] = "least-waste"
+    scale_down_utilisation_threshold: Annotated[float, Field(gt=0, le=1)] = 0.5
+    scale_down_unneeded_seconds: Annotated[int, Field(ge=0, le=86_400)] = 600
+    disruption_budget: Annotated[int, Field(ge=0, le=10_000)] = 1
     cpu_overhead_millicores: dict[Literal["runc", "kata"], Annotated[int, Field(ge=0)]] = Field(
         default_factory=lambda: {"runc": 0, "kata": 100}
     )

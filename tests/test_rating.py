@@ -336,6 +336,10 @@ def test_adjustment_after_late_report() -> None:
     new = adjustments([], recomputed, billed_in="2024-02", periods=["2024-01"])
     assert [x.amount for x in new] == [D("1.81")]
     assert adjustments([], recomputed, billed_in="2024-02") == []
+    # Only the named periods are corrected: February's lines are still open, not adjusted.
+    scoped = adjustments(finalised + feb_lines, recomputed, billed_in="2024-03",
+                         periods=["2024-01"])
+    assert [x.period for x in scoped] == ["2024-01"]
     with pytest.raises(ValueError):
         adjustments(finalised, recomputed, billed_in="2024-01")
 
@@ -490,7 +494,7 @@ def test_rating_agrees_with_reference(
         assert invoice_for("acct", period, lines).total == total
 
 
-@PROPS
+@settings(PROPS, max_examples=100)
 @given(scenario_st(), st.randoms(use_true_random=False))
 def test_invoice_hash_stable_under_reordering(
     scenario: tuple[list[dict[str, Any]], list[dict[str, Any]]], rnd: Any
@@ -507,3 +511,24 @@ def test_invoice_hash_stable_under_reordering(
     for period in {x.period for x in a} | {x.period for x in b}:
         ia, ib = invoice_for("acct", period, a), invoice_for("acct", period, b)
         assert ia.content_hash == ib.content_hash and ia.total == ib.total
+
+
+@settings(PROPS, max_examples=100)
+@given(scenario_st(), st.data())
+def test_adjustments_bring_finalised_totals_to_recomputed(
+    scenario: tuple[list[dict[str, Any]], list[dict[str, Any]]], data: st.DataObject
+) -> None:
+    versions, instances = scenario
+    book = to_book(versions)
+    on_time = []
+    for inst in instances:
+        cut = data.draw(st.integers(0, len(inst["intervals"])))
+        on_time.append({**inst, "intervals": inst["intervals"][:cut]})
+    finalised, recomputed = rate_all(on_time, book), rate_all(instances, book)
+    periods = sorted({x.period for x in finalised + recomputed})
+    adj = adjustments(finalised, recomputed, billed_in="2099-01", periods=periods,
+                      corrects=("late",))
+    for period in periods:
+        before = invoice_for("acct", period, finalised).total
+        after = invoice_for("acct", period, recomputed).total
+        assert before + sum((a.amount for a in adj if a.period == period), D(0)) == after

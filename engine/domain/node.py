@@ -56,6 +56,35 @@ class Node(Recorded):
         def apply(self, node: Node) -> None:
             node.state = "lost"
 
+    class Cordoned(Aggregate.Event):
+        """Takes no new instances; empties as its instances end. Never evicts."""
+
+        reason: str
+
+        def apply(self, node: Node) -> None:
+            node.state = "cordoned"
+
+    class Uncordoned(Aggregate.Event):
+        reason: str
+
+        def apply(self, node: Node) -> None:
+            node.state = "ready"
+
+    class Terminated(Aggregate.Event):
+        reason: str
+
+        def apply(self, node: Node) -> None:
+            node.state = "terminated"
+
+    def cordon(self, reason: str, at: datetime) -> None:
+        self.trigger_event(self.Cordoned, reason=reason, timestamp=at)
+
+    def uncordon(self, reason: str, at: datetime) -> None:
+        self.trigger_event(self.Uncordoned, reason=reason, timestamp=at)
+
+    def terminate(self, reason: str, at: datetime) -> None:
+        self.trigger_event(self.Terminated, reason=reason, timestamp=at)
+
     def mark_ready(self, at: datetime) -> None:
         self.trigger_event(self.Ready, timestamp=at)
 

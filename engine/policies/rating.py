@@ -34,7 +34,6 @@ BilledSpec = Spec
 
 US_PER_S = 1_000_000
 DEFAULT_GRACE_SECONDS = 3600
-BILLED_STATES = frozenset({"starting", "running", "restarting"})
 
 # Exact arithmetic: any operation that would round raises instead of silently losing money.
 _EXACT = Context(prec=200, traps=[Inexact, Rounded, InvalidOperation, DivisionByZero, Overflow])
@@ -407,9 +406,10 @@ def adjustments(
     lines; pass them explicitly when a period had no lines before the late report). Lines that
     appear or vanish count as 0 on the other side. Unchanged lines give nothing.
     """
-    fin = {line.key: line for line in finalised_lines}
-    scope = set(periods) if periods is not None else {k[0] for k in fin}
-    rec = {line.key: line for line in recomputed_lines if line.period in scope}
+    finalised = list(finalised_lines)
+    scope = set(periods) if periods is not None else {x.period for x in finalised}
+    fin = {x.key: x for x in finalised if x.period in scope}
+    rec = {x.key: x for x in recomputed_lines if x.period in scope}
     out: list[AdjustmentLine] = []
     for key in sorted(fin.keys() | rec.keys()):
         period, account, instance_id, version = key

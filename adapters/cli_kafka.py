@@ -1,0 +1,154 @@
+"""`cis serve` and `cis submit`: the Kafka subcommands (an extension of adapters.cli)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from adapters.stores import DEFAULT_STORE
+
+TOPIC_DEFAULTS = {"commands": "cis.commands", "outcomes": "cis.outcomes",
+                  "dlq": "cis.commands.dlq"}
+
+
+class JsonLines(logging.Formatter):
+    """One JSON object per log line: time, level, logger, event and its fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, Any] = {
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(), "logger": record.name,
+            "event": record.getMessage(), **getattr(record, "fields", {})}
+        if record.exc_info:
+            line["exception"] = self.formatException(record.exc_info)
+        return json.dumps(line, default=str)
+
+
+def setup_logging(level: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonLines())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    # kafka-python logs every reconnect attempt at WARNING/ERROR; our own lines say it once.
+    logging.getLogger("kafka").setLevel(logging.CRITICAL)
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)
+
+
+def _partitions(text: str) -> list[int] | None:
+    if text == "all":
+        return None
+    try:
+        return sorted({int(p) for p in text.split(",") if p.strip()})
+    except ValueError:
+        raise argparse.ArgumentTypeError("give 'all' or a list like 0,1,3") from None
+
+
+def _topic_args(parser: argparse.ArgumentParser, *names: str) -> None:
+    for name in names:
+        parser.add_argument(f"--{name}-topic", default=TOPIC_DEFAULTS[name],
+                            help=f"{name} topic (default {TOPIC_DEFAULTS[name]})")
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from adapters.serve import ServeConfig, Server
+
+    setup_logging(args.log_level)
+    server = Server(ServeConfig(
+        store=args.store, kafka=args.kafka, commands_topic=args.commands_topic,
+        outcomes_topic=args.outcomes_topic, dlq_topic=args.dlq_topic,
+        partitions=args.partitions, batch_size=args.batch,
+        tick_interval_s=args.tick_interval, progress_interval_s=args.progress_interval,
+        status_file=args.status_file))
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        logging.getLogger("cis.serve").info("signal received; finishing the open batch",
+                                            extra={"fields": {"signal": signum}})
+        server.stop()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        server.run()
+    except Exception:
+        logging.getLogger("cis.serve").exception("serve failed")
+        return 1
+    return 0
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    from adapters.submit import submit
+
+    source = sys.stdin.buffer if args.file == "-" else open(args.file, "rb")  # noqa: SIM115
+    with source:
+        result = submit(args.kafka, source, topic=args.commands_topic,
+                        wait_s=args.timeout if args.wait else None,
+                        outcomes_topic=args.outcomes_topic)
+    for invalid in result.invalid:
+        print(invalid.to_json(), file=sys.stderr)
+    if args.wait:
+        for command_id in result.sent:
+            if command_id in result.outcomes:
+                print(result.outcomes[command_id].to_json())
+    summary = {"sent": len(result.sent), "invalid": len(result.invalid)}
+    if args.wait:
+        summary["outcomes"] = len(result.outcomes)
+        summary["missing"] = len(result.missing)
+    print(json.dumps(summary), file=sys.stderr)
+    return 1 if result.invalid or (args.wait and result.missing) else 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    serve = sub.add_parser(
+        "serve", help="run the engine on the Kafka command stream (exactly-once intake)",
+        description="Consumes the commands topic with manual partition assignment, "
+        "resuming from the positions stored in the event store (not Kafka's committed "
+        "offsets). Each poll's records of a partition are decided and saved with their "
+        "position in one transaction; then one outcome per command goes to the outcomes "
+        "topic (keyed by command_id; at least once: deduplicate by command_id) and bytes "
+        "that are not a command (not UTF-8, not JSON) go to the dead-letter topic with a "
+        "'reason' header. Projections are kept current. Logs JSON lines to stderr, "
+        "including a periodic 'progress' line (positions, lag, commands/s). SIGTERM or "
+        "SIGINT stops after the open batch.")
+    serve.add_argument("--store", default=os.environ.get("CIS_STORE", DEFAULT_STORE),
+                       help="event store URL, e.g. postgresql://postgres@127.0.0.1:5432/cis "
+                       f"(default: $CIS_STORE or {DEFAULT_STORE})")
+    serve.add_argument("--kafka", required=True, metavar="HOST:PORT", help="bootstrap broker")
+    serve.add_argument("--partitions", type=_partitions, default=None, metavar="all|0,1",
+                       help="commands partitions this process owns (default: all); cells "
+                       "are keyed to partitions, so this picks the cells it writes")
+    _topic_args(serve, "commands", "outcomes", "dlq")
+    serve.add_argument("--batch", type=int, default=1000,
+                       help="max records per poll; one transaction per partition (default "
+                       "1000)")
+    serve.add_argument("--tick-interval", type=float, default=30.0, metavar="SECONDS",
+                       help="submit a Tick per owned cell this often; 0 disables (default 30)")
+    serve.add_argument("--progress-interval", type=float, default=10.0, metavar="SECONDS",
+                       help="log a progress line this often (default 10)")
+    serve.add_argument("--status-file", type=Path, default=None,
+                       help="also write the latest progress as JSON to this file")
+    serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning"])
+    serve.set_defaults(func=cmd_serve)
+
+    submit = sub.add_parser(
+        "submit", help="produce JSON-lines commands to Kafka, optionally await outcomes",
+        description="Validates every line first: invalid lines are reported on stderr (with "
+        "every reason) and not sent. Valid commands are produced keyed by their cell. With "
+        "--wait, prints one outcome per sent command (input order) on stdout. Exit code 1 "
+        "if any line was invalid or an outcome did not arrive in time.")
+    submit.add_argument("--kafka", required=True, metavar="HOST:PORT", help="bootstrap broker")
+    submit.add_argument("file", help="JSON-lines file, or - for standard input")
+    _topic_args(submit, "commands", "outcomes")
+    submit.add_argument("--wait", action="store_true", help="wait for and print outcomes")
+    submit.add_argument("--timeout", type=float, default=60.0, metavar="SECONDS",
+                        help="how long --wait waits (default 60)")
+    submit.set_defaults(func=cmd_submit)

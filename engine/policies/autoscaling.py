@@ -1,0 +1,166 @@
+"""Autoscaling decisions for one pool (an ASG): pure functions over plain values.
+
+Scale-out simulates the pending instances against the nodes already on their way and then
+against fresh nodes of each candidate model (the pool's node models are its node groups), and
+an expander picks the model: least-waste, price or priority, as in the Kubernetes Cluster
+Autoscaler. Scale-in never evicts: under-used nodes are cordoned so they empty as their
+instances end, and empty nodes past the unneeded time are terminated, never below min_nodes
+and at most a budget at once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from engine.policies.demand import DIMENSIONS
+
+Vector = dict[str, int]
+
+
+@dataclass(frozen=True)
+class Pending:
+    name: str
+    demand: Vector
+    model: str | None = None  # dedicated pools: the one model this instance needs
+
+
+@dataclass(frozen=True)
+class ScaleOut:
+    model: str
+    count: int
+    instances: tuple[str, ...]
+    reason: str
+
+
+@dataclass(frozen=True)
+class NodeUse:
+    node_id: str
+    state: str  # ready | cordoned
+    instances: int
+    utilisation: float
+    unneeded_since: datetime | None
+
+
+@dataclass(frozen=True)
+class ScaleIn:
+    cordon: tuple[tuple[str, str], ...] = ()  # (node_id, reason)
+    terminate: tuple[tuple[str, str], ...] = ()
+
+
+def _fits(demand: Vector, free: Vector) -> bool:
+    return all(demand[d] <= free[d] for d in DIMENSIONS)
+
+
+def _take(free: Vector, demand: Vector) -> None:
+    for d in DIMENSIONS:
+        free[d] -= demand[d]
+
+
+def _pack(pending: list[Pending], model: dict[str, Any], limit: int
+          ) -> tuple[int, list[str], float]:
+    """First-fit-decreasing of pending demands onto new nodes of `model`.
+
+    Returns (nodes opened, instances placed, wasted share of cpu+memory on those nodes).
+    """
+    bins: list[Vector] = []
+    placed: list[str] = []
+    order = sorted(pending, key=lambda p: (-p.demand["millicores"] - p.demand["memory_mib"],
+                                           p.name))
+    for item in order:
+        if not _fits(item.demand, model):
+            continue
+        for free in bins:
+            if _fits(item.demand, free):
+                _take(free, item.demand)
+                placed.append(item.name)
+                break
+        else:
+            if len(bins) >= limit:
+                continue
+            free = {d: model[d] for d in DIMENSIONS}
+            _take(free, item.demand)
+            bins.append(free)
+            placed.append(item.name)
+    # The Cluster Autoscaler's least-waste: unused share of the new nodes' cpu plus memory.
+    waste = (sum(f["millicores"] for f in bins) / (model["millicores"] * len(bins) or 1)
+             + sum(f["memory_mib"] for f in bins) / (model["memory_mib"] * len(bins) or 1))
+    return len(bins), placed, waste
+
+
+def plan_scale_out(pending: list[Pending], coming_free: list[Vector], models: list[dict[str, Any]],
+                   room: int, expander: str, kind: str) -> ScaleOut | None:
+    """How many nodes of which model to ask for so that the pending instances fit.
+
+    `coming_free` is the free capacity of nodes already requested and not yet ready; `room`
+    is how many more nodes max_nodes allows.
+    """
+    if room <= 0 or not pending:
+        return None
+    still: list[Pending] = []
+    coming = [dict(f) for f in coming_free]
+    for item in pending:
+        slot = next((f for f in coming if _fits(item.demand, f)), None)
+        if slot is None:
+            still.append(item)
+        elif kind == "dedicated":
+            coming.remove(slot)  # a dedicated node hosts one instance
+        else:
+            _take(slot, item.demand)
+    if not still:
+        return None
+    if kind == "dedicated":
+        model = still[0].model
+        group = [p for p in still if p.model == model][:room]
+        return ScaleOut(model or "", len(group), tuple(p.name for p in group),
+                        f"{len(group)} pending instance(s) need a {model} node each: "
+                        + ", ".join(p.name for p in group))
+    options = []
+    for rank, model in enumerate(models):
+        count, placed, waste = _pack(still, model, room)
+        if count:
+            price = Decimal(str(model.get("price_per_hour", "0"))) * count
+            options.append((model, count, placed, waste, price, rank))
+    if not options:
+        return None
+    # Every expander first prefers the option that places the most pending instances.
+    keys = {
+        "least-waste": lambda o: (-len(o[2]), o[3], o[5]),
+        "price": lambda o: (-len(o[2]), o[4], o[3], o[5]),
+        "priority": lambda o: (-len(o[2]), -o[0].get("priority", 0), o[5]),
+    }
+    model, count, placed, waste, _, _ = min(options, key=keys[expander])
+    return ScaleOut(model["name"], count, tuple(sorted(placed)),
+                    f"{len(placed)} pending instance(s) fit on {count} new {model['name']} "
+                    f"node(s) (expander {expander}, waste {waste:.2f}): "
+                    + ", ".join(sorted(placed)))
+
+
+def plan_scale_in(nodes: list[NodeUse], now: datetime, threshold: float, unneeded_s: int,
+                  min_nodes: int, budget: int) -> ScaleIn:
+    """Cordon under-used nodes and terminate empty ones, once unneeded long enough.
+
+    Cordoned nodes are disruptions in flight: with them, at most `budget` nodes are being
+    taken away at once; a cordoned node that has emptied is terminated without new budget.
+    """
+    live = len(nodes)
+    cordon: list[tuple[str, str]] = []
+    terminate: list[tuple[str, str]] = []
+    allowance = budget - sum(1 for n in nodes if n.state == "cordoned")
+    for node in sorted(nodes, key=lambda n: (n.state != "cordoned", n.utilisation, n.node_id)):
+        since = node.unneeded_since
+        if since is None or now - since < timedelta(seconds=unneeded_s):
+            continue
+        if live - len(terminate) - len(cordon) <= min_nodes:
+            break
+        why = f"under {threshold:.2f} utilisation since {since.isoformat()}"
+        if node.instances == 0 and (node.state == "cordoned" or allowance > 0):
+            allowance -= node.state != "cordoned"
+            terminate.append((node.node_id, f"empty and {why}"))
+        elif node.instances and node.state == "ready" and allowance > 0:
+            allowance -= 1
+            cordon.append((node.node_id, f"utilisation {node.utilisation:.2f}, {why}; cordoned "
+                                         "to empty as its instances end"))
+    return ScaleIn(tuple(cordon), tuple(terminate))
