@@ -12,6 +12,7 @@ from adapters.stores import Store, parse_store
 from engine.application import CisApplication
 from engine.processor import CommandProcessor, Item
 from projections.instances import InstancesProjection
+from projections.invoices import InvoicesProjection
 from projections.projection import RowProjection
 from projections.runner import catch_up, rebuild
 from projections.usage import UsageProjection
@@ -24,7 +25,7 @@ VIEW_CLASSES: dict[str, type] = {"memory": MemoryView, "sqlite": SQLiteView,
 
 
 def all_projections() -> list[RowProjection]:
-    return [InstancesProjection(), UsageProjection()]
+    return [InstancesProjection(), UsageProjection(), InvoicesProjection()]
 
 
 @dataclass

@@ -19,7 +19,7 @@ from adapters.bootstrap import Engine, connect
 from adapters.stores import DEFAULT_STORE, BadStoreURL
 
 # Modules that add subcommands: each has `register(subparsers)`.
-EXTENSIONS: list[str] = ["adapters.cli_kafka"]
+EXTENSIONS: list[str] = ["adapters.cli_kafka", "adapters.cli_bench", "adapters.cli_billing"]
 
 STORE_HELP = ("event store URL: memory://, sqlite:///path/to/file.db or "
               "postgresql://user@host:5432/db[?schema=name] (default: $CIS_STORE or "

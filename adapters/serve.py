@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from threading import Event
+from threading import Event, Thread
 from typing import Any, TypeVar
 
 import psycopg
@@ -62,6 +62,10 @@ class ServeConfig:
     tick_interval_s: float = 0.0  # 0: no ticker
     status_file: Path | None = None
     max_backoff_s: float = 10.0
+    flush_timeout_s: float = 5.0
+    # Per connection attempt; eventsourcing retries each store call ~10 times inside.
+    store_timeout_s: float = 2.0
+    stall_warning_s: float = 5.0  # report a call that hangs this long (e.g. a lost server)
 
 
 @dataclass
@@ -156,6 +160,7 @@ class Server:
         self._pending: list[Callable[[], object]] = []  # sends of the open batch
         self._due = {"projections": 0.0, "published": 0.0, "progress": 0.0}
         self._last_progress = (time.monotonic(), 0)
+        self._busy: tuple[str, float] | None = None  # service called, since (watchdog)
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -169,19 +174,27 @@ class Server:
     def run(self, until: Callable[[Server], bool] | None = None) -> None:
         """Serve until `stop()` (or `until(self)` is true); then close everything."""
         try:
-            self._start()
-            while not self.stopping and not (until and until(self)):
-                self.step()
-            self._finish()
+            self.start()
+            self.serve(until)
         except Stopping:
             log_event(logging.INFO, "stopping: open batch abandoned")
         finally:
-            self._close()
+            self.close()
         log_event(logging.INFO, "stopped", **self._progress_fields(lag=None))
 
-    def _start(self) -> None:
+    def serve(self, until: Callable[[Server], bool] | None = None) -> None:
+        """The loop (after `start`): one `step` at a time until stopped or `until(self)`."""
+        while not self.stopping and not (until and until(self)):
+            self.step()
+        # The flag is only checked between steps, so no batch is open here.
+        self.retry("store", self._save_published)
+
+    def start(self) -> None:
+        """Connect to the store and broker, read positions, seek; start the ticker."""
         c = self.config
-        self.engine = self.retry("store", lambda: connect(c.store))
+        Thread(target=self._watchdog, name="cis-watchdog", daemon=True).start()
+        timeout = {"POSTGRES_CONNECT_TIMEOUT": str(int(max(1, c.store_timeout_s)))}
+        self.engine = self.retry("store", lambda: connect(c.store, timeout))
         self.faults.arm_mid_batch(self.engine)
         self.source = self.retry("broker", lambda: CommandSource(
             c.kafka, c.commands_topic, c.partitions, client_id="cis-serve"))
@@ -216,11 +229,7 @@ class Server:
         self.cells = frozenset(a.cell for a in list(world.aggregates.values())
                                if isinstance(a, CellLog) and partition_for(a.cell, n) in owned)
 
-    def _finish(self) -> None:
-        # Clean stop: the loop only checks the flag between batches, so nothing is open.
-        self.retry("store", lambda: self._save_published(force=True))
-
-    def _close(self) -> None:
+    def close(self) -> None:
         if self.ticker is not None:
             self.ticker.shutdown()
         for closing in (self.source, self.publisher, self.engine):
@@ -242,11 +251,14 @@ class Server:
         if batch:
             self.stats.polls += 1
             self.faults.reached("after-poll")
+            replayed = self.stats.republished
             for partition, records in batch.items():
                 self._process(partition, records)
             self._flush()
             for partition, records in batch.items():
                 self.published[partition] = records[-1].offset
+            if self.stats.republished > replayed:  # don't make a second crash replay it all
+                self.retry("store", self._save_published)
             self.faults.reached("after-publish")
         else:
             self._check_broker()
@@ -325,7 +337,8 @@ class Server:
                     send()
                 resend = False
             try:
-                self.publisher.flush()
+                # Short enough that a frozen broker is reported, not waited out silently.
+                self.publisher.flush(timeout_s=self.config.flush_timeout_s)
             except PublishFailed as exc:
                 resend = True
                 raise BrokerUnavailable(f"{len(exc.errors)} outcomes not acknowledged") from exc
@@ -359,7 +372,7 @@ class Server:
             self._due["progress"] = now + c.progress_interval_s
             self.report_progress()
 
-    def _save_published(self, force: bool = False) -> None:
+    def _save_published(self) -> None:
         assert self.engine is not None
         recorder = self.engine.app.process_recorder
         for p, offset in self.published.items():
@@ -408,6 +421,7 @@ class Server:
         errors = STORE_DOWN if service == "store" else BROKER_DOWN
         delay, failures, began = 0.2, 0, time.monotonic()
         while True:
+            self._busy = (service, time.monotonic())
             try:
                 result = attempt()
             except errors as exc:
@@ -419,7 +433,22 @@ class Server:
                     raise Stopping() from exc
                 delay = min(delay * 2, self.config.max_backoff_s)
                 continue
+            finally:
+                self._busy = None
             if failures:
                 log_event(logging.WARNING, f"{service} available again", service=service,
                           attempts=failures, outage_s=round(time.monotonic() - began, 1))
             return result
+
+    def _watchdog(self) -> None:
+        """Report a call that hangs: the libraries retry inside before we see an error."""
+        warned: tuple[str, float] | None = None
+        while not self._stop.wait(1.0):
+            busy = self._busy
+            if busy is None or busy == warned:
+                continue
+            waited = time.monotonic() - busy[1]
+            if waited >= self.config.stall_warning_s:
+                warned = busy
+                log_event(logging.WARNING, f"{busy[0]} not answering", service=busy[0],
+                          waited_s=round(waited, 1))

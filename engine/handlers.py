@@ -10,7 +10,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from engine import scaling
+from engine import billing, scaling
 from engine.context import Context, Rejected, reason
 from engine.domain.instance import ENDED, ON_NODE, PENDING, TERMINAL, Instance
 from engine.domain.node import GONE, Node
@@ -123,8 +123,11 @@ def delete_instance(ctx: Context, cmd: c.DeleteInstance) -> str | None:
 
 def _end(ctx: Context, instance: Instance, event_class: type[Instance.Ended], why: str,
          at: datetime) -> None:
+    had_node = instance.state in ON_NODE
     instance.end(event_class, why, max(at, instance.state_since))
     ctx.touch(instance, f"instance/{instance.name}")
+    if had_node:
+        _place_waiting_if_freed(ctx, instance, at)
 
 
 # --- reports from the infrastructure ---------------------------------------------------
@@ -202,7 +205,6 @@ def instance_terminated(ctx: Context, cmd: c.ReportInstanceTerminated) -> str | 
     if instance.state not in ON_NODE:
         return _stale(instance)
     _end(ctx, instance, Instance.Failed, cmd.reason, cmd.occurred_at)
-    _place_waiting_if_freed(ctx, instance, cmd.occurred_at)
     return None
 
 
@@ -210,8 +212,7 @@ def _place_waiting_if_freed(ctx: Context, instance: Instance, at: datetime) -> N
     if instance.state not in ON_NODE:
         pool = ctx.world.pool(instance.cell, instance.pool)
         assert pool is not None
-        if pool.config["kind"] == "shared":
-            scaling.place_waiting(ctx, pool, at)
+        scaling.place_waiting(ctx, pool, at)
 
 
 def _reported_node(world: World, cmd: c.ReportNodeReady | c.ReportNodeLost) -> Node:
@@ -241,10 +242,12 @@ def node_lost(ctx: Context, cmd: c.ReportNodeLost) -> str | None:
     node = _reported_node(ctx.world, cmd)
     if node.state in GONE:
         return f"stale report: node is {node.state}"
-    for instance in ctx.world.instances_on(node.cell, node.node_id):
-        _end(ctx, instance, Instance.Failed, f"node lost: {cmd.reason}", cmd.occurred_at)
+    victims = ctx.world.instances_on(node.cell, node.node_id)
+    # Lost first, so the room its instances free is not offered to anyone.
     node.mark_lost(cmd.reason, cmd.occurred_at)
     ctx.touch(node, f"node/{node.node_id}")
+    for instance in victims:
+        _end(ctx, instance, Instance.Failed, f"node lost: {cmd.reason}", cmd.occurred_at)
     return None
 
 
@@ -290,7 +293,7 @@ def publish_price_book(ctx: Context, cmd: c.PublishPriceBook) -> str | None:
         book = PriceBook.create(cmd.issued_at, cell=cmd.cell)
     terms = cmd.model_dump(mode="json", include={
         "currency", "minor_unit", "rate_per_vcpu_second", "rate_per_gib_second",
-        "min_seconds", "grace_seconds"})
+        "min_seconds", "grace_seconds", "runtime_rates"})
     book.publish({**terms, "effective_from": effective_from}, cmd.issued_at)
     ctx.touch(book, f"price-book/{cmd.cell}")
     return None
@@ -315,7 +318,7 @@ def expire_pending(ctx: Context, cmd: c.Tick) -> str | None:
 
 # Periodic decisions, in order; each returns a note or None.
 TICK_DECIDERS: list[Callable[[Context, c.Tick], str | None]] = [
-    expire_pending, scaling.autoscale]
+    expire_pending, scaling.autoscale, billing.finalise_periods]
 
 
 @handles(c.Tick)

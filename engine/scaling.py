@@ -59,6 +59,8 @@ def scale_out(ctx: Context, pool: Pool, at: datetime, recent: int | None = None)
     ASG for the nodes the simulation says are missing."""
     world = ctx.world
     key = (pool.cell, pool.pool)
+    if recent is None:  # the periodic pass also retries placement on existing room
+        place_waiting(ctx, pool, at)
     _uncordon_under_pressure(ctx, pool, at)
     waiting = world.waiting_in(*key)
     if not waiting:

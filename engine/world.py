@@ -15,6 +15,7 @@ from uuid import UUID
 
 from eventsourcing.domain import Aggregate
 
+from engine.billing import BillingMeter
 from engine.domain.cell_log import CellLog
 from engine.domain.instance import ON_NODE, Instance
 from engine.domain.node import GONE, TAKES_WORK, Node
@@ -42,6 +43,8 @@ class World:
         self.unneeded_since: dict[Key, datetime] = {}
         # Further derived state (the billing meter, placement arrays) observes every event.
         self.observers: list[Callable[[Any, Any], None]] = []
+        self.billing = BillingMeter()  # billed intervals per instance, for finalisation
+        self.observers.append(self.billing.observe)
 
     # --- lookups ---------------------------------------------------------------------
 

@@ -1,26 +1,28 @@
-"""The `usage` read model: billed intervals and billed seconds per instance, and price books.
+"""The meter read model (`usage`): billed intervals per instance, and the price books.
 
-The meter keeps what the billing rule needs (DESIGN §3): each instance's billed intervals in
-exact microseconds and its billed spec; amounts are rated from them by the pure rating policy,
-so a query for "now" never needs the wall clock: it names its `as_of`.
+Each instance's billed intervals follow DESIGN §3's truth table: an interval opens when the
+instance enters a billed state (starting, running, restarting) and closes when it leaves
+them, so restarts inside a running instance never open a second interval. Intervals are
+exact epoch microseconds with the ids of the events that opened and closed them (for
+`cis invoices --explain`). Amounts are rated from them by the pure rating policy, so a query
+for "now" never needs the wall clock: it names its `as_of`.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+from engine.billing import micros, price_version
 from engine.domain.instance import BILLED, Instance
 from engine.domain.price_book import PriceBook
 from engine.policies import rating
 from engine.policies.spec_catalogue import Spec
 from projections.projection import RowProjection
 from projections.tables import Key, Row, Rows, Table
-
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 USAGE = Table("usage", ("id",), {
     "id": "text", "cell": "text", "instance_id": "text", "account": "text",
@@ -29,10 +31,6 @@ USAGE = Table("usage", ("id",), {
     "intervals": "text", "billed_seconds": "int", "last_event_at": "text",
 })
 PRICE_BOOKS = Table("price_books", ("id",), {"id": "text", "cell": "text", "versions": "text"})
-
-
-def micros(ts: datetime) -> int:
-    return (ts - EPOCH) // timedelta(microseconds=1)
 
 
 class UsageProjection(RowProjection):
@@ -69,42 +67,64 @@ class UsageProjection(RowProjection):
         elif isinstance(event, Instance.Transitioned):
             row = rows.get(USAGE, (event.originator_id.hex,))
             assert row is not None
-            rows.put(USAGE, meter(row, event.new_state(), event.timestamp))
+            event_id = f"instance/{row['instance_id']}#{event.originator_version}"
+            rows.put(USAGE, meter(row, event.new_state(), event.timestamp, event_id))
 
 
-def meter(row: Row, state: str, at: datetime) -> Row:
-    """Open a billed interval on entering a billed state, close it on leaving one."""
-    intervals: list[list[int | None]] = json.loads(row["intervals"])
+def meter(row: Row, state: str, at: datetime, event_id: str) -> Row:
+    """Open a billed interval on entering a billed state, close it on leaving one.
+
+    An interval is [t0_us, t1_us | null, opened_by, closed_by | null].
+    """
+    intervals: list[list[Any]] = json.loads(row["intervals"])
     is_open = bool(intervals) and intervals[-1][1] is None
     if state in BILLED and not is_open:
-        intervals.append([micros(at), None])
+        intervals.append([micros(at), None, event_id, None])
     elif state not in BILLED and is_open:
         intervals[-1][1] = micros(at)
-    closed = [(a, b) for a, b in intervals if b is not None]
-    seconds = sum(s1 - s0 for s0, s1 in rating.billed_seconds(closed))  # type: ignore[arg-type]
+        intervals[-1][3] = event_id
+    closed = [(iv[0], iv[1]) for iv in intervals if iv[1] is not None]
+    seconds = sum(s1 - s0 for s0, s1 in rating.billed_seconds(closed))
     return {**row, "state": state, "intervals": json.dumps(intervals),
             "billed_seconds": seconds, "last_event_at": at.isoformat()}
 
 
+def price_book(book_row: Row) -> rating.PriceBook | None:
+    """The cell's book for rating (build one per cell and reuse it: it caches prices)."""
+    versions = [price_version(v) for v in json.loads(book_row["versions"])]
+    return rating.PriceBook(tuple(versions)) if versions else None
+
+
 def price_versions(book_row: Row) -> list[rating.PriceVersion]:
-    return [
-        rating.PriceVersion(
-            version=v["number"], effective_from=v["effective_from"],
-            rate_vcpu_s=Decimal(v["rate_per_vcpu_second"]),
-            rate_gib_s=Decimal(v["rate_per_gib_second"]), currency=v["currency"],
-            minor_unit=v["minor_unit"], min_seconds=v["min_seconds"],
-            grace_seconds=v["grace_seconds"])
-        for v in json.loads(book_row["versions"])
-    ]
+    return [price_version(v) for v in json.loads(book_row["versions"])]
 
 
-def rate_usage(row: Row, versions: list[rating.PriceVersion], as_of: datetime
-               ) -> list[rating.InvoiceLine]:
-    """Invoice lines of one instance, its open interval accrued up to `as_of`."""
-    end = micros(as_of)
-    intervals = [(a, b if b is not None else max(a, end)) for a, b in json.loads(row["intervals"])]
+def accrued(row: Row, as_of_us: int) -> list[tuple[int, int]]:
+    """Billed intervals as known at `as_of`: cut there, later ones dropped."""
+    out = []
+    for t0, t1, *_ in json.loads(row["intervals"]):
+        if t0 < as_of_us:
+            out.append((t0, as_of_us if t1 is None else min(t1, as_of_us)))
+    return out
+
+
+def extended(row: Row, horizon_us: int) -> list[tuple[int, int]]:
+    """Every billed interval, open ones running on to `horizon_us`."""
+    return [(t0, max(t0, horizon_us) if t1 is None else t1)
+            for t0, t1, *_ in json.loads(row["intervals"])]
+
+
+def rate_intervals(row: Row, intervals: list[tuple[int, int]],
+                   book: rating.PriceBook | list[rating.PriceVersion]
+                   ) -> list[rating.InvoiceLine]:
     return rating.rate_instance(
         row["instance_id"], row["account"],
         Spec(Decimal(row["billed_vcpu"]), Decimal(row["billed_memory_gib"])), row["runtime"],
-        intervals, versions,
+        intervals, book,
         requested=Spec(Decimal(row["requested_vcpu"]), Decimal(row["requested_memory_gib"])))
+
+
+def rate_usage(row: Row, book: rating.PriceBook | list[rating.PriceVersion], as_of: datetime
+               ) -> list[rating.InvoiceLine]:
+    """Invoice lines of one instance, accrued up to `as_of`."""
+    return rate_intervals(row, accrued(row, micros(as_of)), book)

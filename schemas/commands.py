@@ -224,6 +224,20 @@ class PublishPriceBook(Request):
     rate_per_gib_second: Rate
     min_seconds: Annotated[int, Field(ge=0, le=86_400)] = 0
     grace_seconds: Annotated[int, Field(ge=0, le=86_400 * 31)] = 3600
+    # Per-runtime rates replacing both base rates, e.g. {"kata": {"rate_per_vcpu_second":
+    # "0.0000137", "rate_per_gib_second": "0.0000015"}}.
+    runtime_rates: dict[Literal["runc", "kata"], dict[
+        Literal["rate_per_vcpu_second", "rate_per_gib_second"], Rate]] = Field(
+        default_factory=dict)
+
+    @field_validator("runtime_rates")
+    @classmethod
+    def _both_rates(cls, value: dict[str, dict[str, Decimal]]) -> dict[str, dict[str, Decimal]]:
+        for runtime, rates in value.items():
+            if len(rates) != 2:
+                raise ValueError(f"runtime {runtime!r} needs rate_per_vcpu_second and "
+                                 "rate_per_gib_second")
+        return value
 
     @field_validator("effective_from")
     @classmethod

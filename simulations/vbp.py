@@ -37,8 +37,12 @@ def _ints(line: str, lineno: int, path: str) -> list[int]:
         raise ValueError(f"{path}:{lineno}: expected integers, got {line.strip()!r}") from None
 
 
-def parse_vbp(text: str, name: str = "<string>") -> VbpInstance:
-    """Parse `.vbp` text; raise ValueError naming the offending line on any malformation."""
+def parse_vbp(text: str, name: str = "<string>", clamp_negative: bool = False) -> VbpInstance:
+    """Parse `.vbp` text; raise ValueError naming the offending line on any malformation.
+
+    77 Triplet/Caprara files contain sizes of -1/-2 (a generator artifact); with
+    `clamp_negative` those read as 0 instead of being rejected.
+    """
     # Keep real line numbers while skipping blank lines, so errors point at the file.
     lines = [(no, ln) for no, ln in enumerate(text.splitlines(), start=1) if ln.strip()]
     pos = 0
@@ -73,6 +77,8 @@ def parse_vbp(text: str, name: str = "<string>") -> VbpInstance:
         sizes, q = row[:d], row[d]
         if q < 0:
             raise ValueError(f"{name}:{no}: negative demand {q}")
+        if clamp_negative:
+            sizes = [max(0, s) for s in sizes]
         if any(s < 0 for s in sizes):
             raise ValueError(f"{name}:{no}: negative item size in {sizes}")
         if any(s > c for s, c in zip(sizes, cap, strict=True)):
@@ -84,10 +90,10 @@ def parse_vbp(text: str, name: str = "<string>") -> VbpInstance:
     return VbpInstance(name=name, capacity=tuple(cap), items=tuple(items))
 
 
-def read_vbp(path: str | Path) -> VbpInstance:
+def read_vbp(path: str | Path, clamp_negative: bool = False) -> VbpInstance:
     """Read a `.vbp` file; the instance name is the file stem."""
     p = Path(path)
-    inst = parse_vbp(p.read_text(), name=str(p))
+    inst = parse_vbp(p.read_text(), name=str(p), clamp_negative=clamp_negative)
     return VbpInstance(name=p.stem, capacity=inst.capacity, items=inst.items)
 
 

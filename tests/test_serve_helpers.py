@@ -11,17 +11,19 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 import psycopg
+import pytest
 
 from adapters.bootstrap import connect
 from adapters.kafka_io import CommandSource, Publisher, Record
 from simulations import workloads
+from tests.kafka_broker import _die_with_parent
 
 CIS = str(Path(sys.executable).parent / "cis")
 # Guards against hangs only (the tests assert on content, never on timing).
@@ -87,6 +89,17 @@ def serve_args(store: str, bootstrap: str, topics: dict[str, str], *extra: str) 
             "--dlq-topic", topics["dlq"], "--progress-interval", "2", *extra]
 
 
+_running: list[ServeProcess] = []
+
+
+@pytest.fixture(autouse=True)
+def reap_serve_processes() -> Iterator[None]:
+    """Import into a test module: a failing test must not leave `cis serve` running."""
+    yield
+    while _running:
+        _running.pop().kill()
+
+
 class ServeProcess:
     """`cis serve` in a subprocess, its JSON log lines in a file."""
 
@@ -94,7 +107,9 @@ class ServeProcess:
         self.log_path = log_path
         self._log = open(log_path, "ab")  # noqa: SIM115
         self.process = subprocess.Popen(args, stdout=self._log, stderr=self._log,
-                                        env={**os.environ, **(env or {})})
+                                        env={**os.environ, **(env or {})},
+                                        preexec_fn=_die_with_parent)
+        _running.append(self)
 
     def alive(self) -> bool:
         return self.process.poll() is None
@@ -103,7 +118,10 @@ class ServeProcess:
         try:
             return self.process.wait(timeout)
         finally:
-            self._log.close()
+            if self.process.poll() is not None:
+                self._log.close()
+                if self in _running:
+                    _running.remove(self)
 
     def terminate(self) -> int:
         if self.alive():
@@ -116,8 +134,13 @@ class ServeProcess:
         return self.wait()
 
     def lines(self) -> list[dict[str, Any]]:
+        return self.lines_of(self.log_path)
+
+    @staticmethod
+    def lines_of(log_path: Path) -> list[dict[str, Any]]:
+        """The JSON log lines of a log file (other lines as {"event": "raw"})."""
         out = []
-        for line in self.log_path.read_text(errors="replace").splitlines():
+        for line in log_path.read_text(errors="replace").splitlines():
             try:
                 out.append(json.loads(line))
             except ValueError:
@@ -149,7 +172,7 @@ def positions(store: str) -> dict[str, int]:
     try:
         with psycopg.connect(base, connect_timeout=3) as conn:
             rows = conn.execute(f'SELECT application_name, notification_id FROM '
-                                f'"{_schema(store)}".notification_tracking').fetchall()
+                                f'"{_schema(store)}".cis_tracking').fetchall()
     except (psycopg.errors.UndefinedTable, psycopg.OperationalError):
         return {}
     return dict(rows)
@@ -177,11 +200,13 @@ def read_topic(bootstrap: str, topic: str, timeout: float = 30.0) -> list[Record
             assert time.monotonic() < deadline, f"could not read {topic} to its end"
 
 
-def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
-    with CommandSource(bootstrap, topic, client_id="test-ends") as source:
-        source.seek_all({p: 0 for p in source.partitions})
-        source.poll_batch(max_records=1, timeout_ms=500)  # tansu's ends are exact after a fetch
-        return source.end_offsets()
+def end_offsets(bootstrap: str, topic: str, partitions: int = 2) -> dict[int, int]:
+    """Offset after the last record per partition, counted by reading (tansu's ListOffsets
+    can under-report)."""
+    ends = dict.fromkeys(range(partitions), 0)
+    for record in read_topic(bootstrap, topic):
+        ends[record.partition] = max(ends[record.partition], record.offset + 1)
+    return ends
 
 
 def outcomes_by_id(records: Iterable[Record]) -> dict[str, list[dict[str, Any]]]:

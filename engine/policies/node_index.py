@@ -19,7 +19,7 @@ Fast when nodes come in few capacity shapes; each distinct shape costs one bisec
 
 from __future__ import annotations
 
-from bisect import bisect_left, bisect_right, insort
+from bisect import bisect_left, insort
 from collections.abc import Sequence
 from math import lcm
 
@@ -32,10 +32,9 @@ from engine.policies.placement import (
     Placed,
     unplaceable_reasons,
     utilisation_score_row,
-    utilisation_scores,
 )
 
-_ID_BITS = 32  # a sort entry is (key << 32) | node, so ties in key order by node index
+_ID_BITS = 24  # a sort entry is (key << 24) | node, so ties in key order by node index
 _ID_MASK = (1 << _ID_BITS) - 1
 
 
@@ -46,19 +45,46 @@ class OverCommitError(ValueError):
 class _Group:
     """Nodes sharing one capacity row, sorted by exact normalised free capacity."""
 
-    __slots__ = ("cap", "weights", "tol", "entries")
+    __slots__ = ("cap", "weights", "denom", "exact", "lists", "fast")
 
     def __init__(self, cap: tuple[int, ...]) -> None:
         self.cap = cap
         big = lcm(*cap)
         self.weights = tuple(big // c for c in cap)
         d = len(cap)
-        # Keys closer than this may swap order once turned into float scores (error ~ d*eps).
-        self.tol = ((d * d * big * 8) >> 53) + 1
-        self.entries: list[int] = []
+        self.denom = d * big
+        # Same criterion as placement.utilisation_scores: scores are exact rationals rounded once,
+        # so the integer key order is the float order. Otherwise we defer to the plain scan.
+        prod = 1.0
+        for c in cap:
+            prod *= float(c)
+        self.exact = prod * d < float(1 << 53)
+        # Sorted entry lists per "exhausted mask" (bit k set: no free capacity in dimension k),
+        # so nodes full in a dimension the demand needs (typically ENIs) are never walked.
+        self.lists: dict[int, list[int]] = {}
+        # Entries fit in int64 (vectorised unpacking) unless lcm(cap) is huge.
+        self.fast = ((d * big + 1) << _ID_BITS) < (1 << 63)
+
+    def ids(self, chunk: list[int]) -> np.ndarray:
+        if self.fast:
+            return np.array(chunk, dtype=np.int64) & _ID_MASK
+        return np.fromiter((e & _ID_MASK for e in chunk), dtype=np.int64, count=len(chunk))
 
     def key(self, free: Sequence[int]) -> int:
         return sum(f * w for f, w in zip(free, self.weights, strict=True))
+
+    def insert(self, mask: int, entry: int) -> None:
+        lst = self.lists.get(mask)
+        if lst is None:
+            self.lists[mask] = [entry]
+        else:
+            insort(lst, entry)
+
+    def remove(self, mask: int, entry: int) -> None:
+        lst = self.lists[mask]
+        del lst[bisect_left(lst, entry)]
+        if not lst:
+            del self.lists[mask]
 
 
 class NodeIndex:
@@ -98,6 +124,8 @@ class NodeIndex:
         self._cap_l: list[tuple[int, ...]] = []
         self._gid: list[int] = []
         self._key: list[int] = []
+        self._mask: list[int] = []
+        self._query = np.zeros(d, dtype=np.int64)  # demand of the query in progress
         self._groups: list[_Group] = []
         self._group_of: dict[tuple[int, ...], int] = {}
         for i in range(n):
@@ -129,9 +157,11 @@ class NodeIndex:
         alloc = [0] * self._d if allocated_row is None else [int(a) for a in allocated_row]
         if len(cap) != self._d or len(alloc) != self._d:
             raise ValueError(f"node rows must have {self._d} dimensions")
+        i = self._n
+        if i >= 1 << _ID_BITS:
+            raise ValueError(f"at most {1 << _ID_BITS} nodes per index")
         if any(c <= 0 for c in cap) or any(a < 0 or a > c for a, c in zip(alloc, cap, strict=True)):
             raise ValueError(f"need capacity > 0 and 0 <= allocated <= capacity: {cap} {alloc}")
-        i = self._n
         if i == self._cap.shape[0]:
             self._grow()
         self._n += 1
@@ -147,9 +177,10 @@ class NodeIndex:
             self._groups.append(_Group(cap))
         self._gid.append(g)
         self._key.append(self._groups[g].key(free))
+        self._mask.append(_exhausted(free))
         if eligible:
             self._eff[i] = free
-            insort(self._groups[g].entries, (self._key[i] << _ID_BITS) | i)
+            self._groups[g].insert(self._mask[i], (self._key[i] << _ID_BITS) | i)
         self._refresh_block(i)
         return i
 
@@ -179,19 +210,14 @@ class NodeIndex:
         self._alloc[i] = [c - f for c, f in zip(self._cap_l[i], free, strict=True)]
         g = self._groups[self._gid[i]]
         new_key = g.key(free)
+        new_mask = _exhausted(free)
         if self._elig[i]:
             self._eff[i] = free
-            self._move_entry(g, i, self._key[i], new_key)
+            g.remove(self._mask[i], (self._key[i] << _ID_BITS) | i)
+            g.insert(new_mask, (new_key << _ID_BITS) | i)
             self._refresh_block(i)
         self._key[i] = new_key
-
-    @staticmethod
-    def _move_entry(g: _Group, i: int, old_key: int, new_key: int) -> None:
-        entries = g.entries
-        old = (old_key << _ID_BITS) | i
-        pos = bisect_left(entries, old)
-        del entries[pos]
-        insort(entries, (new_key << _ID_BITS) | i)
+        self._mask[i] = new_mask
 
     def allocate(self, i: int, demand: Sequence[int] | np.ndarray) -> None:
         """Reserve `demand` on node i; raises OverCommitError rather than exceed capacity."""
@@ -222,10 +248,10 @@ class NodeIndex:
         entry = (self._key[i] << _ID_BITS) | i
         if eligible:
             self._eff[i] = self._free_l[i]
-            insort(g.entries, entry)
+            g.insert(self._mask[i], entry)
         else:
             self._eff[i] = -1
-            del g.entries[bisect_left(g.entries, entry)]
+            g.remove(self._mask[i], entry)
         self._refresh_block(i)
 
     def _demand(self, demand: Sequence[int] | np.ndarray) -> list[int]:
@@ -244,7 +270,7 @@ class NodeIndex:
                 return Placed(i, policy, utilisation_score_row(
                     self._cap_l[i], [c - f for c, f in zip(self._cap_l[i], self._free_l[i],
                                                            strict=True)], dem))
-        elif policy in ("best_fit", "worst_fit"):
+        elif policy in ("best_fit", "worst_fit") and all(g.exact for g in self._groups):
             found = self._sorted_fit(dem, policy == "best_fit")
             if found is not None:
                 return Placed(found[0], policy, found[1])
@@ -266,71 +292,93 @@ class NodeIndex:
         return None
 
     def _sorted_fit(self, dem: list[int], most: bool) -> tuple[int, float] | None:
-        demand_np = np.asarray(dem, dtype=np.int64)
-        best: tuple[float, int] | None = None  # (score oriented so larger wins, -index)
+        demand_np = self._query = np.asarray(dem, dtype=np.int64)
+        best: tuple[int, int, int] | None = None  # (numerator, denominator, -index)
+        best_score = 0.0
         for g in self._groups:
-            got = self._group_fit(g, dem, demand_np, most)
-            if got is None:
+            limit = None
+            if most and best is not None:
+                # Keys above this cannot reach best_score (+1 keeps float-equal ties in play).
+                limit = int(g.denom * (1.0 - best_score)) + g.key(dem) + 1
+            found = self._group_fit(g, dem, demand_np, most, limit)
+            if found is None:
                 continue
-            score, i = got
-            cand = (score if most else -score, -i)
-            if best is None or cand > best:
-                best = cand
+            key, i = found
+            num = g.denom - key + g.key(dem)  # sum_k (alloc_k + demand_k) * lcm / cap_k
+            score = num / g.denom
+            # Compare the correctly rounded floats, as the plain policy does.
+            if best is None or (score > best_score if most else score < best_score) or (
+                score == best_score and i < -best[2]
+            ):
+                best, best_score = (num, g.denom, -i), score
         if best is None:
             return None
-        return -best[1], (best[0] if most else -best[0])
+        return -best[2], best_score
 
     def _group_fit(
-        self, g: _Group, dem: list[int], demand_np: np.ndarray, most: bool
-    ) -> tuple[float, int] | None:
-        entries = g.entries
-        if not entries:
+        self, g: _Group, dem: list[int], demand_np: np.ndarray, most: bool,
+        limit: int | None = None,
+    ) -> tuple[int, int] | None:
+        """(key, node) of the group's fitting node with the extreme key, lowest index on ties;
+        for `most`, only keys <= limit are of interest."""
+        need_mask = _needs(dem)
+        need = g.key(dem)
+        best: int | None = None if limit is None else ((limit + 1) << _ID_BITS)
+        for mask, lst in g.lists.items():
+            if mask & need_mask:
+                continue  # every node here is out of a dimension the demand needs
+            if most:
+                # Only entries smaller than the best so far can improve on it.
+                stop = len(lst) if best is None else bisect_left(lst, best)
+                e = self._first_fit_from(g, lst, bisect_left(lst, need << _ID_BITS), stop)
+                if e is not None:
+                    best = e
+            else:
+                key = self._max_key(g, lst, need, demand_np)
+                if key is None or (best is not None and key < best >> _ID_BITS):
+                    continue
+                lo = bisect_left(lst, key << _ID_BITS)
+                e = self._first_fit_from(g, lst, lo, bisect_left(lst, (key + 1) << _ID_BITS))
+                assert e is not None
+                if best is None or key > best >> _ID_BITS or e < best:
+                    best = e
+        if best is None or (limit is not None and best >> _ID_BITS > limit):
             return None
-        if most:
-            # Smallest normalised free that can hold the demand at all: nothing below fits.
-            pos = bisect_left(entries, g.key(dem) << _ID_BITS)
-            step = 16
-            while pos < len(entries):
-                chunk = entries[pos : pos + step]
-                ids = np.fromiter((e & _ID_MASK for e in chunk), dtype=np.int64, count=len(chunk))
-                ok = (self._eff[ids] >= demand_np).all(axis=1)
-                if ok.any():
-                    key = chunk[int(np.argmax(ok))] >> _ID_BITS
-                    lo, hi = key, key + g.tol
-                    break
-                pos += step
-                step = min(step * 2, 1024)
-            else:
-                return None
-            window = entries[bisect_left(entries, lo << _ID_BITS) :
-                             bisect_left(entries, (hi + 1) << _ID_BITS)]
-        else:
-            # Largest normalised free first; walk downwards from the top.
-            pos = len(entries)
-            step = 16
-            need = g.key(dem)
-            while pos > 0:
-                start = max(0, pos - step)
-                chunk = entries[start:pos]
-                if (chunk[-1] >> _ID_BITS) < need:
-                    return None
-                ids = np.fromiter((e & _ID_MASK for e in chunk), dtype=np.int64, count=len(chunk))
-                ok = (self._eff[ids] >= demand_np).all(axis=1)
-                if ok.any():
-                    key = chunk[len(ok) - 1 - int(np.argmax(ok[::-1]))] >> _ID_BITS
-                    lo, hi = key - g.tol, key
-                    break
-                pos = start
-                step = min(step * 2, 1024)
-            else:
-                return None
-            window = entries[bisect_left(entries, max(lo, 0) << _ID_BITS) :
-                             bisect_right(entries, (hi << _ID_BITS) | _ID_MASK)]
-        ids = np.fromiter((e & _ID_MASK for e in window), dtype=np.int64, count=len(window))
-        ids = ids[(self._eff[ids] >= demand_np).all(axis=1)]
-        # Same float expression as the plain policy, so near-ties resolve identically.
-        scores = utilisation_scores(self._cap[ids], self._alloc[ids], demand_np)
-        j = int(np.argmax(scores) if most else np.argmin(scores))
-        # ids are not sorted by index within the window when keys differ; break ties by index.
-        tied = ids[scores == scores[j]]
-        return float(scores[j]), int(tied.min())
+        return best >> _ID_BITS, best & _ID_MASK
+
+    def _first_fit_from(self, g: _Group, lst: list[int], pos: int, stop: int) -> int | None:
+        """First entry in lst[pos:stop] whose node fits, in growing vectorised chunks."""
+        step = 16
+        demand_np = self._query
+        while pos < stop:
+            chunk = lst[pos : min(pos + step, stop)]
+            ok = (self._eff[g.ids(chunk)] >= demand_np).all(axis=1)
+            if ok.any():
+                return chunk[int(np.argmax(ok))]
+            pos += step
+            step = min(step * 2, 1024)
+        return None
+
+    def _max_key(self, g: _Group, lst: list[int], need: int, demand_np: np.ndarray) -> int | None:
+        """Largest key in lst of a node that fits, walking down from the top."""
+        pos = len(lst)
+        step = 16
+        while pos > 0:
+            start = max(0, pos - step)
+            chunk = lst[start:pos]
+            if (chunk[-1] >> _ID_BITS) < need:
+                return None  # less free capacity in total than demanded
+            ok = (self._eff[g.ids(chunk)] >= demand_np).all(axis=1)
+            if ok.any():
+                return chunk[len(ok) - 1 - int(np.argmax(ok[::-1]))] >> _ID_BITS
+            pos = start
+            step = min(step * 2, 1024)
+        return None
+
+
+def _exhausted(free: Sequence[int]) -> int:
+    return sum(1 << k for k, f in enumerate(free) if f <= 0)
+
+
+def _needs(demand: Sequence[int]) -> int:
+    return sum(1 << k for k, x in enumerate(demand) if x > 0)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from math import lcm
 
 import numpy as np
 
@@ -62,24 +63,49 @@ def fits_mask(
     return eligible & (allocated + demand <= capacity).all(axis=1)
 
 
-def utilisation_scores(capacity: np.ndarray, allocated: np.ndarray, demand: np.ndarray) -> np.ndarray:
-    """Mean over dimensions of (allocated + demand) / capacity, summed left to right."""
-    q = (allocated + demand) / capacity
-    s = q[:, 0].copy()
-    for k in range(1, q.shape[1]):
-        s += q[:, k]
-    return s / q.shape[1]
+# Beyond this, d * lcm(capacity row) no longer converts to float exactly.
+_EXACT_LIMIT = 1 << 53
+
+
+def utilisation_scores(
+    capacity: np.ndarray, allocated: np.ndarray, demand: np.ndarray
+) -> np.ndarray:
+    """Mean over dimensions of (allocated + demand) / capacity.
+
+    Computed as one integer numerator over the row's common denominator d * lcm(capacity row),
+    then a single correctly rounded division: nodes with equal exact scores get equal floats,
+    and float order never contradicts exact order. (When d * lcm would reach 2**53 we fall back
+    to plain float arithmetic, where ulp-level near-ties are possible.)
+    """
+    d = capacity.shape[1]
+    exact = capacity.astype(float).prod(axis=1) * d < _EXACT_LIMIT  # lcm <= product
+    safe_cap = np.where(exact[:, None], capacity, 1)
+    big = np.lcm.reduce(safe_cap, axis=1)
+    num = ((allocated + demand) * (big[:, None] // safe_cap)).sum(axis=1)
+    scores = num / (big * d)
+    if not exact.all():
+        loose = ((allocated + demand) / capacity).sum(axis=1) / d
+        scores = np.where(exact, scores, loose)
+    return scores
 
 
 def utilisation_score_row(cap: Sequence[int], alloc: Sequence[int], demand: Sequence[int]) -> float:
-    """Scalar twin of `utilisation_scores`, bit-identical (same IEEE operations, same order)."""
-    s = (alloc[0] + demand[0]) / cap[0]
-    for k in range(1, len(cap)):
-        s += (alloc[k] + demand[k]) / cap[k]
-    return s / len(cap)
+    """Scalar twin of `utilisation_scores` for one row, bit-identical to it."""
+    d = len(cap)
+    prod = 1.0
+    for c in cap:
+        prod *= float(c)
+    if prod * d < _EXACT_LIMIT:
+        big = lcm(*cap)
+        num = sum((a + x) * (big // c) for a, x, c in zip(alloc, demand, cap, strict=True))
+        return num / (big * d)
+    row = np.asarray([cap], dtype=np.int64)
+    return float(utilisation_scores(row, np.asarray([alloc]), np.asarray(demand))[0])
 
 
-def dot_product_scores(capacity: np.ndarray, allocated: np.ndarray, demand: np.ndarray) -> np.ndarray:
+def dot_product_scores(
+    capacity: np.ndarray, allocated: np.ndarray, demand: np.ndarray
+) -> np.ndarray:
     """Sum over dimensions of (demand/capacity) * (free/capacity): Panigrahy et al.'s
     DotProduct with per-node normalisation, so no dimension dominates by its unit."""
     free = (capacity - allocated) / capacity

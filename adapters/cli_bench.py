@@ -1,0 +1,94 @@
+"""`cis bench …` and `cis pack`: benchmarks print JSON; they run on purpose, never in CI."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+DATA = Path(os.environ.get("CIS_BINPACKING_DATA",
+                           Path(__file__).resolve().parents[1].parent / "shared" / "data"
+                           / "binpacking"))
+
+
+def _emit(result: dict[str, Any], as_json: bool) -> int:
+    if as_json:
+        print(json.dumps(result))
+    else:
+        print(json.dumps(result, indent=2))
+    return 0
+
+
+def cmd_pack(args: argparse.Namespace) -> int:
+    from simulations.bench_packing import pack_file
+
+    return _emit(pack_file(args.file, args.policy, online=args.online), args.json)
+
+
+def cmd_bench_apply(args: argparse.Namespace) -> int:
+    from simulations.bench_apply import bench_apply
+
+    return _emit(bench_apply(args.store, args.commands, args.batch), args.json)
+
+
+def cmd_bench_placement(args: argparse.Namespace) -> int:
+    from simulations.bench_placement import bench_placement
+
+    return _emit(bench_placement(args.nodes, policy=args.policy), args.json)
+
+
+def cmd_bench_packing(args: argparse.Namespace) -> int:
+    from simulations.bench_packing import bench_packing
+
+    return _emit(bench_packing(args.data), args.json)
+
+
+def cmd_bench_rating(args: argparse.Namespace) -> int:
+    from simulations.bench_rating import bench_rating
+
+    return _emit(bench_rating(args.intervals, args.accounts), args.json)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    pack = sub.add_parser("pack", help="pack a vector bin-packing instance (.vbp)",
+                          description="Runs a placement policy on a VPSolver .vbp instance and "
+                          "prints the number of bins and the time taken.")
+    pack.add_argument("file", help="a .vbp file")
+    pack.add_argument("--policy", help="policy name (default: the best we have for the mode)")
+    mode = pack.add_mutually_exclusive_group()
+    mode.add_argument("--online", action="store_true",
+                      help="items in file order, no look-ahead")
+    mode.add_argument("--offline", action="store_true", help="may sort and search (default)")
+    pack.add_argument("--json", action="store_true", help="print one JSON line")
+    pack.set_defaults(func=cmd_pack)
+
+    bench = sub.add_parser("bench", help="benchmarks (JSON figures; run on purpose, not in CI)")
+    group = bench.add_subparsers(dest="bench", required=True, metavar="BENCH")
+
+    apply = group.add_parser("apply", help="commands/s of the apply path on a store")
+    apply.add_argument("--store", default="memory://", help="store URL (default memory://)")
+    apply.add_argument("--commands", type=int, default=10_000)
+    apply.add_argument("--batch", type=int, default=1000)
+    apply.add_argument("--json", action="store_true")
+    apply.set_defaults(func=cmd_bench_apply)
+
+    placement = group.add_parser("placement", help="placements/s in a shared pool of N nodes")
+    placement.add_argument("--nodes", type=int, default=10_000)
+    placement.add_argument("--policy", default="best_fit")
+    placement.add_argument("--json", action="store_true")
+    placement.set_defaults(func=cmd_bench_placement)
+
+    packing = group.add_parser("packing", help="bins/OPT per policy and family, online and "
+                               "offline, over the shared vector-packing instances")
+    packing.add_argument("--data", type=Path, default=DATA,
+                         help=f"bin-packing data directory (default {DATA})")
+    packing.add_argument("--json", action="store_true")
+    packing.set_defaults(func=cmd_bench_packing)
+
+    rating = group.add_parser("rating", help="pure rating time of N billed intervals")
+    rating.add_argument("--intervals", type=int, default=1_000_000)
+    rating.add_argument("--accounts", type=int, default=10_000)
+    rating.add_argument("--json", action="store_true")
+    rating.set_defaults(func=cmd_bench_rating)

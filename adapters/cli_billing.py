@@ -1,0 +1,109 @@
+"""`cis invoices`: an account's invoices, finalised or accruing, as text, JSON or CSV."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import re
+import sys
+from datetime import datetime
+from typing import Any
+
+from adapters import queries
+from adapters.bootstrap import connect
+from adapters.stores import DEFAULT_STORE
+
+CSV_COLUMNS = ("cell", "account", "period", "status", "kind", "line", "instance_id",
+               "price_version", "runtime", "requested", "billed_spec", "rate_vcpu_s",
+               "rate_gib_s", "price_per_second", "seconds", "topup_seconds", "corrects_period",
+               "corrects", "amount", "currency", "content_hash")
+
+
+def _timestamp(text: str) -> datetime:
+    value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if value.tzinfo is None:
+        raise argparse.ArgumentTypeError("give a timezone, e.g. 2026-01-31T23:00:00Z")
+    return value
+
+
+def _period(text: str) -> str:
+    if not re.fullmatch(r"\d{4}-(0[1-9]|1[0-2])", text):
+        raise argparse.ArgumentTypeError("a period is YYYY-MM, e.g. 2026-01")
+    return text
+
+
+def _csv(report: dict[str, Any]) -> None:
+    out = csv.DictWriter(sys.stdout, CSV_COLUMNS, extrasaction="ignore", lineterminator="\n")
+    out.writeheader()
+    for inv in report["invoices"]:
+        head = {k: inv[k] for k in ("cell", "account", "period", "status", "currency",
+                                    "content_hash")}
+        for x in inv["lines"]:
+            out.writerow({**head, **x, "kind": "line"})
+        for a in inv["adjustments"]:
+            out.writerow({**head, "kind": "adjustment", "instance_id": a["instance_id"],
+                          "price_version": a["price_version"], "corrects_period": a["period"],
+                          "corrects": " ".join(a["corrects"]), "amount": a["amount"]})
+        out.writerow({**head, "kind": "total", "amount": inv["total"]})
+
+
+def _text(report: dict[str, Any]) -> None:
+    print(f"account {report['account']}, as of {report['as_of']}")
+    for inv in report["invoices"]:
+        state = (f"finalised {inv['finalised_at']}, hash "
+                 f"{'verified' if inv['hash_verified'] else 'MISMATCH'}"
+                 if inv["status"] == "finalised" else f"open, accrued to {inv['as_of']}")
+        print(f"\n{inv['period']}  cell {inv['cell']}  ({state})")
+        for x in inv["lines"]:
+            top = f"+{x['topup_seconds']} min" if x["topup_seconds"] else ""
+            print(f"  {x['line']:>3}  {x['instance_id']:<20} v{x['price_version']:<3} "
+                  f"{x['billed_spec']:<18} (asked {x['requested']})  {x['seconds']:>9} s"
+                  f"{top:>10} x {x['price_per_second']:<14} {x['amount']:>12}")
+        for a in inv["adjustments"]:
+            print(f"  adj  {a['instance_id']:<20} v{a['price_version']:<3} for {a['period']}: "
+                  f"{a['billed_before']} -> {a['recomputed']}  {a['amount']:>12}  "
+                  f"corrects {' '.join(a['corrects']) or '(pending)'}")
+        print(f"  total {inv['total']} {inv['currency']}   sha256 {inv['content_hash']}")
+
+
+def cmd_invoices(args: argparse.Namespace) -> int:
+    with connect(args.store) as engine:
+        engine.update_projections()
+        if args.explain:
+            result: Any = queries.explain(engine, args.account, args.explain, args.period,
+                                          args.as_of)
+            print(json.dumps(result, indent=2))
+            return 0 if result else 1
+        report = queries.invoices(engine, args.account, args.period, args.as_of)
+    if args.json:
+        print(json.dumps(report, indent=2))
+    elif args.csv:
+        _csv(report)
+    else:
+        _text(report)
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    inv = sub.add_parser(
+        "invoices", help="an account's invoices: finalised, and open ones accruing",
+        description="Finalised invoices exactly as recorded (content hash re-checked), and "
+        "the open period accrued up to --as-of (default: the time of the newest event, "
+        "never the wall clock), with any adjustments pending for finalised periods.")
+    inv.add_argument("--store", default=os.environ.get("CIS_STORE", DEFAULT_STORE),
+                     help="event store URL (default: $CIS_STORE or sqlite:///cis.db)")
+    inv.add_argument("--account", required=True, help="the account to invoice")
+    inv.add_argument("--period", type=_period, help="only this month, YYYY-MM (UTC)")
+    inv.add_argument("--as-of", type=_timestamp,
+                     help="accrue open periods up to this ISO time, e.g. 2026-01-31T12:00:00Z")
+    inv.add_argument("--explain", metavar="LINE",
+                     help="show the events that opened and closed each billed interval of a "
+                     "line: N (line number on the --period invoice, default the latest) or "
+                     "INSTANCE[@VERSION]; prints JSON")
+    fmt = inv.add_mutually_exclusive_group()
+    fmt.add_argument("--json", action="store_true", help="print JSON")
+    fmt.add_argument("--csv", action="store_true", help="print CSV: one row per line, "
+                     "adjustment and total")
+    inv.set_defaults(func=cmd_invoices)

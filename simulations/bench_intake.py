@@ -1,0 +1,232 @@
+"""`cis bench intake`: end-to-end commands/s through the broker into PostgreSQL.
+
+Per batch size: commands are produced to a fresh topic first, then an in-process `Server`
+(the `cis serve` loop) consumes, decides, stores, publishes outcomes and keeps projections
+current until every command is stored; that wall time is the figure. A baseline in the same
+run inserts as many rows of the same size, as many per transaction, with plain psycopg
+into a table shaped like the event table. ratio = engine events/s ÷ baseline rows/s.
+
+Workloads: `creates` — CreateInstance spread over many pools with no nodes (unschedulable:
+the cheapest command that stores events, two per command); `ticks` — Tick commands (no
+events but the cell log's one per batch: the intake path's own overhead).
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import io
+import json
+import os
+import pstats
+import time
+import uuid
+from datetime import timedelta
+from typing import Any
+from urllib.parse import parse_qs, urlencode, urlparse, urlunparse
+
+import psycopg
+from kafka.admin import KafkaAdminClient, NewTopic
+
+from adapters.kafka_io import Publisher
+from adapters.serve import ServeConfig, Server
+from simulations import workloads
+
+POOLS = 200
+SMALL_BATCH_COMMANDS = 2000  # batch 1 is one transaction per command: keep it short
+
+
+def _setup(cell: str) -> list[dict[str, Any]]:
+    price, general, _ = workloads.setup(cell=cell)
+    pools = [{**general, "command_id": f"bench-pool-{k}", "pool": f"p{k}", "min_nodes": 0,
+              "max_nodes": 0} for k in range(POOLS)]
+    return [price, *pools]
+
+
+def _commands(workload: str, n: int, cell: str) -> list[dict[str, Any]]:
+    start = workloads.DAY_START + timedelta(seconds=60)
+    out = []
+    for i in range(n):
+        at = (start + timedelta(milliseconds=10 * i)).isoformat()
+        if workload == "ticks":
+            out.append({"type": "Tick", "command_id": f"tick-{i}", "cell": cell, "now": at})
+            continue
+        out.append({
+            "type": "CreateInstance", "command_id": f"bench-{i}", "cell": cell,
+            "issued_at": at, "account": f"acct-{i % 100}", "instance_id": f"i-{i:06d}",
+            "pool": f"p{i % POOLS}", "containers": [{"name": "main", "image": "nginx:1.27",
+                                                     "vcpu": "0.25", "memory_gib": "0.5"}],
+            "network": {"vpc": "vpc-1", "subnet": "subnet-1"}})
+    return out
+
+
+def _with_schema(store: str, schema: str) -> str:
+    parsed = urlparse(store)
+    query = {k: v[0] for k, v in parse_qs(parsed.query).items()} | {"schema": schema}
+    return urlunparse(parsed._replace(query=urlencode(query)))
+
+
+def _topics(kafka: str, names: list[str]) -> None:
+    admin = KafkaAdminClient(bootstrap_servers=kafka, client_id="cis-bench")
+    try:
+        admin.create_topics([NewTopic(n, 1, 1) for n in names])
+    finally:
+        admin.close()
+
+
+def _intake(store: str, kafka: str, batch: int, workload: str, n: int,
+            profile: bool) -> dict[str, Any]:
+    tag = uuid.uuid4().hex[:8]
+    topics = {k: f"bench-{tag}-{batch}-{k}" for k in ("commands", "outcomes", "dlq")}
+    _topics(kafka, list(topics.values()))
+    setup, commands = _setup("az-1"), _commands(workload, n, "az-1")
+    with Publisher(kafka, client_id="cis-bench") as publisher:
+        for command in [*setup, *commands]:
+            publisher.send_command(topics["commands"], command["cell"], command)
+        publisher.flush(timeout_s=120)
+    config = ServeConfig(store=store, kafka=kafka, commands_topic=topics["commands"],
+                         outcomes_topic=topics["outcomes"], dlq_topic=topics["dlq"],
+                         batch_size=len(setup), progress_interval_s=3600,
+                         # Projections are timed apart (they are another consumer of the log).
+                         projection_interval_s=3600)
+    server = Server(config)
+    server.start()
+    try:
+        # The set-up (price book, pools) is not timed.
+        server.serve(until=lambda s: s.stats.commands >= len(setup))
+        server.config.batch_size = batch
+        server.stats.seconds.clear()
+        events_before = _events(store)
+        profiler = cProfile.Profile() if profile else None
+        total = len(setup) + n
+        server.engine.update_projections()  # type: ignore[union-attr]
+        began = time.perf_counter()
+        if profiler:
+            profiler.enable()
+        server.serve(until=lambda s: s.stats.commands >= total)
+        seconds = time.perf_counter() - began
+        phases = dict(server.stats.seconds)
+        began = time.perf_counter()
+        server.engine.update_projections()  # type: ignore[union-attr]
+        backlog_s = time.perf_counter() - began
+        if profiler:
+            profiler.disable()
+    finally:
+        server.close()
+    events = _events(store) - events_before
+    result = {"batch": batch, "workload": workload, "commands": n, "events": events,
+              "seconds": round(seconds, 3), "commands_per_s": round(n / seconds),
+              "events_per_s": round(events / seconds),
+              "phases_s": {k: round(v, 3) for k, v in sorted(phases.items())},
+              "projection_catch_up_s": round(backlog_s, 3),
+              "commands_per_s_with_projections": round(n / (seconds + backlog_s)),
+              "transactions": server.stats.transactions}
+    if profiler:
+        result["profile"] = _top(profiler)
+    return result
+
+
+def _events(store: str) -> int:
+    schema = parse_qs(urlparse(store).query)["schema"][0]
+    with psycopg.connect(store.split("?")[0]) as conn:
+        row = conn.execute(f'SELECT count(*) FROM "{schema}".cis_events').fetchone()
+    return int(row[0]) if row else 0
+
+
+def _row_shape(store: str) -> tuple[int, int]:
+    schema = parse_qs(urlparse(store).query)["schema"][0]
+    with psycopg.connect(store.split("?")[0]) as conn:
+        row = conn.execute(f'SELECT avg(length(topic)), avg(length(state)) FROM '
+                           f'"{schema}".cis_events').fetchone()
+    assert row is not None
+    return int(row[0] or 40), int(row[1] or 300)
+
+
+def baseline(store: str, rows: int, per_txn: int, topic_len: int, state_len: int) -> float:
+    """Rows/s of plain psycopg executemany into a table shaped like the event table."""
+    schema = parse_qs(urlparse(store).query)["schema"][0]
+    table = f'"{schema}".baseline_events'
+    with psycopg.connect(store.split("?")[0]) as conn:
+        conn.execute(f"CREATE TABLE {table} (originator_id uuid NOT NULL, originator_version "
+                     "bigint NOT NULL, topic text, state bytea, notification_id bigserial, "
+                     "PRIMARY KEY (originator_id, originator_version))")
+        conn.execute(f"CREATE UNIQUE INDEX ON {table} (notification_id)")
+        conn.commit()
+        topic, state = "t" * topic_len, os.urandom(state_len)
+        sql = (f"INSERT INTO {table} (originator_id, originator_version, topic, state) "
+               "VALUES (%s, %s, %s, %s)")
+        began = time.perf_counter()
+        with conn.cursor() as cur:
+            for start in range(0, rows, per_txn):
+                cur.executemany(sql, [(uuid.uuid4(), 1, topic, state)
+                                      for _ in range(min(per_txn, rows - start))])
+                conn.commit()
+        return rows / (time.perf_counter() - began)
+
+
+def _top(profiler: cProfile.Profile, n: int = 25) -> list[str]:
+    out = io.StringIO()
+    pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(n)
+    return [line for line in out.getvalue().splitlines() if line.strip()][-n - 1:]
+
+
+def bench_intake(store_url: str, kafka: str, batch_sizes: tuple[int, ...] = (1, 100, 1000),
+                 commands: int = 20_000, workload: str = "creates",
+                 profile: bool = False) -> dict[str, Any]:
+    """Engine vs plain-psycopg baseline per batch size (fresh schema each, dropped after)."""
+    if urlparse(store_url).scheme not in ("postgresql", "postgres"):
+        raise ValueError("the intake bench measures PostgreSQL: give a postgresql:// URL")
+    runs = []
+    for batch in batch_sizes:
+        schema = f"bench_intake_{uuid.uuid4().hex[:8]}"
+        base = store_url.split("?")[0]
+        with psycopg.connect(base, autocommit=True) as conn:
+            conn.execute(f'CREATE SCHEMA "{schema}"')
+        store = _with_schema(store_url, schema)
+        try:
+            n = commands if batch >= 100 else min(commands, SMALL_BATCH_COMMANDS)
+            run = _intake(store, kafka, batch, workload, n, profile and batch == max(batch_sizes))
+            per_txn = max(1, round(run["events"] / max(1, run["transactions"])))
+            rows_per_s = baseline(store, max(run["events"], per_txn), per_txn,
+                                  *_row_shape(store))
+            run["baseline"] = {"rows": run["events"], "rows_per_txn": per_txn,
+                               "rows_per_s": round(rows_per_s)}
+            run["ratio"] = round(run["events_per_s"] / rows_per_s, 3)
+            runs.append(run)
+        finally:
+            with psycopg.connect(base, autocommit=True) as conn:
+                conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+    return {"bench": "intake", "store": "postgres", "runs": runs}
+
+
+def cmd_bench_intake(args: argparse.Namespace) -> int:
+    report = bench_intake(args.store, args.kafka, tuple(args.batch), args.commands,
+                          args.workload, args.profile)
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    for run in report["runs"]:
+        print(f"batch {run['batch']:>5}: {run['commands_per_s']:>7} commands/s, "
+              f"{run['events_per_s']:>7} events/s; baseline {run['baseline']['rows_per_s']:>7} "
+              f"rows/s; ratio {run['ratio']}")
+    return 0
+
+
+def register_bench(bench_sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Adds `intake` to the `cis bench` group."""
+    intake = bench_sub.add_parser(
+        "intake", help="commands/s through Kafka into PostgreSQL vs a psycopg baseline",
+        description=__doc__)
+    intake.add_argument("--store", default=os.environ.get(
+        "CIS_STORE", "postgresql://postgres@127.0.0.1:5432/postgres"),
+        help="PostgreSQL URL; each batch size runs in a fresh schema, dropped afterwards")
+    intake.add_argument("--kafka", required=True, metavar="HOST:PORT", help="bootstrap broker")
+    intake.add_argument("--batch", type=int, nargs="+", default=[1, 100, 1000],
+                        help="batch sizes (default 1 100 1000)")
+    intake.add_argument("--commands", type=int, default=20_000,
+                        help=f"commands per run (batch < 100: at most {SMALL_BATCH_COMMANDS})")
+    intake.add_argument("--workload", choices=["creates", "ticks"], default="creates")
+    intake.add_argument("--profile", action="store_true",
+                        help="cProfile the largest batch size; top functions in the JSON")
+    intake.add_argument("--json", action="store_true", help="print JSON")
+    intake.set_defaults(func=cmd_bench_intake)

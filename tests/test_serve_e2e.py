@@ -1,0 +1,101 @@
+"""`cis serve` end to end through a real broker (tansu) and real PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+from adapters.kafka_io import partition_for
+from tests import test_serve_helpers as h
+from tests.kafka_broker import Broker
+from tests.stores import PostgresTestDatabase
+from tests.test_serve_helpers import reap_serve_processes  # noqa: F401 (autouse)
+
+CELLS = ["az-1", "az-4", "az-9"]  # partitions 0, 1, 1 of a 2-partition topic
+
+
+def make_topics(make_topic: Callable[..., str], partitions: int = 2) -> dict[str, str]:
+    return {name: make_topic(name, partitions=partitions) for name in ("commands", "outcomes",
+                                                                       "dlq")}
+
+
+def test_serve_gives_what_apply_gives(kafka_broker: Broker, kafka_topic_factory: Callable[
+        ..., str], pg_database: PostgresTestDatabase, tmp_path: Path) -> None:
+    assert [partition_for(c, 2) for c in CELLS] == [0, 1, 1]
+    topics = make_topics(kafka_topic_factory)
+    commands = h.workload(CELLS, 20)
+    lines = [json.dumps(c).encode() for c in commands]
+    h.produce(kafka_broker.bootstrap, topics["commands"], h.keyed(commands))
+    ends = h.end_offsets(kafka_broker.bootstrap, topics["commands"])
+    assert sum(ends.values()) == len(commands)
+
+    store, status = pg_database.new_schema(), tmp_path / "status.json"
+    serve = h.ServeProcess(h.serve_args(store, kafka_broker.bootstrap, topics,
+                                        "--tick-interval", "0", "--status-file", str(status)),
+                           tmp_path / "serve.log")
+    h.wait_until(lambda: h.consumed(store, topics["commands"], ends), "all commands",
+                 process=serve)
+    h.wait_until(lambda: json.loads(status.read_text())["lag"] == {"0": 0, "1": 0}
+                 if status.exists() else False, "a progress report without lag", process=serve)
+    assert serve.terminate() == 0, serve.log_path.read_text()
+    assert serve.events("stopped"), "no clean stop logged"
+
+    reference = pg_database.new_schema()
+    printed = h.apply_reference(reference, lines)
+    served, applied = h.snapshot(store), h.snapshot(reference)
+    assert served["events"] == applied["events"]
+    assert served["outcomes"] == applied["outcomes"]
+    assert served["tables"] == applied["tables"]
+    assert served["tables"]["instances"], "projections are empty"
+
+    published = h.outcomes_by_id(h.read_topic(kafka_broker.bootstrap, topics["outcomes"]))
+    assert {k: v[0] for k, v in published.items()} == {o["command_id"]: o for o in printed}
+    assert all(len(v) == 1 for v in published.values()), "no crash, so no re-publishing"
+    assert h.read_topic(kafka_broker.bootstrap, topics["dlq"]) == []
+    progress = json.loads(status.read_text())
+    assert progress["positions"] == {str(p): end for p, end in ends.items()}
+
+
+def test_submit_wait_and_ticker_on_owned_partition(
+        kafka_broker: Broker, kafka_topic_factory: Callable[..., str],
+        pg_database: PostgresTestDatabase, tmp_path: Path) -> None:
+    topics = make_topics(kafka_topic_factory)
+    store = pg_database.new_schema()
+    # This process owns partition 1 only: cells az-4 and az-9, not az-1.
+    serve = h.ServeProcess(h.serve_args(store, kafka_broker.bootstrap, topics,
+                                        "--partitions", "1", "--tick-interval", "1"),
+                           tmp_path / "serve.log")
+    owned = h.workload(["az-4"], 2)[:4]
+    foreign = h.workload(["az-1"], 2)[:4]
+    file = tmp_path / "commands.jsonl"
+    file.write_text("\n".join([*map(json.dumps, owned), '{"type": "Nope", "cell": "az-4"}'])
+                    + "\n")
+    submitted = subprocess.run(
+        [h.CIS, "submit", "--kafka", kafka_broker.bootstrap, "--commands-topic",
+         topics["commands"], "--outcomes-topic", topics["outcomes"], "--wait", "--timeout",
+         "60", str(file)], capture_output=True, text=True, timeout=h.DEADLINE_S)
+    assert submitted.returncode == 1, "an invalid line must make the exit code 1"
+    printed = [json.loads(line) for line in submitted.stdout.splitlines()]
+    assert [o["command_id"] for o in printed] == [c["command_id"] for c in owned]
+    assert all(o["status"] == "accepted" for o in printed), printed
+    invalid = [json.loads(line) for line in submitted.stderr.splitlines() if '"line"' in line]
+    assert [i["line"] for i in invalid] == [5] and invalid[0]["reasons"]
+
+    h.produce(kafka_broker.bootstrap, topics["commands"], h.keyed(foreign))
+
+    def ticked() -> bool:
+        ids = h.outcomes_by_id(h.read_topic(kafka_broker.bootstrap, topics["outcomes"]))
+        return any(k.startswith("tick:az-4:") for k in ids)
+
+    h.wait_until(ticked, "a Tick outcome for the owned cell", process=serve)
+    assert serve.terminate() == 0
+    ids = h.outcomes_by_id(h.read_topic(kafka_broker.bootstrap, topics["outcomes"]))
+    ticks = [v[0] for k, v in ids.items() if k.startswith("tick:")]
+    assert ticks and all(t["command_id"].startswith("tick:az-4:") for t in ticks)
+    assert all(t["status"] == "accepted" for t in ticks), ticks
+    assert not any(c["command_id"] in ids for c in foreign), "partition 0 is not ours"
+    stored = h.positions(store)
+    assert f"kafka:{topics['commands']}:1" in stored
+    assert f"kafka:{topics['commands']}:0" not in stored
