@@ -40,10 +40,10 @@ class Engine:
         return self.processor.process(items, tracking)
 
     def update_projections(self, progress: Callable[[int], None] | None = None) -> int:
-        return sum(catch_up(self.app, p, self.view, progress) for p in self.projections)
+        return catch_up(self.app, self.projections, self.view, progress)
 
     def rebuild_projections(self, progress: Callable[[int], None] | None = None) -> int:
-        return sum(rebuild(self.app, p, self.view, progress) for p in self.projections)
+        return rebuild(self.app, self.projections, self.view, progress)
 
     def projection(self, name: str) -> RowProjection:
         return next(p for p in self.projections if p.name == name)

@@ -103,11 +103,8 @@ def cmd_usage(args: argparse.Namespace) -> int:
 
 
 def cmd_rebuild(args: argparse.Namespace) -> int:
-    from projections.runner import catch_up
-
     with connect(args.store) as engine:
-        for projection in engine.projections:
-            catch_up(engine.app, projection, engine.view)
+        engine.update_projections()
         before = _dump(engine)
         with tqdm(desc="replaying", unit="event", disable=None, file=sys.stderr) as bar:
             engine.rebuild_projections(bar.update)

@@ -140,8 +140,8 @@ def explain(engine: Engine, account: str, line: str, period: str | None = None,
     """For invoice lines — `N` (the N-th line of the period's invoice; default period: the
     latest) or `INSTANCE[@VERSION]` — the events that opened and closed each billed interval
     holding its seconds, and the adjustments naming the instance."""
-    report = invoices(engine, account, period, as_of)
-    found = report["invoices"]
+    report = invoices(engine, account, None, as_of)
+    found = [i for i in report["invoices"] if period is None or i["period"] == period]
     if line.isdigit() and found:
         found = [i for i in found if i["period"] == max(j["period"] for j in found)][:1]
         picked = [(i, x) for i in found for x in i["lines"] if x["line"] == int(line)]

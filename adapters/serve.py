@@ -363,7 +363,13 @@ class Server:
         if idle or now >= self._due["projections"]:
             self._due["projections"] = now + c.projection_interval_s
             began = time.perf_counter()
-            self.retry("store", self.engine.update_projections)  # type: ignore[union-attr]
+            try:
+                self.retry("store", self.engine.update_projections)  # type: ignore[union-attr]
+            except Stopping:
+                raise
+            except Exception:  # read models are caches: a bug there must not stop intake
+                log.exception("projection update failed; intake continues",
+                              extra={"fields": {}})
             self.stats.timed("projections", began)
         if idle or now >= self._due["published"]:
             self._due["published"] = now + c.published_interval_s

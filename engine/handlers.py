@@ -6,8 +6,10 @@ aggregate), then acts. Stale or duplicate reports are accepted no-ops with a not
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 from engine import billing, scaling
@@ -18,7 +20,7 @@ from engine.domain.pool import Pool
 from engine.domain.price_book import PriceBook
 from engine.policies import restart
 from engine.policies.demand import demand_of
-from engine.policies.spec_catalogue import Spec, SpecRejected, round_up
+from engine.policies.spec_catalogue import Spec, SpecChoice, SpecRejected, round_up
 from engine.world import World
 from schemas import commands as c
 
@@ -39,10 +41,16 @@ def handles(command_type: type) -> Callable[[Handler], Handler]:
 # --- tenant requests -------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=4096)
+def _round_up(vcpu: Decimal, memory_gib: Decimal, catalogue: tuple[Spec, ...]
+              ) -> SpecChoice | SpecRejected:
+    return round_up(vcpu, memory_gib, catalogue)  # pure, and tenants ask for few shapes
+
+
 def _billed_spec(pool: Pool | None, cmd: c.CreateInstance) -> tuple[Spec | None, list[dict]]:
     if pool is None:
         return None, []
-    choice = round_up(cmd.vcpu, cmd.memory_gib, pool.catalogue)
+    choice = _round_up(cmd.vcpu, cmd.memory_gib, pool.catalogue)
     if isinstance(choice, SpecRejected):
         return None, [reason("containers", f"{r.message} (spec outside the catalogue)")
                       for r in choice.reasons]

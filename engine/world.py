@@ -29,6 +29,11 @@ Key = tuple[str, str]  # (cell, name)
 class World:
     def __init__(self) -> None:
         self.aggregates: dict[UUID, Aggregate] = {}
+        self.instances: dict[Key, Instance] = {}
+        self.nodes: dict[Key, Node] = {}
+        self.pools: dict[Key, Pool] = {}
+        self.price_books: dict[str, PriceBook] = {}
+        self.cell_logs: dict[str, CellLog] = {}
         self.outcomes: dict[str, dict[str, Any]] = {}
         self.node_instances: dict[Key, set[str]] = defaultdict(set)
         self.pool_nodes: dict[Key, dict[str, Node]] = defaultdict(dict)
@@ -38,7 +43,6 @@ class World:
         self.coming: dict[Key, set[str]] = defaultdict(set)
         self.live: dict[Key, set[str]] = defaultdict(set)  # nodes not terminated or lost
         self.placements: dict[Key, PoolPlacement] = {}
-        self.pools: dict[Key, Pool] = {}
         # Since when each node has been under its pool's scale-down threshold (event time).
         self.unneeded_since: dict[Key, datetime] = {}
         # Further derived state (the billing meter, placement arrays) observes every event.
@@ -48,29 +52,26 @@ class World:
 
     # --- lookups ---------------------------------------------------------------------
 
-    def _get(self, aggregate_id: UUID) -> Any:
-        return self.aggregates.get(aggregate_id)
-
     def instance(self, cell: str, name: str) -> Instance | None:
-        return self._get(Instance.create_id(cell, name))
+        return self.instances.get((cell, name))
 
     def node(self, cell: str, node_id: str) -> Node | None:
-        return self._get(Node.create_id(cell, node_id))
+        return self.nodes.get((cell, node_id))
 
     def pool(self, cell: str, name: str) -> Pool | None:
-        return self._get(Pool.create_id(cell, name))
+        return self.pools.get((cell, name))
 
     def price_book(self, cell: str) -> PriceBook | None:
-        return self._get(PriceBook.create_id(cell))
+        return self.price_books.get(cell)
 
     def cell_log(self, cell: str) -> CellLog | None:
-        return self._get(CellLog.create_id(cell))
+        return self.cell_logs.get(cell)
 
     def nodes_of(self, cell: str, pool: str) -> list[Node]:
         return list(self.pool_nodes[(cell, pool)].values())
 
     def instances_on(self, cell: str, node_id: str) -> list[Instance]:
-        return [self.aggregates[Instance.create_id(cell, n)]
+        return [self.instances[(cell, n)]
                 for n in sorted(self.node_instances[(cell, node_id)])]
 
     def waiting_in(self, cell: str, pool: str) -> list[Instance]:
@@ -79,12 +80,24 @@ class World:
     # --- keeping it current ----------------------------------------------------------
 
     def add(self, aggregate: Aggregate) -> None:
+        if aggregate.id in self.aggregates:
+            return
         self.aggregates[aggregate.id] = aggregate
+        if isinstance(aggregate, Instance):
+            self.instances[(aggregate.cell, aggregate.name)] = aggregate
+        elif isinstance(aggregate, Node):
+            self.nodes[(aggregate.cell, aggregate.node_id)] = aggregate
+        elif isinstance(aggregate, Pool):
+            self.pools[(aggregate.cell, aggregate.pool)] = aggregate
+        elif isinstance(aggregate, PriceBook):
+            self.price_books[aggregate.cell] = aggregate
+        elif isinstance(aggregate, CellLog):
+            self.cell_logs[aggregate.cell] = aggregate
 
     def replay(self, event: Any) -> None:
         """Apply one stored event (start-up)."""
         aggregate = event.mutate(self.aggregates.get(event.originator_id))
-        self.aggregates[event.originator_id] = aggregate
+        self.add(aggregate)
         self.observe(event, aggregate)
 
     def observe(self, event: Any, aggregate: Any) -> None:
@@ -111,7 +124,6 @@ class World:
                                  event.timestamp)
         elif isinstance(aggregate, Pool):
             config = aggregate.config
-            self.pools[(aggregate.cell, aggregate.pool)] = aggregate
             placement = self.placements.setdefault(
                 (aggregate.cell, aggregate.pool),
                 PoolPlacement(config["kind"], config["placement_policy"]))

@@ -1,8 +1,12 @@
-"""Keeps a projection's view current with the event log, one transaction per page."""
+"""Keeps projections' views current with the event log.
+
+The log is read (and decoded) once per page for all projections; each projection then
+commits its rows and its new position in one transaction of its own.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from eventsourcing.persistence import Tracking
@@ -18,30 +22,34 @@ def position(view: Any, projection: RowProjection) -> int:
     return view.max_tracking_id(projection.name) or 0
 
 
-def catch_up(app: CisApplication, projection: RowProjection, view: Any,
+def catch_up(app: CisApplication, projections: Sequence[RowProjection], view: Any,
              progress: Callable[[int], None] | None = None) -> int:
-    """Apply every event after the view's position; return how many were applied."""
+    """Apply every event after each view's position; return how many events were applied."""
+    positions = {p.name: position(view, p) for p in projections}
+    after = min(positions.values(), default=0)
     applied = 0
-    after = position(view, projection)
-    while True:
-        page = app.page(after, PAGE)
-        if not page:
-            return applied
-        events = [event for _, event in page]
-        wanted = group_keys(pair for e in events for pair in projection.keys(e))
-        rows = Rows({t.name: view.load(t, keys) for t, keys in wanted.items()})
-        for event in events:
-            projection.apply(event, rows)
+    while page := app.page(after, PAGE):
+        for projection in projections:
+            events = [e for i, e in page if i > positions[projection.name]]
+            if not events:
+                continue
+            wanted = group_keys(pair for e in events for pair in projection.keys(e))
+            rows = Rows({t.name: view.load(t, keys) for t, keys in wanted.items()})
+            for event in events:
+                projection.apply(event, rows)
+            view.commit(projection.tables, rows.changed, Tracking(projection.name, page[-1][0]))
+            positions[projection.name] = page[-1][0]
+            applied += len(events)
         after = page[-1][0]
-        view.commit(projection.tables, rows.changed, Tracking(projection.name, after))
-        applied += len(page)
         if progress:
             progress(len(page))
+    return applied
 
 
-def rebuild(app: CisApplication, projection: RowProjection, view: Any,
+def rebuild(app: CisApplication, projections: Sequence[RowProjection], view: Any,
             progress: Callable[[int], None] | None = None) -> int:
-    """Drop the projection's tables and position, then replay the whole log into them."""
-    view.drop(projection.tables, projection.name)
-    view.create(projection.tables)
-    return catch_up(app, projection, view, progress)
+    """Drop the projections' tables and positions, then replay the whole log into them."""
+    for projection in projections:
+        view.drop(projection.tables, projection.name)
+        view.create(projection.tables)
+    return catch_up(app, projections, view, progress)

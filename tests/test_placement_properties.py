@@ -27,7 +27,7 @@ op = st.one_of(
 
 
 def _check(world: World) -> None:
-    for (cell, pool), placement in world.placements.items():
+    for (_, pool), placement in world.placements.items():
         cap, alloc = placement.index.capacity, placement.index.allocated
         assert (alloc <= cap).all() and (alloc >= 0).all()
         expected = np.zeros_like(alloc)
