@@ -87,6 +87,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     packing.add_argument("--json", action="store_true")
     packing.set_defaults(func=cmd_bench_packing)
 
+    from simulations.bench_intake import register_bench
+
+    register_bench(group)
+
     rating = group.add_parser("rating", help="pure rating time of N billed intervals")
     rating.add_argument("--intervals", type=int, default=1_000_000)
     rating.add_argument("--accounts", type=int, default=10_000)

@@ -82,7 +82,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except Exception:
         logging.getLogger("cis.serve").exception("serve failed")
         return 1
-    return 0
+    return 2 if server.fenced else 0
 
 
 def cmd_submit(args: argparse.Namespace) -> int:

@@ -149,6 +149,7 @@ class Server:
         self.stats = Stats()
         self.faults = FaultInjector(os.environ.get("CIS_CRASH_AT"))
         self._stop = Event()
+        self.fenced = False  # another writer took one of our partitions
         self.engine: Engine | None = None
         self.source: CommandSource | None = None
         self.publisher: Publisher | None = None
@@ -299,6 +300,7 @@ class Server:
             stored = self.engine.app.process_recorder.max_tracking_id(tracking.application_name)
             log_event(logging.ERROR, "another writer advanced this partition; stopping",
                       tracking=tracking.application_name, stored=stored)
+            self.fenced = True
             self.stop()
             raise Stopping() from None
 

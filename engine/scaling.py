@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from itertools import islice
 from typing import Any
 
 from engine.context import Context
@@ -62,14 +63,14 @@ def scale_out(ctx: Context, pool: Pool, at: datetime, recent: int | None = None)
     if recent is None:  # the periodic pass also retries placement on existing room
         place_waiting(ctx, pool, at)
     _uncordon_under_pressure(ctx, pool, at)
-    waiting = world.waiting_in(*key)
-    if not waiting:
+    if not world.waiting[key]:
         return
     room = pool.config["max_nodes"] - len(world.live[key])
     if room <= 0:
         return
-    if recent is not None:
-        waiting = waiting[-recent:]
+    values = world.waiting[key].values()
+    waiting = (list(values) if recent is None
+               else list(islice(reversed(values), recent))[::-1])
     dedicated = pool.config["kind"] == "dedicated"
     pending = [autoscaling.Pending(i.name, i.demand,
                                    model_for(pool, i)["name"] if dedicated else None)
@@ -90,9 +91,8 @@ def _uncordon_under_pressure(ctx: Context, pool: Pool, at: datetime) -> None:
     world = ctx.world
     key = (pool.cell, pool.pool)
     placement = world.placements[key]
-    for node in list(world.pool_nodes[key].values()):
-        if node.state != "cordoned":
-            continue
+    for node_id in sorted(world.cordoned[key]):
+        node = world.pool_nodes[key][node_id]
         free = placement.free(node.node_id)
         wanting = [i.name for i in world.waiting_in(*key)
                    if all(i.demand[d] <= free[d] for d in DIMENSIONS)

@@ -42,6 +42,7 @@ class World:
         # Nodes asked for and not yet ready, per pool; each pool's placement arrays.
         self.coming: dict[Key, set[str]] = defaultdict(set)
         self.live: dict[Key, set[str]] = defaultdict(set)  # nodes not terminated or lost
+        self.cordoned: dict[Key, set[str]] = defaultdict(set)
         self.placements: dict[Key, PoolPlacement] = {}
         # Since when each node has been under its pool's scale-down threshold (event time).
         self.unneeded_since: dict[Key, datetime] = {}
@@ -119,6 +120,10 @@ class World:
                 self.coming[pool_key].discard(aggregate.node_id)
                 if aggregate.state in GONE:
                     self.live[pool_key].discard(aggregate.node_id)
+                if aggregate.state == "cordoned":
+                    self.cordoned[pool_key].add(aggregate.node_id)
+                else:
+                    self.cordoned[pool_key].discard(aggregate.node_id)
                 placement.set_takes_work(aggregate.node_id, aggregate.state in TAKES_WORK)
                 self._track_need(aggregate.cell, aggregate.pool, aggregate.node_id,
                                  event.timestamp)

@@ -37,6 +37,7 @@ STEPS = ["starting", "running", "running", "exit0", "exit1", "exit1", "terminate
          "delete"]
 TICK_OFFSETS = [-1800 * US, 0, 1800 * US, 3600 * US - 1, 3600 * US, 3600 * US + 1, 7200 * US,
                 7200 * US + 1, 10_800 * US, 18_000 * US]
+BIG_NODE = {"name": "8C16G", "millicores": 8000, "memory_mib": 16384}
 EXAMPLES = {"memory": 60, "sqlite": 12, "postgres": 4}
 _ids = itertools.count()
 
@@ -53,12 +54,14 @@ class Scenario:
 
 
 def _rate(draw: st.DrawFn) -> Decimal:
-    return Decimal(draw(st.integers(0, 2_000_000))).scaleb(-draw(st.integers(5, 9)))
+    digits = draw(st.sampled_from([0, 1, 5, 25, 125, 1234, 99_999]) | st.integers(0, 10**6))
+    return Decimal(digits).scaleb(-draw(st.sampled_from([4, 5, 6, 7, 9])))
 
 
 @st.composite
 def _versions(draw: st.DrawFn) -> list[dict[str, Any]]:
-    near = st.integers(B1 - 7200, B1 + 3600) | st.integers(B2 - 7200, B2 + 3600)
+    near = st.builds(lambda m, o, j: m + o + j, st.sampled_from([B1, B2]),
+                     st.sampled_from([-7200, -600, -1, 0, 1, 600, 3600]), st.integers(-60, 60))
     starts = [START, *sorted(draw(st.sets(near, max_size=2)))]
     minor_unit = draw(st.sampled_from([0, 2, 3]))
     out = []
@@ -87,13 +90,22 @@ def _publish(v: dict[str, Any]) -> dict[str, Any]:
     return command
 
 
+# Hypothesis draws small integers from wide ranges far more often than large ones, so
+# durations are a drawn scale times a small factor.
 def _delay(draw: st.DrawFn) -> int:
-    return draw(st.sampled_from([0, 0, 0, 1])) * draw(st.integers(1, 4 * 3600 * US))
+    hours = draw(st.sampled_from([0, 0, 0.5, 1, 2, 3, 5, 8]))
+    return int(hours * 3600 * US) + draw(st.integers(0, 10 * US)) if hours else 0
 
 
 def _gap(draw: st.DrawFn) -> int:
-    return draw(st.integers(1, 999_999) | st.integers(US, 600 * US)
-                | st.integers(600 * US, 3600 * US))
+    return draw(st.sampled_from([1, 1000, US, 60 * US])) * draw(st.integers(1, 60))
+
+
+def _near(draw: st.DrawFn, lo_s: int, hi_s: int) -> int:
+    """Microseconds near a month end: lo_s..hi_s seconds around it, often on the edge."""
+    base = draw(st.sampled_from([B1, B2])) * US
+    offset = draw(st.sampled_from([lo_s, -3600, -600, -1, 0, 1, 600, hi_s])) * US
+    return base + offset + draw(st.integers(-US, US))
 
 
 def _step(kind: str, name: str, account: str, t: int) -> dict[str, Any]:
@@ -118,6 +130,16 @@ def _step(kind: str, name: str, account: str, t: int) -> dict[str, Any]:
 
 
 @st.composite
+def _lifecycle(draw: st.DrawFn) -> list[str]:
+    """Mostly start, run, restart a few times, end; sometimes anything in any order."""
+    if draw(st.integers(0, 3)) == 0:
+        return draw(st.lists(st.sampled_from(STEPS), max_size=6))
+    restarts = draw(st.lists(st.sampled_from(["exit1", "running"]), max_size=4))
+    end = draw(st.sampled_from(["terminated", "stop", "delete", "exit0", "exit1"]))
+    return ["starting"] * draw(st.integers(0, 1)) + ["running", *restarts, end]
+
+
+@st.composite
 def scenarios(draw: st.DrawFn) -> Scenario:
     versions = draw(_versions())
     commands: list[tuple[int, int, dict[str, Any]]] = []
@@ -128,7 +150,7 @@ def scenarios(draw: st.DrawFn) -> Scenario:
 
     for v in versions:
         add(START * US, _publish(v))
-    pool = b.pool(kind="shared", min_nodes=1, max_nodes=1)
+    pool = b.pool(kind="shared", min_nodes=1, max_nodes=1, node_models=[BIG_NODE])
     pool["issued_at"] = at(START * US)
     add(START * US, pool)
     ready = b.report("ReportNodeReady", 0, node_id="general-00001")
@@ -138,23 +160,35 @@ def scenarios(draw: st.DrawFn) -> Scenario:
     for i in range(draw(st.integers(1, 4))):
         name, account = f"i-{i}", draw(st.sampled_from(ACCOUNTS))
         vcpu, gib = draw(st.sampled_from(SPECS))
-        t = draw(st.sampled_from([B1, B2])) * US + draw(st.integers(-5400 * US, 1800 * US))
+        t = _near(draw, -5400, 1800)
         create = b.create(name, 0, account, vcpu=vcpu, memory_gib=gib,
-                          policy=draw(st.sampled_from(["Always", "OnFailure", "Never"])),
+                          policy=draw(st.sampled_from(["Always", "Always", "OnFailure",
+                                                       "Never"])),
                           runtime=draw(st.sampled_from(["runc", "runc", "kata"])))
         create["issued_at"] = at(t)
         add(t, create, draw(st.sampled_from([0, 0, 0, 0, 1])) * _delay(draw))
-        for kind in [*draw(st.lists(st.sampled_from(STEPS), max_size=6)), "stop"]:
+        # From some step on, the reports arrive late (a partitioned node agent catching up),
+        # in order; the tenant's final stop comes after them.
+        kinds = [*draw(_lifecycle()), "stop"]
+        cut, late = draw(st.integers(0, len(kinds))), _delay(draw)
+        after_close = draw(st.booleans())  # or until the month before is surely finalised
+        for k, kind in enumerate(kinds):
             t += _gap(draw)
-            add(t, _step(kind, name, account, t), _delay(draw))
+            delay = late
+            if after_close:
+                delay = max(0, min(m for m in (B1, B2, B3) if m * US > t) * US
+                            + 7201 * US - t) + late
+            add(t, _step(kind, name, account, t), delay if k >= cut else 0)
         times.append(t)
-    if draw(st.booleans()):
-        t = draw(st.sampled_from([B1, B2])) * US + draw(st.integers(-3600 * US, 1800 * US))
+    if draw(st.sampled_from([False, False, False, True])):
+        t = _near(draw, -3600, 1800)
         lost = b.report("ReportNodeLost", 0, node_id="general-00001", reason="hypervisor")
         lost["occurred_at"] = at(t)
-        add(t, lost)
-    ticks = draw(st.sets(st.sampled_from([m * US + g for m in (B1, B2, B3)
-                                          for g in TICK_OFFSETS]), max_size=8))
+        add(t, lost, _delay(draw))
+    ticks = draw(st.sets(st.sampled_from([m * US + g for m in (B1, B2) for g in TICK_OFFSETS]),
+                         max_size=8))
+    ticks |= {B3 * US + 18_000 * US} if draw(st.integers(0, 2)) == 0 else set()
+    ticks |= {m * US + 7200 * US + 1 for m in (B1, B2) if draw(st.booleans())}
     for t in sorted(ticks):
         tick = b.tick(0)
         tick["now"] = at(t)
