@@ -6,10 +6,8 @@ aggregate), then acts. Stale or duplicate reports are accepted no-ops with a not
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 from datetime import datetime
-from decimal import Decimal
 from typing import Any
 
 from engine import billing, scaling
@@ -20,7 +18,7 @@ from engine.domain.pool import Pool
 from engine.domain.price_book import PriceBook
 from engine.policies import restart
 from engine.policies.demand import demand_of
-from engine.policies.spec_catalogue import Spec, SpecChoice, SpecRejected, round_up
+from engine.policies.spec_catalogue import Spec, SpecRejected
 from engine.world import World
 from schemas import commands as c
 
@@ -41,16 +39,10 @@ def handles(command_type: type) -> Callable[[Handler], Handler]:
 # --- tenant requests -------------------------------------------------------------------
 
 
-@functools.lru_cache(maxsize=4096)
-def _round_up(vcpu: Decimal, memory_gib: Decimal, catalogue: tuple[Spec, ...]
-              ) -> SpecChoice | SpecRejected:
-    return round_up(vcpu, memory_gib, catalogue)  # pure, and tenants ask for few shapes
-
-
 def _billed_spec(pool: Pool | None, cmd: c.CreateInstance) -> tuple[Spec | None, list[dict]]:
     if pool is None:
         return None, []
-    choice = _round_up(cmd.vcpu, cmd.memory_gib, pool.catalogue)
+    choice = pool.billed_spec(cmd.vcpu, cmd.memory_gib)
     if isinstance(choice, SpecRejected):
         return None, [reason("containers", f"{r.message} (spec outside the catalogue)")
                       for r in choice.reasons]
@@ -76,7 +68,7 @@ def create_instance(ctx: Context, cmd: c.CreateInstance) -> str | None:
     if pool is not None and billed is not None:
         overhead = pool.config["cpu_overhead_millicores"]
         demand = demand_of(billed.vcpu, billed.memory_gib, cmd.runtime, overhead)
-        if scaling.smallest_model(pool.config["node_models"], demand) is None:
+        if pool.smallest_model(demand) is None:
             reasons.append(reason("containers", f"no node model of pool {cmd.pool!r} holds "
                                                 f"{demand} (spec plus runtime overhead)"))
     if reasons:

@@ -16,14 +16,8 @@ from engine.policies.demand import DIMENSIONS
 from schemas.commands import Tick
 
 
-def smallest_model(models: list[dict[str, Any]], demand: dict[str, int]
-                   ) -> dict[str, Any] | None:
-    holding = [m for m in models if all(demand[d] <= m[d] for d in DIMENSIONS)]
-    return min(holding, key=lambda m: (m["millicores"], m["memory_mib"]), default=None)
-
-
 def model_for(pool: Pool, instance: Instance) -> dict[str, Any]:
-    model = smallest_model(pool.config["node_models"], instance.demand)
+    model = pool.smallest_model(instance.demand)
     assert model is not None  # checked when the instance was accepted
     return model
 

@@ -11,7 +11,8 @@ from eventsourcing.domain import Aggregate
 
 from engine.domain.base import Recorded
 from engine.domain.ids import aggregate_id
-from engine.policies.spec_catalogue import Spec
+from engine.policies.demand import DIMENSIONS
+from engine.policies.spec_catalogue import Spec, SpecChoice, SpecRejected, round_up
 
 
 class Pool(Recorded):
@@ -55,15 +56,34 @@ class Pool(Recorded):
                            timestamp=at)
         return node_id
 
-    @property
-    def catalogue(self) -> tuple[Spec, ...]:
-        """The spec catalogue as values, parsed once per configuration."""
-        cached = self.__dict__.get("_catalogue")
-        if cached is None or cached[0] is not self.config:
-            specs = tuple(Spec(Decimal(s["vcpu"]), Decimal(s["memory_gib"]))
-                          for s in self.config["spec_catalogue"])
-            cached = self.__dict__["_catalogue"] = (self.config, specs)
-        return cached[1]
+    def _memo(self) -> dict[str, Any]:
+        """Values derived from the configuration, computed once per configuration."""
+        memo = self.__dict__.get("_memo_cache")
+        if memo is None or memo["config"] is not self.config:
+            memo = self.__dict__["_memo_cache"] = {
+                "config": self.config, "specs": {}, "models": {},
+                "catalogue": tuple(Spec(Decimal(s["vcpu"]), Decimal(s["memory_gib"]))
+                                   for s in self.config["spec_catalogue"])}
+        return memo
+
+    def billed_spec(self, vcpu: Decimal, memory_gib: Decimal) -> SpecChoice | SpecRejected:
+        """The catalogue spec we bill for a requested one (tenants ask for few shapes)."""
+        memo = self._memo()["specs"]
+        key = (vcpu, memory_gib)
+        if key not in memo:
+            memo[key] = round_up(vcpu, memory_gib, self._memo()["catalogue"])
+        return memo[key]
+
+    def smallest_model(self, demand: dict[str, int]) -> dict[str, Any] | None:
+        """The smallest node model that holds the demand (a dedicated node's model)."""
+        memo = self._memo()["models"]
+        key = tuple(demand[d] for d in DIMENSIONS)
+        if key not in memo:
+            holding = [m for m in self.config["node_models"]
+                       if all(demand[d] <= m[d] for d in DIMENSIONS)]
+            memo[key] = min(holding, key=lambda m: (m["millicores"], m["memory_mib"]),
+                            default=None)
+        return memo[key]
 
     def model(self, name: str) -> dict[str, Any]:
         return next(m for m in self.config["node_models"] if m["name"] == name)
