@@ -152,17 +152,26 @@ def _bin_centric(items: np.ndarray, cap: np.ndarray, rule: str, sizes: np.ndarra
     return assign
 
 
-def greedy_portfolio(items: np.ndarray, cap: np.ndarray) -> list[tuple[str, np.ndarray]]:
+def greedy_portfolio(items: np.ndarray, cap: np.ndarray, only: str | None = None
+                     ) -> list[tuple[str, np.ndarray]]:
+    """Every offline greedy (or just the one named `only`) as (name, assignment)."""
     keys = _size_keys(items, cap)
     out: list[tuple[str, np.ndarray]] = []
+
+    def want(name: str) -> bool:
+        return only is None or only == name
+
     for kname, key in keys.items():
         order = np.argsort(-key, kind="stable")
-        out.append((f"ffd_{kname}", _item_centric(items, cap, order, "first_fit")))
-        out.append((f"bfd_{kname}", _item_centric(items, cap, order, "best_fit")))
+        for prefix, rule in (("ffd", "first_fit"), ("bfd", "best_fit")):
+            if want(f"{prefix}_{kname}"):
+                out.append((f"{prefix}_{kname}", _item_centric(items, cap, order, rule)))
     for rule in ("dot", "norm"):
-        out.append((f"bc_{rule}", _bin_centric(items, cap, rule, keys["sum"])))
+        if want(f"bc_{rule}"):
+            out.append((f"bc_{rule}", _bin_centric(items, cap, rule, keys["sum"])))
     # The given order too: some generators list items in their optimal groups (Triplet).
-    out.append(("bf_given", _item_centric(items, cap, range(len(items)), "best_fit")))
+    if want("bf_given"):
+        out.append(("bf_given", _item_centric(items, cap, range(len(items)), "best_fit")))
     return out
 
 
@@ -307,12 +316,12 @@ def pack_offline(items: Sequence[Sequence[int]] | np.ndarray, capacity: Sequence
         return Packing((), 0, policy or "portfolio")
     start = time.perf_counter()
     lb = max(lower_bound(it, cap), known_lower_bound or 0)
-    candidates = greedy_portfolio(it, cap)
     if policy is not None:
-        named = dict(candidates)
-        if policy not in named:
-            raise KeyError(f"unknown offline policy {policy!r}; known: {sorted(named)}")
-        return _finish(named[policy], policy)
+        named = greedy_portfolio(it, cap, only=policy)
+        if not named:
+            raise KeyError(f"unknown offline policy {policy!r}; known: {OFFLINE_POLICIES}")
+        return _finish(named[0][1], policy)
+    candidates = greedy_portfolio(it, cap)
     name, assign = min(candidates, key=lambda c: int(c[1].max()))
     bins = int(assign.max()) + 1
     if bins > lb:
