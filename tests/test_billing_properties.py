@@ -38,7 +38,7 @@ STEPS = ["starting", "running", "running", "exit0", "exit1", "exit1", "terminate
 TICK_OFFSETS = [-1800 * US, 0, 1800 * US, 3600 * US - 1, 3600 * US, 3600 * US + 1, 7200 * US,
                 7200 * US + 1, 10_800 * US, 18_000 * US]
 BIG_NODE = {"name": "8C16G", "millicores": 8000, "memory_mib": 16384}
-EXAMPLES = {"memory": 60, "sqlite": 12, "postgres": 4}
+EXAMPLES = {"memory": 100, "sqlite": 20, "postgres": 6}
 _ids = itertools.count()
 
 
@@ -170,14 +170,15 @@ def scenarios(draw: st.DrawFn) -> Scenario:
         # From some step on, the reports arrive late (a partitioned node agent catching up),
         # in order; the tenant's final stop comes after them.
         kinds = [*draw(_lifecycle()), "stop"]
-        cut, late = draw(st.integers(0, len(kinds))), _delay(draw)
+        cut = draw(st.sampled_from([1, 2, len(kinds) - 1]) | st.integers(0, len(kinds)))
+        late = _delay(draw)
         after_close = draw(st.booleans())  # or until the month before is surely finalised
         for k, kind in enumerate(kinds):
             t += _gap(draw)
             delay = late
-            if after_close:
-                delay = max(0, min(m for m in (B1, B2, B3) if m * US > t) * US
-                            + 7201 * US - t) + late
+            month_end = next((m * US for m in (B1, B2) if 0 < m * US - t < 6 * 3600 * US), None)
+            if after_close and month_end is not None:
+                delay = month_end + 7201 * US - t + late
             add(t, _step(kind, name, account, t), delay if k >= cut else 0)
         times.append(t)
     if draw(st.sampled_from([False, False, False, True])):

@@ -177,140 +177,132 @@ def greedy_portfolio(items: np.ndarray, cap: np.ndarray, only: str | None = None
 
 # ---- local search: empty the least-filled bin --------------------------------------------------
 
-class _State:
-    """Mutable packing: loads per bin, item -> bin, members per bin."""
-
-    def __init__(self, items: np.ndarray, cap: np.ndarray, assign: np.ndarray) -> None:
-        self.items = items
-        self.cap = cap
-        nb = int(assign.max()) + 1
-        self.members: list[list[int]] = [[] for _ in range(nb)]
-        for i, b in enumerate(assign.tolist()):
-            self.members[b].append(i)
-        self.load = np.zeros((nb, items.shape[1]), dtype=np.int64)
-        np.add.at(self.load, assign, items)
-
-    def assignment(self) -> np.ndarray:
-        out = np.empty(len(self.items), dtype=np.int64)
-        for b, mem in enumerate(self.members):
-            out[mem] = b
-        return out
-
-
 def _eliminate(items: np.ndarray, cap: np.ndarray, assign: np.ndarray, target: int,
-               deadline: float, rng: random.Random) -> np.ndarray:
+               max_iters: int, deadline: float, rng: random.Random) -> np.ndarray:
     """Repeatedly try to remove one bin: its items go to a pool that is emptied by direct
-    insertion, size-reducing swaps (pool item in, smaller item out) and 2-for-1 swaps, with
-    random forced insertions (tabu-protected) when stuck. Returns the best assignment found."""
+    insertion and size-reducing swaps (pool item, alone or with a second pool item, in; one
+    smaller item out), with tabu-protected forced insertions when stuck. A failed attempt
+    restarts from the best packing with another bin to empty. The budget is `max_iters`
+    iterations, so results do not depend on machine load; `deadline` is only a safety cap.
+    Returns the best assignment found (bin numbers may have gaps)."""
+    n, d = items.shape
     w = items / cap
     size = w.sum(axis=1) + (w * w).sum(axis=1)  # favours keeping large items out of the pool
+    # An eliminated bin gets an unreachable load, so no feasibility test ever picks it.
+    closed = np.iinfo(np.int64).max // 4
+    nb = int(assign.max()) + 1
     best = assign.copy()
-    st = _State(items, cap, assign)
-    n = len(items)
-    while len(st.members) > target and time.perf_counter() < deadline:
-        # Bin to remove: least normalised load (ties random).
-        fill = (st.load / cap).sum(axis=1) + np.array([rng.random() * 0.3 for _ in st.members])
+    bins_left = nb
+    iters = 0
+    per_attempt = 300 + 30 * n
+    tabu = np.zeros((n, nb), dtype=np.int64)  # tabu[i, b]: i may not enter b before this iter
+    while bins_left > target and iters < max_iters:
+        bin_of = best.copy()
+        load = np.zeros((nb, d), dtype=np.int64)
+        np.add.at(load, bin_of, items)
+        load[np.bincount(bin_of, minlength=nb) == 0] = closed
+        # Bin to empty: least normalised load, randomised so restarts try other bins.
+        fill = (np.minimum(load, cap) / cap).sum(axis=1)
+        fill = fill + np.array([rng.random() * 0.3 for _ in range(nb)])
+        fill[load[:, 0] >= closed] = np.inf
         victim = int(np.argmin(fill))
-        pool = list(st.members[victim])
-        st.members.pop(victim)
-        st.load = np.delete(st.load, victim, axis=0)
-        tabu: dict[tuple[int, int], int] = {}
-        it_no = 0
-        max_iters = 200 + 40 * n
-        while pool and it_no < max_iters:
-            it_no += 1
-            if it_no % 64 == 0 and time.perf_counter() > deadline:
+        pool = np.flatnonzero(bin_of == victim).tolist()
+        bin_of[pool] = -1
+        load[victim] = closed
+        tabu[:] = 0
+        stop = min(max_iters, iters + per_attempt)
+        while pool and iters < stop:
+            iters += 1
+            if iters % 64 == 0 and time.perf_counter() > deadline:
+                max_iters = iters  # safety cap: end the whole search
                 break
-            pool.sort(key=lambda j: size[j])
-            i = pool.pop()  # largest pool item first
+            k = max(range(len(pool)), key=lambda t: size[pool[t]])
+            i = pool.pop(k)  # largest pool item first
             vec = items[i]
-            fits = (st.load + vec <= cap).all(axis=1)
+            fits = (load + vec <= cap).all(axis=1)
             if fits.any():
-                slack = ((cap - st.load - vec) / cap).sum(axis=1)
+                slack = ((cap - load - vec) / cap).sum(axis=1)
                 b = int(np.argmin(np.where(fits, slack, np.inf)))
-                st.members[b].append(i)
-                st.load[b] += vec
+                bin_of[i] = b
+                load[b] += vec
                 continue
-            if _swap_in(st, i, pool, size, tabu, it_no):
+            if _swap_in(items, cap, size, bin_of, load, tabu, i, pool, iters):
                 continue
             # Stuck: force i into a random bin, evicting random other items until it fits.
-            b = rng.randrange(len(st.members))
+            open_bins = np.flatnonzero(load[:, 0] < closed)
+            b = int(open_bins[rng.randrange(len(open_bins))])
             for _ in range(3):
-                if tabu.get((i, b), -1) < it_no:
+                if tabu[i, b] < iters:
                     break
-                b = rng.randrange(len(st.members))
-            mem = st.members[b]
+                b = int(open_bins[rng.randrange(len(open_bins))])
+            mem = np.flatnonzero(bin_of == b).tolist()
             rng.shuffle(mem)
-            mem.append(i)
-            st.load[b] += vec
-            k = 0
-            while (st.load[b] > cap).any():
-                j = mem[k]
-                if j == i:
-                    k += 1
-                    continue
-                mem.pop(k)
-                st.load[b] -= items[j]
+            bin_of[i] = b
+            load[b] += vec
+            while (load[b] > cap).any():
+                j = mem.pop()
+                bin_of[j] = -1
+                load[b] -= items[j]
                 pool.append(j)
-                tabu[(j, b)] = it_no + 10 + rng.randrange(10)
-        if pool:
-            break
-        best = st.assignment()
+                tabu[j, b] = iters + 10 + rng.randrange(10)
+        if not pool:
+            best = bin_of.copy()
+            bins_left -= 1
     return best
 
 
-def _swap_in(st: _State, i: int, pool: list[int], size: np.ndarray,
-             tabu: dict[tuple[int, int], int], it_no: int) -> bool:
+def _swap_in(items: np.ndarray, cap: np.ndarray, size: np.ndarray, bin_of: np.ndarray,
+             load: np.ndarray, tabu: np.ndarray, i: int, pool: list[int], it_no: int) -> bool:
     """Put pool item i into a bin in place of one smaller item (1-1), or together with another
-    pool item in place of one item (2-1). Chooses the swap that keeps the pool smallest."""
-    items, cap = st.items, st.cap
-    best: tuple[float, int, int, int] | None = None  # (pool size after, bin, out item, extra)
-    partners = [-1] + pool
-    for b, mem in enumerate(st.members):
-        if not mem:
+    pool item in place of one item (2-1). Evaluated for all packed items at once."""
+    placed = np.flatnonzero(bin_of >= 0)
+    pb = bin_of[placed]
+    base = load[pb] - items[placed]  # each bin's load without that member
+    psize = size[placed]
+    allowed = tabu[i, pb] < it_no  # skip moves undoing a recent eviction
+    best: tuple[float, int, int] | None = None  # (pool shrink, out item, partner)
+    for p in [-1, *pool]:
+        add = items[i] if p < 0 else items[i] + items[p]
+        gain = size[i] + (size[p] if p >= 0 else 0.0)
+        # Must shrink the pool; among such swaps push out the largest item still smaller
+        # than what goes in, so bins end fuller and the pool shrinks steadily.
+        ok = allowed & (psize < gain - 1e-12) & (base + add <= cap).all(axis=1)
+        if not ok.any():
             continue
-        mem_arr = np.asarray(mem)
-        base = st.load[b] - items[mem_arr]  # load without each member
-        for p in partners:
-            add = items[i] if p < 0 else items[i] + items[p]
-            gain = size[i] + (size[p] if p >= 0 else 0.0)
-            ok = (base + add <= cap).all(axis=1)
-            if not ok.any():
-                continue
-            out_sizes = np.where(ok, size[mem_arr], np.inf)
-            k = int(np.argmin(out_sizes))
-            j = mem[k]
-            # Must shrink the pool; skip moves undoing a recent eviction.
-            if out_sizes[k] >= gain - 1e-12 or tabu.get((i, b), -1) >= it_no:
-                continue
-            # Among acceptable swaps prefer the one that pushes out the largest item still
-            # smaller than what goes in: the bin ends fuller, the pool shrinks steadily.
-            ok2 = ok & (size[mem_arr] < gain - 1e-12)
-            k = int(np.argmax(np.where(ok2, size[mem_arr], -np.inf)))
-            j = mem[k]
-            cand = (gain - size[j], b, j, p)
-            if best is None or cand[0] < best[0]:
-                best = cand
+        k = int(np.argmax(np.where(ok, psize, -np.inf)))
+        cand = (gain - psize[k], int(placed[k]), p)
+        if best is None or cand[0] < best[0]:
+            best = cand
     if best is None:
         return False
-    _, b, j, p = best
-    st.members[b].remove(j)
-    st.members[b].append(i)
-    st.load[b] += items[i] - items[j]
+    _, j, p = best
+    b = int(bin_of[j])
+    bin_of[j] = -1
+    bin_of[i] = b
+    load[b] += items[i] - items[j]
     if p >= 0:
         pool.remove(p)
-        st.members[b].append(p)
-        st.load[b] += items[p]
+        bin_of[p] = b
+        load[b] += items[p]
     pool.append(j)
-    tabu[(j, b)] = it_no + 7
+    tabu[j, b] = it_no + 7
     return True
+
+
+def default_iterations(n: int) -> int:
+    """Local-search budget for n items: a fixed amount of work (roughly 0.5 s of one idle core
+    at n = 500), so results are the same on a loaded machine."""
+    return 2000 + 20 * n
 
 
 def pack_offline(items: Sequence[Sequence[int]] | np.ndarray, capacity: Sequence[int] | np.ndarray,
                  policy: str | None = None, time_budget: float = 0.5,
-                 known_lower_bound: int | None = None, seed: int = 0) -> Packing:
+                 known_lower_bound: int | None = None, seed: int = 0,
+                 iterations: int | None = None) -> Packing:
     """Best of the greedy portfolio (or the named greedy `policy`), then, unless a policy is
-    named, bin-elimination local search until the lower bound or the time budget is hit."""
+    named, bin-elimination local search until the lower bound is reached or `iterations`
+    (default `default_iterations(n)`) are spent. `time_budget` (seconds, wall clock) is only
+    a safety cap; None disables it."""
     it, cap = _as_arrays(items, capacity)
     if len(it) == 0:
         return Packing((), 0, policy or "portfolio")
@@ -325,8 +317,10 @@ def pack_offline(items: Sequence[Sequence[int]] | np.ndarray, capacity: Sequence
     name, assign = min(candidates, key=lambda c: int(c[1].max()))
     bins = int(assign.max()) + 1
     if bins > lb:
-        improved = _eliminate(it, cap, assign, lb, start + time_budget, random.Random(seed))
-        if int(improved.max()) + 1 < bins:
+        budget = default_iterations(len(it)) if iterations is None else iterations
+        deadline = start + time_budget if time_budget is not None else float("inf")
+        improved = _eliminate(it, cap, assign, lb, budget, deadline, random.Random(seed))
+        if len(np.unique(improved)) < bins:
             assign, name = improved, f"{name}+ls"
     return _finish(assign, name)
 
