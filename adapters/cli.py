@@ -68,11 +68,11 @@ def cmd_apply(args: argparse.Namespace) -> int:
 
 
 def _print_table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> None:
-    widths = [max([len(c)] + [len(str(r.get(c) or "")) for r in rows]) for c in columns]
+    cells = [["-" if row.get(c) is None else str(row[c]) for c in columns] for row in rows]
+    widths = [max([len(c)] + [len(r[k]) for r in cells]) for k, c in enumerate(columns)]
     print("  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True)))
-    for row in rows:
-        print("  ".join(str(row.get(c) or "-").ljust(w) for c, w in zip(columns, widths,
-                                                                           strict=True)))
+    for r in cells:
+        print("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)))
 
 
 def cmd_instances(args: argparse.Namespace) -> int:
@@ -130,7 +130,8 @@ def cmd_schema_export(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from simulations.demo import run_demo
 
-    return run_demo(store=args.store, instances=args.instances, seed=args.seed)
+    return run_demo(store=args.store, instances=args.instances, seed=args.seed,
+                    plot_path=args.plot)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -148,6 +149,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="store to use instead of a temporary SQLite file")
     demo.add_argument("--instances", type=int, default=100, help="instances to create")
     demo.add_argument("--seed", type=int, default=7, help="random seed of the scenario")
+    demo.add_argument("--plot", type=Path, help="where to write the PNG of the day "
+                      "(default: next to the temporary store)")
     demo.set_defaults(func=cmd_demo)
 
     apply = sub.add_parser("apply", help="apply a JSON-lines file of commands in order",

@@ -16,13 +16,16 @@ from adapters.bootstrap import connect
 from engine.domain.node import Node
 from simulations import workloads
 from simulations.harness import Harness
+from simulations.timeline import plot
 
 LOST_NODE = "general-00005"
 
 
-def run_demo(store: str | None, instances: int, seed: int) -> int:
+def run_demo(store: str | None, instances: int, seed: int, plot_path: Path | None = None
+             ) -> int:
+    workdir = Path(tempfile.mkdtemp(prefix="cis-demo-"))
     if store is None:
-        store = f"sqlite:///{Path(tempfile.mkdtemp(prefix='cis-demo-')) / 'demo.db'}"
+        store = f"sqlite:///{workdir / 'demo.db'}"
     start = workloads.DAY_START
     end = start + timedelta(days=1)
     began = time.perf_counter()
@@ -47,6 +50,9 @@ def run_demo(store: str | None, instances: int, seed: int) -> int:
         engine.update_projections()
         elapsed = time.perf_counter() - began
         _summary(engine, store, counts, elapsed, end)
+        picture = plot(engine.app, plot_path or workdir / "demo.png",
+                       f"CIS demo: one day in cell {workloads.CELL}")
+        print(f"\nA picture of the day (nodes up, billed and pending instances): {picture}")
     return 0
 
 

@@ -1,0 +1,65 @@
+"""`cis invoices`: text, JSON, CSV and --explain on an embedded store."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import pytest
+
+from adapters.bootstrap import connect
+from adapters.cli import main
+from tests import builders as b
+from tests.test_billing_engine import APRIL
+from tests.test_billing_rebuild import _history
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> str:
+    url = f"sqlite:///{tmp_path / 'cis.db'}"
+    with connect(url) as engine:
+        _history(engine)
+    return url
+
+
+def cis(capsys: pytest.CaptureFixture[str], *args: str) -> str:
+    with pytest.raises(SystemExit) as done:
+        main(list(args))
+    assert done.value.code == 0
+    return capsys.readouterr().out
+
+
+def test_json_lists_finalised_and_open_invoices(store: str,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    out = json.loads(cis(capsys, "invoices", "--store", store, "--account", "acme", "--json"))
+    assert out["as_of"] == b.at(APRIL + 3600).replace("+00:00", "Z")  # the newest event
+    assert [(i["period"], i["status"]) for i in out["invoices"]] == [
+        ("2026-02", "finalised"), ("2026-03", "finalised")]
+
+
+def test_csv_has_a_row_per_line_adjustment_and_total(store: str,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    rows = list(csv.DictReader(io.StringIO(cis(capsys, "invoices", "--store", store,
+                                                "--account", "acme", "--period", "2026-03",
+                                                "--csv"))))
+    assert [r["kind"] for r in rows] == ["adjustment", "total"]
+    assert rows[0]["corrects"].startswith("instance/a#")
+
+
+def test_text_and_explain(store: str, capsys: pytest.CaptureFixture[str]) -> None:
+    text = cis(capsys, "invoices", "--store", store, "--account", "acme", "--period", "2026-02")
+    assert "hash verified" in text and "total" in text
+    explained = json.loads(cis(capsys, "invoices", "--store", store, "--account", "acme",
+                               "--period", "2026-02", "--explain", "a@1"))
+    (line,) = explained
+    (interval,) = line["intervals"]
+    assert interval["opened_by"] == "instance/a#3" and interval["closed_by"] == "instance/a#5"
+    assert line["adjustments"][0]["corrects"] == ["instance/a#5"]
+
+
+def test_bad_period_is_refused(store: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as done:
+        main(["invoices", "--store", store, "--account", "acme", "--period", "2026-13"])
+    assert done.value.code == 2
