@@ -7,17 +7,60 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.policies.node_index import NodeIndex, OverCommitError
+from engine.policies.node_index import _ID_MASK, NodeIndex, OverCommitError, _Blocks
 from engine.policies.placement import POLICIES, Placed, Unplaceable
 
 DIMS = ("cpu", "mem", "eni")
 # Few capacity shapes (like instance types) plus awkward ones that make float near-ties likely.
 SHAPES = [(4, 8, 3), (8, 16, 3), (3, 7, 5), (6, 9, 2)]
+# Capacities whose scores are not exact (prod * d >= 2**53: best/worst defer to the scan) and
+# values near the int64 limit (the packed fields must not carry into each other).
+BIG_SHAPES = [(2**62, 2**40 + 7, 3), (2**62 + 12345, 2**40 + 7, 2), (5, 2**61, 1)]
+POLICY_NAMES = ["first_fit", "best_fit", "worst_fit"]
 
 
 def _plain(idx: NodeIndex, demand: list[int], policy: str):
     return POLICIES[policy](idx.capacity.copy(), idx.allocated.copy(), idx.eligible.copy(),
                             np.asarray(demand, dtype=np.int64), DIMS)
+
+
+def _check_list(idx: NodeIndex, lst: _Blocks, has: int) -> list[int]:
+    """Structural invariants of one sorted blocked list; returns its nodes."""
+    guard = idx._guard
+    entries = list(lst)
+    assert entries == sorted(entries) and len(set(entries)) == len(entries)
+    assert len(lst.blocks) == len(lst.lasts) == len(lst.bounds) == len(lst.misses)
+    for blk, last, bound, misses in zip(lst.blocks, lst.lasts, lst.bounds, lst.misses,
+                                        strict=True):
+        assert blk and last == blk[-1]
+        for e in blk:
+            free = idx._free[e & _ID_MASK]
+            assert (bound + guard - free) & guard == guard  # bound >= free, every dimension
+            assert idx._has[e & _ID_MASK] == has
+            for gx in misses or ():
+                assert (free + gx) & guard != guard  # a remembered miss really misses
+    return [e & _ID_MASK for e in entries]
+
+
+def _check_invariants(idx: NodeIndex) -> None:
+    n = len(idx)
+    eligible = sorted(i for i in range(n) if idx.eligible[i])
+    free = idx.capacity - idx.allocated
+    assert [idx._unpack(f) for f in idx._free] == free.tolist()
+    if idx._keyed:
+        nodes: list[int] = []
+        for gid, g in enumerate(idx._groups):
+            for has, lst in g.lists.items():
+                for e in lst:
+                    i = e & _ID_MASK
+                    assert idx._gid[i] == gid and e >> 24 == g.key(free[i].tolist())
+                nodes += _check_list(idx, lst, has)
+        assert sorted(nodes) == eligible
+    if idx._by_index is not None:
+        nodes = []
+        for has, lst in idx._by_index.items():
+            nodes += _check_list(idx, lst, has)
+        assert sorted(nodes) == eligible
 
 
 def test_basic_first_and_best_fit() -> None:
@@ -55,32 +98,117 @@ def test_add_node_grows_and_is_found() -> None:
         idx.allocate(i, [2, 2, 2])
     assert idx.place([1, 1, 1], "first_fit").node_index == 39
     assert idx.place([1, 1, 1], "best_fit").node_index == 39
+    _check_invariants(idx)
 
 
-ops = st.lists(
-    st.tuples(
-        st.sampled_from(["place", "place", "place", "release", "toggle", "add"]),
-        st.integers(0, 10_000),
-        st.tuples(st.integers(0, 4), st.integers(0, 9), st.integers(0, 2)),
-    ),
-    min_size=1, max_size=60,
+@pytest.mark.parametrize("policy", POLICY_NAMES)
+@pytest.mark.parametrize("grow", ["release", "add_node", "toggle"])
+def test_remembered_miss_is_forgotten_when_room_appears(policy: str, grow: str) -> None:
+    """One node has the CPU, the other the memory: the block's per-dimension bound admits
+    (5, 5, 1) but nothing fits, and the block remembers that. Room appearing in that block
+    must make the demand placeable again."""
+    cap = np.array([[10, 10, 3], [10, 10, 3], [10, 10, 3]])
+    alloc = np.array([[2, 9, 1], [9, 2, 1], [6, 6, 1]])  # keys >= the demand's: full scans
+    eligible = np.array([True, True, grow != "toggle"])
+    idx = NodeIndex(cap, alloc, eligible, DIMS)
+    demand = [5, 5, 1]
+    for _ in range(2):
+        assert isinstance(idx.place(demand, policy), Unplaceable)
+    assert any(m for lst in _lists(idx) for m in lst.misses)
+    if grow == "release":
+        idx.release(0, [0, 5, 0])
+        expected = 0
+    elif grow == "add_node":
+        expected = idx.add_node([10, 10, 3], [4, 4, 0])
+    else:
+        idx.release(2, [4, 4, 0])  # ineligible: must not count until it is eligible
+        assert isinstance(idx.place(demand, policy), Unplaceable)
+        idx.set_eligible(2, True)
+        expected = 2
+    got = idx.place(demand, policy)
+    assert got == _plain(idx, demand, policy)
+    assert isinstance(got, Placed) and got.node_index == expected
+    _check_invariants(idx)
+
+
+def _lists(idx: NodeIndex) -> list[_Blocks]:
+    lists = [lst for g in idx._groups for lst in g.lists.values()]
+    return lists + list((idx._by_index or {}).values())
+
+
+def test_numpy_and_list_demands_agree() -> None:
+    cap = np.array([[10, 10, 3], [10, 10, 3], [4, 8, 3]])
+    idx = NodeIndex(cap, np.array([[2, 2, 0], [8, 8, 1], [1, 1, 1]]), np.ones(3, bool), DIMS)
+    for policy in POLICY_NAMES:
+        assert idx.place(np.array([2, 2, 1]), policy) == idx.place([2, 2, 1], policy)
+        assert idx.place(np.array([2, 2, 1]), policy) == _plain(idx, [2, 2, 1], policy)
+    idx.allocate(1, np.array([2, 2, 1], dtype=np.int64))
+    assert idx.allocated.tolist() == [[2, 2, 0], [10, 10, 2], [1, 1, 1]]
+    with pytest.raises(ValueError):
+        idx.place([1, -1, 0], "best_fit")
+    with pytest.raises(ValueError):
+        idx.place([1, 1], "best_fit")
+    with pytest.raises(KeyError):
+        idx.place([1, 1, 1], "no_such_policy")
+
+
+op = st.tuples(
+    st.sampled_from(["place", "place", "place", "release", "toggle", "add"]),
+    st.integers(0, 10_000),
+    st.tuples(st.integers(0, 4), st.integers(0, 9), st.integers(0, 2)),
 )
+ops = st.lists(op, min_size=1, max_size=60)
 
 
 @settings(max_examples=150, deadline=None)
 @given(
     shapes=st.lists(st.sampled_from(SHAPES), min_size=0, max_size=20),
-    policy=st.sampled_from(["first_fit", "best_fit", "worst_fit"]),
-    block=st.sampled_from([1, 3, 64]),
+    policy=st.sampled_from(POLICY_NAMES),
+    block=st.sampled_from([1, 2, 4, 64]),
     seq=ops,
 )
 def test_index_matches_plain_policy(shapes, policy, block, seq) -> None:
+    _run_against_plain(shapes, [policy], block, seq, SHAPES)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    shapes=st.lists(st.sampled_from(SHAPES), min_size=0, max_size=40),
+    block=st.sampled_from([1, 2, 4, 64]),
+    seq=st.lists(op, min_size=1, max_size=150),
+    policies=st.lists(st.sampled_from(POLICY_NAMES), min_size=1, max_size=3),
+)
+def test_index_matches_plain_policy_mixed_and_checked(shapes, block, seq, policies) -> None:
+    """Policies interleaved on one index (each family of lists is built lazily, then kept up
+    to date by every update), small blocks (splits, merges), invariants after every step."""
+    _run_against_plain(shapes, policies, block, seq, SHAPES, check=True)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    shapes=st.lists(st.sampled_from(SHAPES + BIG_SHAPES), min_size=0, max_size=12),
+    block=st.sampled_from([1, 4]),
+    seq=st.lists(st.tuples(
+        st.sampled_from(["place", "place", "big", "release", "toggle", "add"]),
+        st.integers(0, 10_000),
+        st.tuples(st.integers(0, 4), st.integers(0, 9), st.integers(0, 2)),
+    ), min_size=1, max_size=60),
+    policies=st.lists(st.sampled_from(POLICY_NAMES), min_size=1, max_size=3),
+)
+def test_index_matches_plain_policy_big_values(shapes, block, seq, policies) -> None:
+    _run_against_plain(shapes, policies, block, seq, SHAPES + BIG_SHAPES, check=True)
+
+
+def _run_against_plain(shapes, policies, block, seq, add_shapes, check: bool = False) -> None:
     n = len(shapes)
     cap = np.array(shapes, dtype=np.int64).reshape(n, 3)
     idx = NodeIndex(cap, np.zeros_like(cap), np.ones(n, bool), DIMS, block=block)
     live: list[tuple[int, list[int]]] = []
-    for op, r, dem in seq:
+    for step, (op, r, dem) in enumerate(seq):
         demand = list(dem)
+        policy = policies[step % len(policies)]
+        if op == "big":  # a demand in the range of the big shapes
+            op, demand = "place", [2**39 + r, 2**20 * (r % 5), r % 3]
         if op == "place":
             got = idx.place(demand, policy)
             assert got == _plain(idx, demand, policy)
@@ -94,8 +222,49 @@ def test_index_matches_plain_policy(shapes, policy, block, seq) -> None:
             i = r % len(idx)
             idx.set_eligible(i, not bool(idx.eligible[i]))
         elif op == "add":
-            idx.add_node(SHAPES[r % len(SHAPES)])
+            idx.add_node(add_shapes[r % len(add_shapes)])
         assert (idx.allocated <= idx.capacity).all() and (idx.allocated >= 0).all()
+        if check:
+            _check_invariants(idx)
+
+
+@pytest.mark.parametrize("policy", POLICY_NAMES)
+def test_long_run_on_bench_shapes(policy: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Steady state on realistic shapes, long enough for blocks to split, merge and remember
+    misses: every decision equals the plain scan's."""
+    from simulations.bench_placement import _random_fill, make_demands, make_pool
+
+    missed = 0
+    real_missed = _Blocks._missed
+
+    def counting_missed(self: _Blocks, b: int, gx: int) -> None:
+        nonlocal missed
+        missed += 1
+        real_missed(self, b, gx)
+
+    monkeypatch.setattr(_Blocks, "_missed", counting_missed)
+    dims = ("millicores", "memory_mib", "enis", "pods")
+    rng = np.random.default_rng(7)
+    cap = make_pool(300, rng)
+    start, live = _random_fill(cap, 0.7, rng)  # fragmented: misses happen
+    idx = NodeIndex(cap, start, np.ones(300, bool), dims, block=4)
+    for k, dem in enumerate(make_demands(3000, rng).tolist()):
+        got = idx.place(dem, policy)
+        plain = POLICIES[policy](idx.capacity, idx.allocated, idx.eligible,
+                                 np.asarray(dem, dtype=np.int64), dims)
+        assert got == plain
+        if isinstance(got, Placed):
+            idx.allocate(got.node_index, dem)
+            live.append((got.node_index, dem))
+        if k % 3 == 2 and live:  # keep the pool filling up, but churn
+            node, old = live.pop(int(rng.integers(len(live))))
+            idx.release(node, old)
+        if k % 97 == 0:
+            idx.set_eligible(k % 300, not bool(idx.eligible[k % 300]))
+        if k % 50 == 0:
+            _check_invariants(idx)
+    _check_invariants(idx)
+    assert missed  # the remembered-miss path was exercised
 
 
 @settings(max_examples=100, deadline=None)
@@ -108,6 +277,8 @@ def test_allocate_never_over_commits(shapes, seq) -> None:
     n = len(shapes)
     cap = np.array(shapes, dtype=np.int64)
     idx = NodeIndex(cap, np.zeros_like(cap), np.ones(n, bool), DIMS)
+    idx.place([1, 1, 1], "best_fit")  # build the sorted lists too
+    idx.place([1, 1, 1], "first_fit")
     for i, a, b, c in seq:
         i %= n
         before = idx.allocated.copy()
@@ -116,3 +287,9 @@ def test_allocate_never_over_commits(shapes, seq) -> None:
         except OverCommitError:
             assert (idx.allocated == before).all()
         assert (idx.allocated <= idx.capacity).all()
+        try:
+            idx.release(i, [c, a, b])
+        except OverCommitError:
+            pass
+        assert (idx.allocated >= 0).all()
+    _check_invariants(idx)
