@@ -51,6 +51,13 @@ def cmd_bench_rating(args: argparse.Namespace) -> int:
     return _emit(bench_rating(args.intervals, args.accounts), args.json)
 
 
+def cmd_bench_billing(args: argparse.Namespace) -> int:
+    from simulations.bench_billing import bench_billing
+
+    return _emit(bench_billing(args.intervals, args.accounts, args.store,
+                               repeat=args.repeat), args.json)
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     pack = sub.add_parser("pack", help="pack a vector bin-packing instance (.vbp)",
                           description="Runs a placement policy on a VPSolver .vbp instance and "
@@ -96,3 +103,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     rating.add_argument("--accounts", type=int, default=10_000)
     rating.add_argument("--json", action="store_true")
     rating.set_defaults(func=cmd_bench_rating)
+
+    billing = group.add_parser("billing", help="invoicing N billed intervals from the log, "
+                               "next to just reading those events")
+    billing.add_argument("--intervals", type=int, default=1_000_000)
+    billing.add_argument("--accounts", type=int, default=10_000)
+    billing.add_argument("--store", default="memory://", help="store URL (default memory://)")
+    billing.add_argument("--repeat", type=int, default=1, help="best of N runs")
+    billing.add_argument("--json", action="store_true")
+    billing.set_defaults(func=cmd_bench_billing)

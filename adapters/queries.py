@@ -140,6 +140,7 @@ def explain(engine: Engine, account: str, line: str, period: str | None = None,
     """For invoice lines — `N` (the N-th line of the period's invoice; default period: the
     latest) or `INSTANCE[@VERSION]` — the events that opened and closed each billed interval
     holding its seconds, and the adjustments naming the instance."""
+    as_of = as_of or newest_event_time(engine)
     report = invoices(engine, account, None, as_of)
     found = [i for i in report["invoices"] if period is None or i["period"] == period]
     if line.isdigit() and found:
@@ -161,10 +162,15 @@ def explain(engine: Engine, account: str, line: str, period: str | None = None,
         (row,) = engine.view.select(USAGE, {"cell": invoice["cell"],
                                             "instance_id": x["instance_id"]})
         intervals = []
-        for t0, t1, opened_by, closed_by in json.loads(row["intervals"]):
+        for t0, t1, *ids in json.loads(row["intervals"]):
+            opened_by, closed_by = [*ids, None, None][:2]  # rows metered before ids: none
             s0 = t0 // rating.US_PER_S
-            s1 = -(-t1 // rating.US_PER_S) if t1 is not None else hi
-            if t1 != t0 and max(s0, lo) < min(s1, hi):
+            end = t1
+            if end is None and invoice["status"] == "open" and as_of is not None:
+                end = max(t0, micros(as_of))  # accrued up to as_of
+            # Still open on a finalised line: billed to the line's end.
+            s1 = -(-end // rating.US_PER_S) if end is not None else hi
+            if end != t0 and max(s0, lo) < min(s1, hi):
                 intervals.append({
                     "opened_by": opened_by, "opened_at": _at(t0), "closed_by": closed_by,
                     "closed_at": _at(t1) if t1 is not None else None,
