@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+from functools import lru_cache
 from multiprocessing import Pool
 from pathlib import Path
 
@@ -23,27 +24,53 @@ FAMILIES = ("Panigrahy", "New", "Triplet")
 BEST = "best"  # policy name meaning "the best we have for that mode"
 
 
+SAFETY_CAP_S = 10.0  # wall-clock cap only; the search itself is budgeted in iterations
+
+
+@lru_cache(maxsize=8)
+def _summary(csv_path: Path) -> dict[str, KnownOptimum]:
+    return read_summary(csv_path)
+
+
 def _summary_for(path: Path) -> KnownOptimum | None:
-    # Layout: <root>/<Family>/<class dir>/<name>.vbp next to <root>/<Family>_summary_known.csv.
+    # Layout: <root>/<Family>/<class dir>/<name>.vbp next to <root>/<Family>_summary_known.csv;
+    # names repeat across families, so only the file's own family is consulted.
     fam_dir = path.parent.parent
     csv_path = fam_dir.parent / f"{fam_dir.name}_summary_known.csv"
-    if not csv_path.exists():
+    if not csv_path.is_file():
         return None
-    return read_summary(csv_path).get(path.stem)
+    try:
+        return _summary(csv_path.resolve()).get(path.stem)
+    except (OSError, ValueError):
+        return None  # a bound only saves time; never fail a pack over it
+
+
+def known_bound(k: KnownOptimum | None) -> int | None:
+    """Best proven lower bound in a summary row: the LB column, or OPT when it is known (a
+    proven optimum is a lower bound too; stopping there cannot change the bins found)."""
+    if k is None:
+        return None
+    return max(k.lb, k.opt or 0)
 
 
 def pack_file(path: str | Path, policy: str | None = None, online: bool = False,
-              time_budget: float = 0.5, known_lower_bound: int | None = None) -> dict:
-    """Pack one `.vbp` file. Without a policy: best online rule / full offline portfolio."""
+              time_budget: float = SAFETY_CAP_S, known_lower_bound: int | None = None,
+              iterations: int | None = None) -> dict:
+    """Pack one `.vbp` file. Without a policy: best online rule / full offline portfolio.
+
+    Offline search stops at `known_lower_bound`, looked up in the family's summary CSV next
+    to the data when not given (absent file or row: only the trivial bound is used)."""
     p = Path(path)
     # Some published Triplet files hold -1/-2 sizes; read them as 0 rather than fail the run.
     inst = read_vbp(p, clamp_negative=True)
+    if known_lower_bound is None and not online:
+        known_lower_bound = known_bound(_summary_for(p))
     t0 = time.perf_counter()
     if online:
         packing = pack_online(inst.items, inst.capacity, policy or BEST_ONLINE)
     else:
         packing = pack_offline(inst.items, inst.capacity, policy=policy, time_budget=time_budget,
-                               known_lower_bound=known_lower_bound)
+                               known_lower_bound=known_lower_bound, iterations=iterations)
     return {
         "file": str(p),
         "instance": inst.name,
@@ -53,27 +80,34 @@ def pack_file(path: str | Path, policy: str | None = None, online: bool = False,
         "seconds": round(time.perf_counter() - t0, 4),
         "policy": packing.policy if policy is None else policy,
         "mode": "online" if online else "offline",
+        "lower_bound": known_lower_bound,
         "assignment": list(packing.assignment),
     }
 
 
-def _task(args: tuple[str, str, list[tuple[str, bool]], float, int | None]) -> tuple:
-    family, path, runs, budget, lb = args
+def _task(args: tuple[str, str, list[tuple[str, bool]], float, int | None, int | None]
+          ) -> tuple:
+    family, path, runs, budget, lb, iterations = args
     out = []
     for policy, online in runs:
-        r = pack_file(path, None if policy == BEST else policy, online, budget, lb)
-        out.append((policy, online, r["bins"], r["seconds"]))
+        c0 = time.process_time()
+        r = pack_file(path, None if policy == BEST else policy, online, budget, lb, iterations)
+        out.append((policy, online, r["bins"], r["seconds"], time.process_time() - c0))
     return family, Path(path).stem, out
 
 
 def bench_packing(data_dir: str | Path, policies: list[str] | None = None, progress: bool = True,
-                  families: tuple[str, ...] = FAMILIES, time_budget: float = 0.5,
-                  processes: int | None = None, limit: int | None = None) -> dict:
+                  families: tuple[str, ...] = FAMILIES, time_budget: float = SAFETY_CAP_S,
+                  processes: int | None = None, limit: int | None = None, every: int = 1,
+                  only_with_opt: bool = False, iterations: int | None = None) -> dict:
     """Mean bins/OPT and #instances at OPT per family, policy and mode.
 
     `policies` may mix online rules and offline greedy names (each runs in its own mode);
-    None runs the best of each mode. Offline search stops early at the csv's LB column.
-    `limit` caps instances per family (for quick runs).
+    None runs the best of each mode. Offline search stops early at the csv's bound (LB, or
+    OPT where known) and is otherwise budgeted in iterations, so figures do not depend on
+    machine load; `time_budget` is a per-instance wall-clock safety cap.
+    Sampling for quick runs: `only_with_opt` keeps instances with a known OPT, then every
+    `every`-th file is kept, then `limit` caps instances per family.
     """
     root = Path(data_dir)
     if (root / "vectorpack").is_dir():
@@ -93,10 +127,12 @@ def bench_packing(data_dir: str | Path, policies: list[str] | None = None, progr
     summaries = {}
     for fam in families:
         summaries[fam] = read_summary(root / f"{fam}_summary_known.csv")
-        files = sorted((root / fam).glob("*/*.vbp"))[:limit]
-        for f in files:
-            known = summaries[fam].get(f.stem)
-            tasks.append((fam, str(f), runs, time_budget, known.lb if known else None))
+        files = sorted((root / fam).glob("*/*.vbp"))
+        if only_with_opt:
+            files = [f for f in files if (k := summaries[fam].get(f.stem)) and k.opt]
+        for f in files[::every][:limit]:
+            known = known_bound(summaries[fam].get(f.stem))
+            tasks.append((fam, str(f), runs, time_budget, known, iterations))
     t0 = time.perf_counter()
     results = []
     procs = processes if processes is not None else min(2, os.cpu_count() or 1)
@@ -112,20 +148,24 @@ def bench_packing(data_dir: str | Path, policies: list[str] | None = None, progr
             bar.update()
     bar.close()
 
-    report: dict = {"families": {}, "time_budget_s": time_budget}
+    report: dict = {"families": {}, "time_budget_s": time_budget, "iterations": iterations,
+                    "every": every, "only_with_opt": only_with_opt, "processes": procs,
+                    "load_avg_at_start": os.getloadavg()[0]}
     for fam in families:
         agg: dict[str, dict] = {}
         for f, name, out in results:
             if f != fam:
                 continue
             known = summaries[fam].get(name)
-            for policy, online, bins, secs in out:
+            for policy, online, bins, secs, cpu in out:
                 key = f"{'online' if online else 'offline'}:{policy}"
                 a = agg.setdefault(key, {"policy": policy, "mode": "online" if online else
                                          "offline", "instances": 0, "with_opt": 0,
-                                         "ratio_sum": 0.0, "at_opt": 0, "seconds": 0.0})
+                                         "ratio_sum": 0.0, "at_opt": 0, "seconds": 0.0,
+                                         "cpu_seconds": 0.0})
                 a["instances"] += 1
                 a["seconds"] += secs
+                a["cpu_seconds"] += cpu
                 if known and known.opt:
                     a["with_opt"] += 1
                     a["ratio_sum"] += bins / known.opt
@@ -134,14 +174,27 @@ def bench_packing(data_dir: str | Path, policies: list[str] | None = None, progr
             a["mean_ratio_to_opt"] = round(a.pop("ratio_sum") / a["with_opt"], 4) \
                 if a["with_opt"] else None
             a["seconds"] = round(a["seconds"], 2)
+            a["cpu_seconds"] = round(a["cpu_seconds"], 2)
         report["families"][fam] = agg
     report["total_seconds"] = round(time.perf_counter() - t0, 2)
     return report
 
 
 if __name__ == "__main__":
+    import argparse
     import json
 
-    lim = int(sys.argv[2]) if len(sys.argv) > 2 else None
-    print(json.dumps(bench_packing(sys.argv[1] if len(sys.argv) > 1 else
-                                   "/work/shared/data/binpacking", limit=lim), indent=1))
+    ap = argparse.ArgumentParser(description="bins/OPT over the Vectorpack families")
+    ap.add_argument("data", nargs="?", default="/work/shared/data/binpacking")
+    ap.add_argument("--families", default=",".join(FAMILIES))
+    ap.add_argument("--policies", default=None, help="comma-separated (default: best of each)")
+    ap.add_argument("--every", type=int, default=1)
+    ap.add_argument("--limit", type=int, default=None)
+    ap.add_argument("--only-with-opt", action="store_true")
+    ap.add_argument("--processes", type=int, default=None)
+    ap.add_argument("--iterations", type=int, default=None)
+    a = ap.parse_args()
+    print(json.dumps(bench_packing(
+        a.data, a.policies.split(",") if a.policies else None,
+        families=tuple(a.families.split(",")), processes=a.processes, limit=a.limit,
+        every=a.every, only_with_opt=a.only_with_opt, iterations=a.iterations), indent=1))

@@ -114,3 +114,28 @@ def test_summary_reader(tmp_path) -> None:
     f.write_text("instance_name\tLB\tOPT\tbest_overall\na\t3\t4\t4\nb\t2\t-1\t3\n")
     s = read_summary(f)
     assert s["a"].opt == 4 and s["b"].opt is None and s["b"].lb == 2
+
+
+def test_offline_search_is_budgeted_in_iterations_not_time() -> None:
+    # Same seed and iteration budget, no wall-clock cap: identical packings whatever the load.
+    rng = np.random.default_rng(3)
+    items = rng.integers(10, 60, size=(60, 3)).tolist()
+    a = pack_offline(items, [150, 150, 150], time_budget=None, iterations=400)
+    b = pack_offline(items, [150, 150, 150], time_budget=None, iterations=400)
+    assert a == b
+    _valid(a, items, [150, 150, 150])
+
+
+def test_pack_file_looks_up_the_family_bound(tmp_path) -> None:
+    from simulations.bench_packing import pack_file
+
+    (tmp_path / "Fam" / "class1").mkdir(parents=True)
+    f = tmp_path / "Fam" / "class1" / "x_6_2_0.vbp"
+    f.write_text("2\n10 10\n3\n7 3 2\n3 7 2\n5 5 2\n")
+    assert pack_file(f, iterations=50)["lower_bound"] is None  # no summary: still packs
+    (tmp_path / "Fam_summary_known.csv").write_text(
+        "instance_name\tLB\tOPT\tbest_overall\nx_6_2_0\t3\t3\t3\n")
+    r = pack_file(f, iterations=50)
+    assert r["lower_bound"] == 3 and r["bins"] == 3 and r["mode"] == "offline"
+    on = pack_file(f, online=True)
+    assert on["mode"] == "online" and len(on["assignment"]) == 6
