@@ -24,7 +24,11 @@ def _emit(result: dict[str, Any], as_json: bool) -> int:
 def cmd_pack(args: argparse.Namespace) -> int:
     from simulations.bench_packing import pack_file
 
-    return _emit(pack_file(args.file, args.policy, online=args.online), args.json)
+    try:
+        result = pack_file(args.file, args.policy, online=args.online)
+    except (ValueError, KeyError) as exc:  # a malformed file or an unknown policy
+        raise SystemExit(f"cis pack: {exc}") from None
+    return _emit(result, args.json)
 
 
 def cmd_bench_apply(args: argparse.Namespace) -> int:
