@@ -68,9 +68,6 @@ class World:
     def cell_log(self, cell: str) -> CellLog | None:
         return self.cell_logs.get(cell)
 
-    def nodes_of(self, cell: str, pool: str) -> list[Node]:
-        return list(self.pool_nodes[(cell, pool)].values())
-
     def instances_on(self, cell: str, node_id: str) -> list[Instance]:
         return [self.instances[(cell, n)]
                 for n in sorted(self.node_instances[(cell, node_id)])]

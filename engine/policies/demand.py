@@ -20,11 +20,3 @@ def demand_of(
         "enis": 1,  # each instance takes one elastic network interface
         "pods": 1,
     }
-
-
-def fits(demand: dict[str, int], free: dict[str, int]) -> bool:
-    return all(demand[d] <= free[d] for d in DIMENSIONS)
-
-
-def shortfalls(demand: dict[str, int], free: dict[str, int]) -> list[str]:
-    return [d for d in DIMENSIONS if demand[d] > free[d]]
