@@ -95,10 +95,6 @@ def price_book(book_row: Row) -> rating.PriceBook | None:
     return rating.PriceBook(tuple(versions)) if versions else None
 
 
-def price_versions(book_row: Row) -> list[rating.PriceVersion]:
-    return [price_version(v) for v in json.loads(book_row["versions"])]
-
-
 def accrued(row: Row, as_of_us: int) -> list[tuple[int, int]]:
     """Billed intervals as known at `as_of`: cut there, later ones dropped."""
     out = []
