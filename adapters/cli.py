@@ -15,7 +15,7 @@ from typing import Any, TextIO
 from tqdm import tqdm
 
 from adapters import queries
-from adapters.bootstrap import Engine, connect
+from adapters.bootstrap import Engine, connect, tune_gc
 from adapters.stores import DEFAULT_STORE, BadStoreURL
 
 # Modules that add subcommands: each has `register(subparsers)`.
@@ -198,6 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
+    tune_gc()
     try:
         raise SystemExit(args.func(args))
     except BadStoreURL as exc:

@@ -63,6 +63,10 @@ class ServeConfig:
     status_file: Path | None = None
     max_backoff_s: float = 10.0
     flush_timeout_s: float = 5.0
+    # Outcomes leave at once (the producer's own thread sends them); waiting for the broker's
+    # acknowledgements, which advances the published position, happens at most this often,
+    # so a batch of one command does not wait a broker round trip.
+    flush_interval_s: float = 0.1
     # Per connection attempt; eventsourcing retries each store call ~10 times inside.
     store_timeout_s: float = 2.0
     stall_warning_s: float = 5.0  # report a call that hangs this long (e.g. a lost server)
@@ -158,7 +162,10 @@ class Server:
         self.published: dict[int, int] = {}  # last offset whose outcome was flushed
         self._published_saved: dict[int, int] = {}
         self.cells: frozenset[str] = frozenset()  # owned cells, read by the ticker thread
-        self._pending: list[Callable[[], object]] = []  # sends of the open batch
+        self._pending: list[Callable[[], object]] = []  # sends not yet acknowledged
+        self._unflushed: dict[int, int] = {}  # last offset per partition with a pending send
+        self._unflushed_replays = False
+        self._flushed_at = time.monotonic()
         self._due = {"projections": 0.0, "published": 0.0, "progress": 0.0}
         self._last_progress = (time.monotonic(), 0)
         self._busy: tuple[str, float] | None = None  # service called, since (watchdog)
@@ -188,6 +195,7 @@ class Server:
         while not self.stopping and not (until and until(self)):
             self.step()
         # The flag is only checked between steps, so no batch is open here.
+        self._flush_outcomes()
         self.retry("store", self._save_published)
 
     def start(self) -> None:
@@ -255,15 +263,27 @@ class Server:
             replayed = self.stats.republished
             for partition, records in batch.items():
                 self._process(partition, records)
-            self._flush()
-            for partition, records in batch.items():
-                self.published[partition] = records[-1].offset
-            if self.stats.republished > replayed:  # don't make a second crash replay it all
-                self.retry("store", self._save_published)
-            self.faults.reached("after-publish")
+                self._unflushed[partition] = records[-1].offset
+            self._unflushed_replays |= self.stats.republished > replayed
+            if time.monotonic() - self._flushed_at >= self.config.flush_interval_s:
+                self._flush_outcomes()
         else:
+            self._flush_outcomes()
             self._check_broker()
         self._chores(idle=not batch)
+
+    def _flush_outcomes(self) -> None:
+        """Wait until the broker holds every sent outcome, then advance `published`."""
+        self._flushed_at = time.monotonic()
+        if not self._unflushed:
+            return
+        self._flush()
+        self.published.update(self._unflushed)
+        self._unflushed.clear()
+        if self._unflushed_replays:  # don't make a second crash replay it all
+            self._unflushed_replays = False
+            self.retry("store", self._save_published)
+        self.faults.reached("after-publish")
 
     def _process(self, partition: int, records: list[Record]) -> None:
         done = self.processed[partition]

@@ -51,6 +51,7 @@ def parse_store(url: str) -> Store:
             "POSTGRES_SCHEMA": schema,
             # DB functions silently skip tracking rows (DESIGN §4): keep them off.
             "POSTGRES_ENABLE_DB_FUNCTIONS": "n",
+            "PROCESS_RECORDER_TOPIC": "adapters.pg_recorder:PipelinedPostgresProcessRecorder",
             "POSTGRES_POOL_SIZE": "4",
             "POSTGRES_CONNECT_TIMEOUT": "10",
         })

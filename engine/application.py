@@ -6,8 +6,9 @@ from collections.abc import Iterator
 from typing import Any
 
 from eventsourcing.application import Application, ProcessingEvent
-from eventsourcing.persistence import ProcessRecorder, Tracking
+from eventsourcing.persistence import ProcessRecorder, Tracking, Transcoder
 
+from engine.transcoder import OrjsonTranscoder
 from engine.world import World
 
 READ_PAGE = 5000
@@ -15,6 +16,11 @@ READ_PAGE = 5000
 
 class CisApplication(Application):
     name = "cis"
+
+    def construct_transcoder(self) -> Transcoder:
+        transcoder = OrjsonTranscoder()
+        self.register_transcodings(transcoder)
+        return transcoder
 
     def construct_recorder(self) -> ProcessRecorder:
         # A process recorder stores a tracking row atomically with the events it caused.

@@ -60,6 +60,10 @@ def parse_command(raw: bytes | str) -> Command | Outcome:
     also goes to a dead-letter queue.
     """
     try:
+        return command_adapter.validate_json(raw)  # the common case in one pass, in Rust
+    except ValidationError:
+        pass  # find out why below, in the producer's terms
+    try:
         text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
     except UnicodeDecodeError as exc:
         reasons = [Reason(field="$", problem=f"not UTF-8: {exc}")]

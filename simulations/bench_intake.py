@@ -105,12 +105,12 @@ def _intake(store: str, kafka: str, batch: int, workload: str, n: int,
             profiler.enable()
         server.serve(until=lambda s: s.stats.commands >= total)
         seconds = time.perf_counter() - began
+        if profiler:
+            profiler.disable()
         phases = dict(server.stats.seconds)
         began = time.perf_counter()
         server.engine.update_projections()  # type: ignore[union-attr]
         backlog_s = time.perf_counter() - began
-        if profiler:
-            profiler.disable()
     finally:
         server.close()
     events = _events(store) - events_before
@@ -164,7 +164,7 @@ def baseline(store: str, rows: int, per_txn: int, topic_len: int, state_len: int
         return rows / (time.perf_counter() - began)
 
 
-def _top(profiler: cProfile.Profile, n: int = 25) -> list[str]:
+def _top(profiler: cProfile.Profile, n: int = 40) -> list[str]:
     out = io.StringIO()
     pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(n)
     return [line for line in out.getvalue().splitlines() if line.strip()][-n - 1:]

@@ -64,8 +64,12 @@ def test_crashes_lose_nothing_and_duplicate_nothing(
         serve.process.send_signal(signal.SIGKILL)
         assert serve.wait() == -signal.SIGKILL
 
+    started = len(serve.events("serving"))
     serve = h.ServeProcess(args, log)
-    h.wait_until(lambda: h.consumed(store, topics["commands"], ends), "the rest", process=serve)
+    # The kills may have left nothing to consume: wait for the start too, or SIGTERM could
+    # arrive before the handler is installed.
+    h.wait_until(lambda: len(serve.events("serving")) > started
+                 and h.consumed(store, topics["commands"], ends), "the rest", process=serve)
     assert serve.terminate() == 0
 
     reference = pg_database.new_schema()
