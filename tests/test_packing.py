@@ -33,6 +33,16 @@ def test_online_first_fit_keeps_file_order() -> None:
     assert p.assignment == (0, 1, 0, 1)
 
 
+def test_scarce_fit_keeps_the_roomy_bin_for_later() -> None:
+    # Bins hold (6,1) and (5,5). Best fit puts (3,3) with (5,5), so the next (5,5) needs a
+    # third bin; only one seen item fits the (6,1) bin, so scarce_fit uses that one: 2 bins.
+    items = [[6, 1], [5, 5], [3, 3], [5, 5]]
+    assert pack_online(items, [10, 10], "best_fit").assignment == (0, 1, 1, 2)
+    p = pack_online(items, [10, 10], "scarce_fit")
+    assert p.assignment == (0, 1, 0, 1)
+    assert p.bins == 2
+
+
 def test_offline_finds_perfect_pairs() -> None:
     items = [[7, 3], [3, 7], [6, 4], [4, 6], [5, 5], [5, 5]]
     p = pack_offline(items, [10, 10], time_budget=0.2)
@@ -66,6 +76,16 @@ def test_online_packings_are_valid(data, rule) -> None:
     cap, raw = data
     items = [[min(x, c) for x, c in zip(it, cap, strict=True)] for it in raw]
     _valid(pack_online(items, cap, rule), items, cap)
+
+
+@settings(max_examples=40, deadline=None)
+@given(data=items_st, cut=st.integers(min_value=0, max_value=30))
+def test_scarce_fit_is_online(data, cut) -> None:
+    # Appending items never changes where earlier items went.
+    cap, raw = data
+    items = [[min(x, c) for x, c in zip(it, cap, strict=True)] for it in raw]
+    full = pack_online(items, cap, "scarce_fit").assignment
+    assert pack_online(items[:cut], cap, "scarce_fit").assignment == full[:cut]
 
 
 @settings(max_examples=30, deadline=None)

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-ONLINE_RULES = ("first_fit", "best_fit", "dot_product", "norm2", "worst_fit")
-BEST_ONLINE = "best_fit"
+ONLINE_RULES = ("first_fit", "best_fit", "scarce_fit", "dot_product", "norm2", "worst_fit")
+BEST_ONLINE = "scarce_fit"
 
 
 @dataclass(frozen=True)
@@ -71,8 +71,10 @@ def _item_centric(
     resid = np.empty((max(n, 1), d), dtype=np.int64)
     nb = 0
     assign = np.full(n, -1, dtype=np.int64)
-    for i in order:
+    seen = np.empty_like(items)  # items placed so far, this one included (scarce_fit learns)
+    for t, i in enumerate(order):
         it = items[i]
+        seen[t] = it
         r = resid[:nb]
         fits = (r >= it).all(axis=1)
         if not fits.any():
@@ -90,6 +92,15 @@ def _item_centric(
                 score = -after.sum(axis=1)
             elif rule == "norm2":
                 score = (after * after).sum(axis=1)
+            elif rule == "scarce_fit":
+                # The bin that the fewest items seen so far would fit is the least likely to be
+                # filled later, so use it now and keep roomier bins for future items; best fit
+                # breaks ties.
+                cand = np.flatnonzero(fits)
+                hits = (seen[None, : t + 1] <= r[cand, None]).all(axis=2).sum(axis=1)
+                score = np.full(nb, np.inf)
+                top = cand[hits == hits.min()]
+                score[top] = after[top].sum(axis=1)
             elif rule == "dot_product":
                 score = -((r / cap) @ w[i])
             else:
