@@ -68,7 +68,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         outcomes_topic=args.outcomes_topic, dlq_topic=args.dlq_topic,
         partitions=args.partitions, batch_size=args.batch,
         tick_interval_s=args.tick_interval, progress_interval_s=args.progress_interval,
-        status_file=args.status_file))
+        status_file=args.status_file, projections=args.projections))
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         logging.getLogger("cis.serve").info("signal received; finishing the open batch",
@@ -83,6 +83,26 @@ def cmd_serve(args: argparse.Namespace) -> int:
         logging.getLogger("cis.serve").exception("serve failed")
         return 1
     return 2 if server.fenced else 0
+
+
+def cmd_project(args: argparse.Namespace) -> int:
+    import threading
+
+    from adapters.projector import follow
+
+    setup_logging(args.log_level)
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    logging.getLogger("cis.projector").info("projecting", extra={"fields": {
+        "interval_s": args.interval}})
+    total = follow(args.store, stop, args.interval)  # type: ignore[arg-type]
+    logging.getLogger("cis.projector").info("stopped", extra={"fields": {"events": total}})
+    return 0
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
@@ -116,7 +136,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "position in one transaction; then one outcome per command goes to the outcomes "
         "topic (keyed by command_id; at least once: deduplicate by command_id) and bytes "
         "that are not a command (not UTF-8, not JSON) go to the dead-letter topic with a "
-        "'reason' header. Projections are kept current. Logs JSON lines to stderr, "
+        "'reason' header. A child process keeps the projections current (see --projections). "
+        "Logs JSON lines to stderr, "
         "including a periodic 'progress' line (positions, lag, commands/s). SIGTERM or "
         "SIGINT stops after the open batch.")
     serve.add_argument("--store", default=os.environ.get("CIS_STORE", DEFAULT_STORE),
@@ -136,8 +157,26 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                        help="log a progress line this often (default 10)")
     serve.add_argument("--status-file", type=Path, default=None,
                        help="also write the latest progress as JSON to this file")
+    serve.add_argument("--projections", choices=["process", "inline", "off"],
+                       default="process",
+                       help="who keeps the projections current: a child process on its own "
+                       "core (default), this loop between batches, or nobody here (run "
+                       "`cis project` elsewhere)")
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning"])
     serve.set_defaults(func=cmd_serve)
+
+    project = sub.add_parser(
+        "project", help="keep the projections current from the event log (a worker)",
+        description="Follows the event log and updates the projections (instances, usage, "
+        "invoices) until SIGTERM/SIGINT, then catches up once more. Rows and the position "
+        "commit together, so it can be stopped or killed at any time and resumes where its "
+        "rows end. `cis serve` runs one itself unless given --projections inline|off.")
+    project.add_argument("--store", default=os.environ.get("CIS_STORE", DEFAULT_STORE),
+                         help=f"event store URL (default: $CIS_STORE or {DEFAULT_STORE})")
+    project.add_argument("--interval", type=float, default=0.5, metavar="SECONDS",
+                         help="when caught up, look for new events this often (default 0.5)")
+    project.add_argument("--log-level", default="info", choices=["debug", "info", "warning"])
+    project.set_defaults(func=cmd_project)
 
     submit = sub.add_parser(
         "submit", help="produce JSON-lines commands to Kafka, optionally await outcomes",

@@ -32,6 +32,8 @@ from adapters.kafka_io import (
     Record,
     partition_for,
 )
+from adapters.projector import ProjectorProcess
+from adapters.stores import parse_store
 from adapters.ticker import Ticker
 from engine.domain.cell_log import CellLog
 from schemas.outcomes import Outcome
@@ -56,6 +58,9 @@ class ServeConfig:
     partitions: list[int] | None = None  # None: every partition of the topic
     batch_size: int = 1000
     poll_timeout_ms: int = 500
+    # process: a child process keeps the projections current (another core); inline: this
+    # loop does, between batches; off: someone else does (`cis project`).
+    projections: str = "process"
     projection_interval_s: float = 1.0
     published_interval_s: float = 1.0
     progress_interval_s: float = 10.0
@@ -158,6 +163,7 @@ class Server:
         self.source: CommandSource | None = None
         self.publisher: Publisher | None = None
         self.ticker: Ticker | None = None
+        self.projector: ProjectorProcess | None = None
         self.processed: dict[int, int] = {}  # last offset whose events are stored
         self.published: dict[int, int] = {}  # last offset whose outcome was flushed
         self._published_saved: dict[int, int] = {}
@@ -210,6 +216,12 @@ class Server:
         self.publisher = self.retry("broker", lambda: Publisher(c.kafka, client_id="cis-serve"))
         self.retry("store", self._load_positions)
         self.retry("store", self._load_cells)
+        if c.projections == "process" and parse_store(c.store).kind == "memory":
+            c.projections = "inline"  # a memory store is private to this process
+        if c.projections == "process":
+            self.projector = ProjectorProcess(c.store, c.projection_interval_s,
+                                              logging.getLevelName(log.getEffectiveLevel()))
+            self.projector.start()
         if c.tick_interval_s > 0:
             self.ticker = Ticker(c.kafka, c.commands_topic, lambda: self.cells,
                                  c.tick_interval_s)
@@ -241,6 +253,8 @@ class Server:
     def close(self) -> None:
         if self.ticker is not None:
             self.ticker.shutdown()
+        if self.projector is not None:
+            self.projector.stop()
         for closing in (self.source, self.publisher, self.engine):
             if closing is not None:
                 try:
@@ -382,7 +396,7 @@ class Server:
     def _chores(self, idle: bool) -> None:
         now = time.monotonic()
         c = self.config
-        if idle or now >= self._due["projections"]:
+        if c.projections == "inline" and (idle or now >= self._due["projections"]):
             self._due["projections"] = now + c.projection_interval_s
             began = time.perf_counter()
             try:

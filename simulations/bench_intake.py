@@ -88,7 +88,7 @@ def _intake(store: str, kafka: str, batch: int, workload: str, n: int,
                          outcomes_topic=topics["outcomes"], dlq_topic=topics["dlq"],
                          batch_size=len(setup), progress_interval_s=3600,
                          # Projections are timed apart (they are another consumer of the log).
-                         projection_interval_s=3600)
+                         projections="off")
     server = Server(config)
     server.start()
     try:

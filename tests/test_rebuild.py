@@ -5,7 +5,8 @@ from __future__ import annotations
 from datetime import timedelta
 
 from adapters import queries
-from adapters.bootstrap import Engine
+from adapters.bootstrap import Engine, connect
+from adapters.projector import ProjectorProcess
 from projections.instances import INSTANCES
 from projections.usage import USAGE
 from simulations import workloads
@@ -40,3 +41,27 @@ def test_projection_is_incremental_and_tracked(engine: Engine) -> None:
     assert engine.update_projections() > 0
     assert engine.update_projections() == 0  # nothing new: the position is tracked
     assert engine.view.select(INSTANCES) == [] and engine.view.select(USAGE) == []
+
+
+def test_projector_process_follows_the_log_and_stops_with_a_last_catch_up(
+        store_url: str) -> None:
+    if store_url == "memory://":
+        return  # the worker is another process: a memory store is not shared
+    with connect(store_url) as engine:
+        creates, plans = workloads.tenants(10, seed=5)
+        harness = Harness(engine, plans=plans)
+        for command in workloads.setup():
+            harness.submit(workloads.DAY_START, command)
+        for at, command in creates:
+            harness.submit(at, command)
+        harness.run(until=workloads.DAY_START + timedelta(hours=6))
+        projector = ProjectorProcess(store_url, interval_s=0.1)
+        projector.start()
+        assert projector.stop() == 0
+        # The worker wrote the rows: here nothing is left to project, and they are what a
+        # rebuild from the log gives.
+        assert engine.update_projections() == 0
+        rows = _dump(engine)
+        assert rows["instances"]
+        engine.rebuild_projections()
+        assert _dump(engine) == rows
