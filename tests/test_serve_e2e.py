@@ -8,8 +8,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from adapters.kafka_io import partition_for
+from simulations.tansu import Broker
 from tests import test_serve_helpers as h
-from tests.kafka_broker import Broker
 from tests.stores import PostgresTestDatabase
 from tests.test_serve_helpers import reap_serve_processes  # noqa: F401 (autouse)
 

@@ -23,7 +23,7 @@ import pytest
 from adapters.bootstrap import connect
 from adapters.kafka_io import CommandSource, Publisher, Record
 from simulations import workloads
-from tests.kafka_broker import _die_with_parent
+from simulations.tansu import _die_with_parent
 
 CIS = str(Path(sys.executable).parent / "cis")
 # Guards against hangs only (the tests assert on content, never on timing).

@@ -22,8 +22,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from simulations.tansu import Broker
 from tests import test_serve_helpers as h
-from tests.kafka_broker import Broker
 from tests.stores import PostgresTestDatabase
 from tests.test_serve_e2e import CELLS, make_topics
 from tests.test_serve_helpers import reap_serve_processes  # noqa: F401 (autouse)

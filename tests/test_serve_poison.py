@@ -7,8 +7,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from adapters.kafka_io import DLQ_REASON_HEADER, DLQ_SOURCE_OFFSET_HEADER
+from simulations.tansu import Broker
 from tests import test_serve_helpers as h
-from tests.kafka_broker import Broker
 from tests.stores import PostgresTestDatabase
 from tests.test_serve_e2e import make_topics
 from tests.test_serve_helpers import reap_serve_processes  # noqa: F401 (autouse)

