@@ -66,7 +66,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     server = Server(ServeConfig(
         store=args.store, kafka=args.kafka, commands_topic=args.commands_topic,
         outcomes_topic=args.outcomes_topic, dlq_topic=args.dlq_topic,
-        partitions=args.partitions, batch_size=args.batch,
+        partitions=args.partitions, batch_size=args.batch, poll_records=args.poll_records,
         tick_interval_s=args.tick_interval, progress_interval_s=args.progress_interval,
         status_file=args.status_file, projections=args.projections))
 
@@ -149,8 +149,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                        "are keyed to partitions, so this picks the cells it writes")
     _topic_args(serve, "commands", "outcomes", "dlq")
     serve.add_argument("--batch", type=int, default=1000,
-                       help="max records per poll; one transaction per partition (default "
-                       "1000)")
+                       help="max records per transaction (default 1000)")
+    serve.add_argument("--poll-records", type=int, default=1000,
+                       help="max records per poll (default 1000; at least --batch): a poll "
+                       "costs about a millisecond, so small batches share one")
     serve.add_argument("--tick-interval", type=float, default=30.0, metavar="SECONDS",
                        help="submit a Tick per owned cell this often; 0 disables (default 30)")
     serve.add_argument("--progress-interval", type=float, default=10.0, metavar="SECONDS",

@@ -56,7 +56,8 @@ class ServeConfig:
     outcomes_topic: str = "cis.outcomes"
     dlq_topic: str = "cis.commands.dlq"
     partitions: list[int] | None = None  # None: every partition of the topic
-    batch_size: int = 1000
+    batch_size: int = 1000  # records per transaction
+    poll_records: int = 1000  # records per poll (at least batch_size): polls cost ~1 ms each
     poll_timeout_ms: int = 500
     # process: a child process keeps the projections current (another core); inline: this
     # loop does, between batches; off: someone else does (`cis project`).
@@ -269,15 +270,20 @@ class Server:
         assert self.source is not None
         began = time.perf_counter()
         batch = self.retry("broker", lambda: self.source.poll_batch(  # type: ignore[union-attr]
-            self.config.batch_size, self.config.poll_timeout_ms))
+            max(self.config.batch_size, self.config.poll_records), self.config.poll_timeout_ms))
         self.stats.timed("poll", began)
         if batch:
             self.stats.polls += 1
             self.faults.reached("after-poll")
             replayed = self.stats.republished
             for partition, records in batch.items():
-                self._process(partition, records)
-                self._unflushed[partition] = records[-1].offset
+                size = self.config.batch_size
+                for start in range(0, len(records), size):
+                    if start and self.stopping:
+                        break  # the rest is read again after a restart
+                    chunk = records[start:start + size]
+                    self._process(partition, chunk)
+                    self._unflushed[partition] = chunk[-1].offset
             self._unflushed_replays |= self.stats.republished > replayed
             if time.monotonic() - self._flushed_at >= self.config.flush_interval_s:
                 self._flush_outcomes()

@@ -86,7 +86,8 @@ def _intake(store: str, kafka: str, batch: int, workload: str, n: int,
         publisher.flush(timeout_s=120)
     config = ServeConfig(store=store, kafka=kafka, commands_topic=topics["commands"],
                          outcomes_topic=topics["outcomes"], dlq_topic=topics["dlq"],
-                         batch_size=len(setup), progress_interval_s=3600,
+                         batch_size=len(setup), poll_records=len(setup),
+                         progress_interval_s=3600,
                          # Projections are timed apart (they are another consumer of the log).
                          projections="off")
     server = Server(config)
@@ -95,6 +96,7 @@ def _intake(store: str, kafka: str, batch: int, workload: str, n: int,
         # The set-up (price book, pools) is not timed.
         server.serve(until=lambda s: s.stats.commands >= len(setup))
         server.config.batch_size = batch
+        server.config.poll_records = ServeConfig.poll_records
         server.stats.seconds.clear()
         events_before = _events(store)
         profiler = cProfile.Profile() if profile else None

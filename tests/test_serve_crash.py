@@ -35,7 +35,7 @@ def test_crashes_lose_nothing_and_duplicate_nothing(
     ends = h.end_offsets(kafka_broker.bootstrap, topics["commands"])
     store = pg_database.new_schema()
     args = h.serve_args(store, kafka_broker.bootstrap, topics, "--tick-interval", "0",
-                        "--batch", "150")
+                        "--batch", "150", "--poll-records", "150")
     log = tmp_path / "serve.log"
 
     for crash in CRASHES:

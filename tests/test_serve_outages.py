@@ -140,14 +140,18 @@ def test_postgres_restart(kafka_broker: Broker, kafka_topic_factory: Callable[..
     store = private_postgres.url("cis") + "?schema=s"
     topics = make_topics(kafka_topic_factory)
     commands = h.workload(CELLS, 250)
-    h.produce(kafka_broker.bootstrap, topics["commands"], h.keyed(commands))
-    ends = h.end_offsets(kafka_broker.bootstrap, topics["commands"])
+    half = len(commands) // 2
+    h.produce(kafka_broker.bootstrap, topics["commands"], h.keyed(commands[:half]))
     serve = h.ServeProcess(h.serve_args(store, kafka_broker.bootstrap, topics,
                                         "--tick-interval", "0", "--batch", "50"),
                            tmp_path / "serve.log")
     h.wait_until(lambda: sum(v for k, v in h.positions(store).items()
                              if k.startswith("kafka:")) > 300, "first commands", process=serve)
     private_postgres.stop()
+    # Records that arrive while the store is down: serve must try, fail and back off.
+    h.produce(kafka_broker.bootstrap, topics["commands"], h.keyed(commands[half:]))
+    ends = h.end_offsets(kafka_broker.bootstrap, topics["commands"])
+    assert sum(ends.values()) == len(commands)
     try:
         # Reported while eventsourcing still retries inside, then our own back-off.
         h.wait_until(lambda: _warned(serve, "store not answering"), "the outage reported",
