@@ -75,7 +75,7 @@ def _topics(kafka: str, names: list[str]) -> None:
 
 
 def _intake(store: str, kafka: str, batch: int, workload: str, n: int,
-            profile: bool) -> dict[str, Any]:
+            profile: bool, projections: str) -> dict[str, Any]:
     tag = uuid.uuid4().hex[:8]
     topics = {k: f"bench-{tag}-{batch}-{k}" for k in ("commands", "outcomes", "dlq")}
     _topics(kafka, list(topics.values()))
@@ -88,8 +88,9 @@ def _intake(store: str, kafka: str, batch: int, workload: str, n: int,
                          outcomes_topic=topics["outcomes"], dlq_topic=topics["dlq"],
                          batch_size=len(setup), poll_records=len(setup),
                          progress_interval_s=3600,
-                         # Projections are timed apart (they are another consumer of the log).
-                         projections="off")
+                         # off: projections are timed apart, after intake; process: the
+                         # projector runs beside it, as in production.
+                         projections=projections)
     server = Server(config)
     server.start()
     try:
@@ -111,7 +112,10 @@ def _intake(store: str, kafka: str, batch: int, workload: str, n: int,
             profiler.disable()
         phases = dict(server.stats.seconds)
         began = time.perf_counter()
-        server.engine.update_projections()  # type: ignore[union-attr]
+        if server.projector is not None:
+            server.projector.stop()  # its last catch-up
+        else:
+            server.engine.update_projections()  # type: ignore[union-attr]
         backlog_s = time.perf_counter() - began
     finally:
         server.close()
@@ -174,7 +178,7 @@ def _top(profiler: cProfile.Profile, n: int = 40) -> list[str]:
 
 def bench_intake(store_url: str, kafka: str, batch_sizes: tuple[int, ...] = (1, 100, 1000),
                  commands: int = 20_000, workload: str = "creates",
-                 profile: bool = False) -> dict[str, Any]:
+                 profile: bool = False, projections: str = "off") -> dict[str, Any]:
     """Engine vs plain-psycopg baseline per batch size (fresh schema each, dropped after)."""
     if urlparse(store_url).scheme not in ("postgresql", "postgres"):
         raise ValueError("the intake bench measures PostgreSQL: give a postgresql:// URL")
@@ -187,7 +191,8 @@ def bench_intake(store_url: str, kafka: str, batch_sizes: tuple[int, ...] = (1, 
         store = _with_schema(store_url, schema)
         try:
             n = commands if batch >= 100 else min(commands, SMALL_BATCH_COMMANDS)
-            run = _intake(store, kafka, batch, workload, n, profile and batch == max(batch_sizes))
+            run = _intake(store, kafka, batch, workload, n, profile and batch == max(batch_sizes),
+                          projections)
             per_txn = max(1, round(run["events"] / max(1, run["transactions"])))
             rows_per_s = baseline(store, max(run["events"], per_txn), per_txn,
                                   *_row_shape(store))
@@ -198,13 +203,13 @@ def bench_intake(store_url: str, kafka: str, batch_sizes: tuple[int, ...] = (1, 
         finally:
             with psycopg.connect(base, autocommit=True) as conn:
                 conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
-    return {"bench": "intake", "store": "postgres", "runs": runs}
+    return {"bench": "intake", "store": "postgres", "projections": projections, "runs": runs}
 
 
 def cmd_bench_intake(args: argparse.Namespace) -> int:
     def run(kafka: str) -> dict[str, Any]:
         return bench_intake(args.store, kafka, tuple(args.batch), args.commands,
-                            args.workload, args.profile)
+                            args.workload, args.profile, args.projections)
 
     if args.kafka:
         report = run(args.kafka)
@@ -241,6 +246,9 @@ def register_bench(bench_sub: argparse._SubParsersAction) -> None:  # type: igno
     intake.add_argument("--commands", type=int, default=20_000,
                         help=f"commands per run (batch < 100: at most {SMALL_BATCH_COMMANDS})")
     intake.add_argument("--workload", choices=["creates", "ticks"], default="creates")
+    intake.add_argument("--projections", choices=["off", "process"], default="off",
+                        help="off: intake alone, projections caught up after it (timed "
+                        "apart); process: the projector process runs beside intake")
     intake.add_argument("--profile", action="store_true",
                         help="cProfile the largest batch size; top functions in the JSON")
     intake.add_argument("--json", action="store_true", help="print JSON")

@@ -16,7 +16,8 @@ SQL_TYPES = {
     "sqlite": {"text": "TEXT", "int": "INTEGER", "numeric": "TEXT"},
     "postgres": {"text": "text", "int": "bigint", "numeric": "numeric"},
 }
-KEYS_PER_SELECT = 500
+KEYS_PER_SELECT = 500  # SQLite: a select with this many OR-ed keys
+KEYS_PER_ARRAY = 20_000  # PostgreSQL: keys per select, one array per key column
 
 
 class SqlRows:
@@ -46,9 +47,31 @@ class SqlRows:
         return (f"INSERT INTO {self.qualify(table.name)} ({names}) VALUES ({marks}) "
                 f"ON CONFLICT ({key}) DO UPDATE SET {updates}")
 
+    def upsert_arrays(self, table: Table) -> str:
+        """PostgreSQL: many rows in one statement, one array per column (a row-at-a-time
+        executemany cost ~50 µs a row)."""
+        types = SQL_TYPES[self.dialect]
+        cols = list(table.columns)
+        names = ", ".join(f'"{c}"' for c in cols)
+        arrays = ", ".join(f"{self.mark}::{types[table.columns[c]]}[]" for c in cols)
+        key = ", ".join(f'"{k}"' for k in table.key)
+        updates = ", ".join(f'"{c}" = excluded."{c}"' for c in cols if c not in table.key)
+        return (f"INSERT INTO {self.qualify(table.name)} ({names}) SELECT * FROM "
+                f"unnest({arrays}) ON CONFLICT ({key}) DO UPDATE SET {updates}")
+
     def delete(self, table: Table) -> str:
         cond = " AND ".join(f'"{k}" = {self.mark}' for k in table.key)
         return f"DELETE FROM {self.qualify(table.name)} WHERE {cond}"
+
+    def select_key_arrays(self, table: Table) -> str:
+        """PostgreSQL: rows whose key is in parallel arrays, one per key column. One statement
+        whatever the number of keys (500 OR-ed keys took the server ~70 ms to plan)."""
+        types = SQL_TYPES[self.dialect]
+        names = ", ".join(f'"{c}"' for c in table.columns)
+        key = ", ".join(f'"{k}"' for k in table.key)
+        arrays = ", ".join(f"{self.mark}::{types[table.columns[k]]}[]" for k in table.key)
+        return (f"SELECT {names} FROM {self.qualify(table.name)} WHERE ({key}) IN "
+                f"(SELECT * FROM unnest({arrays})) ORDER BY {key}")
 
     def select(self, table: Table, where: Sequence[str] = (), n_keys: int = 0) -> str:
         names = ", ".join(f'"{c}"' for c in table.columns)
@@ -94,11 +117,18 @@ class _SqlViewMixin:
     def load(self, table: Table, keys: Iterable[Key]) -> dict[Key, Row]:
         keys = list(keys)
         found: dict[Key, Row] = {}
+        arrays = self._sql.dialect == "postgres"
+        per_select = KEYS_PER_ARRAY if arrays else KEYS_PER_SELECT
         with self.datastore.transaction(commit=False) as cursor:
-            for i in range(0, len(keys), KEYS_PER_SELECT):
-                chunk = keys[i:i + KEYS_PER_SELECT]
-                cursor.execute(self._sql.select(table, n_keys=len(chunk)),
-                               [v for key in chunk for v in key])
+            for i in range(0, len(keys), per_select):
+                chunk = keys[i:i + per_select]
+                if arrays:
+                    cursor.execute(self._sql.select_key_arrays(table),
+                                   [list(column) for column in zip(*chunk, strict=True)],
+                                   binary=True)
+                else:
+                    cursor.execute(self._sql.select(table, n_keys=len(chunk)),
+                                   [v for key in chunk for v in key])
                 for values in cursor.fetchall():
                     row = _row(table, values)
                     found[table.key_of(row)] = row
@@ -111,7 +141,11 @@ class _SqlViewMixin:
                 rows = changed.get(table.name, {})
                 upserts = [[row[c] for c in table.columns] for row in rows.values() if row]
                 deletes = [list(key) for key, row in rows.items() if row is None]
-                if upserts:
+                if upserts and self._sql.dialect == "postgres":
+                    cursor.execute(self._sql.upsert_arrays(table),
+                                   [list(column) for column in zip(*upserts, strict=True)],
+                                   binary=True)  # as text, each item is escaped: 15x slower
+                elif upserts:
                     cursor.executemany(self._sql.upsert(table), upserts)
                 if deletes:
                     cursor.executemany(self._sql.delete(table), deletes)
