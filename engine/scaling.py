@@ -34,8 +34,15 @@ def try_place(ctx: Context, pool: Pool, instance: Instance, at: datetime) -> lis
 
 
 def place_waiting(ctx: Context, pool: Pool, at: datetime) -> None:
+    # Placing only takes room away, so once a shape (demand, selector) finds no node, every
+    # later instance of that shape is skipped: a long backlog costs one search per shape.
+    no_room: set[tuple[Any, ...]] = set()
     for instance in ctx.world.waiting_in(pool.cell, pool.pool):
-        try_place(ctx, pool, instance, max(at, instance.state_since))
+        shape = (tuple(instance.demand.values()), tuple(instance.node_selector.items()))
+        if shape in no_room:
+            continue
+        if try_place(ctx, pool, instance, max(at, instance.state_since)):
+            no_room.add(shape)
 
 
 def request_node(ctx: Context, pool: Pool, model: dict[str, Any], why: str,
