@@ -71,3 +71,18 @@ def test_conflicting_batch_leaves_no_trace(store_url: str) -> None:
             recorder.insert_events([event(3), event(2)], tracking=Tracking("src", 2))
         assert [e.originator_version for e in recorder.select_events(originator)] == [1, 2]
         assert recorder.max_tracking_id("src") == 1
+
+
+@pytest.mark.parametrize("events", [1, 40])  # PostgreSQL: one multi-row INSERT, or pipelined
+def test_notification_ids_returned_are_the_stored_ones(store_url: str, events: int) -> None:
+    with connect(store_url) as engine:
+        recorder = engine.app.process_recorder
+        originator = uuid.uuid4()
+        first = recorder.insert_events([StoredEvent(uuid.uuid4(), 1, "tests:Other", b"{}")])
+        batch = [StoredEvent(originator_id=originator, originator_version=v, topic="tests:E",
+                             state=b"{}") for v in range(1, events + 1)]
+        ids = recorder.insert_events(batch, tracking=Tracking("src", 1))
+        stored = recorder.select_notifications(start=1, limit=1000)
+        assert first is not None and ids is not None
+        assert list(ids) == [n.id for n in stored if n.originator_id == originator]
+        assert min(ids) > max(first)
