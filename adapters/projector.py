@@ -14,14 +14,10 @@ import os
 import time
 from multiprocessing.synchronize import Event as EventType
 
-import psycopg
-from eventsourcing.persistence import InterfaceError, OperationalError
-
 from adapters.bootstrap import Engine, connect, tune_gc
+from adapters.stores import STORE_DOWN
 
 log = logging.getLogger("cis.projector")
-STORE_DOWN = (OperationalError, InterfaceError, psycopg.OperationalError,
-              psycopg.InterfaceError)
 
 
 def follow(store: str, stop: EventType, interval_s: float = 0.5, max_backoff_s: float = 10.0,

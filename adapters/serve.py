@@ -21,8 +21,7 @@ from queue import SimpleQueue
 from threading import Event, Lock, Thread
 from typing import Any, TypeVar
 
-import psycopg
-from eventsourcing.persistence import IntegrityError, InterfaceError, OperationalError, Tracking
+from eventsourcing.persistence import IntegrityError, Tracking
 
 from adapters.bootstrap import Engine, connect
 from adapters.kafka_io import (
@@ -34,7 +33,7 @@ from adapters.kafka_io import (
     partition_for,
 )
 from adapters.projector import ProjectorProcess
-from adapters.stores import parse_store
+from adapters.stores import STORE_DOWN, parse_store
 from adapters.ticker import Ticker
 from engine.domain.cell_log import CellLog
 from schemas.outcomes import Outcome
@@ -42,8 +41,6 @@ from schemas.outcomes import Outcome
 log = logging.getLogger("cis.serve")
 T = TypeVar("T")
 
-STORE_DOWN = (OperationalError, InterfaceError, psycopg.OperationalError,
-              psycopg.InterfaceError)
 BROKER_DOWN = (BrokerUnavailable,)
 NOT_A_COMMAND = ("not UTF-8", "not JSON")
 SOURCE_HEADER = "cis.source"

@@ -6,7 +6,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
+import psycopg
+from eventsourcing.persistence import InterfaceError, OperationalError
+
 DEFAULT_STORE = "sqlite:///cis.db"
+# What a store that is down or unreachable raises, through the library or around it.
+STORE_DOWN = (OperationalError, InterfaceError, psycopg.OperationalError,
+              psycopg.InterfaceError)
 
 
 class BadStoreURL(ValueError):
