@@ -43,6 +43,10 @@ class PipelinedPostgresProcessRecorder(PostgresProcessRecorder):
             "SELECT currval(pg_get_serial_sequence({table}, 'notification_id')) AS last"
         ).format(table=f'"{self.datastore.schema}"."{self.events_table_name}"')
         self._multi_row: dict[int, Composed] = {}
+        # The lock statements and the NOTIFY as one parameterless string: one round trip.
+        self.lock_and_notify_statement = SQL("; ").join(
+            [*self.lock_table_statements,
+             SQL("NOTIFY {0}").format(Identifier(self.channel_name))])
 
     def insert_events(self, stored_events: Sequence[StoredEvent], **kwargs: Any
                       ) -> Sequence[int] | None:
@@ -58,8 +62,7 @@ class PipelinedPostgresProcessRecorder(PostgresProcessRecorder):
             self._insert_events(curs, stored_events, **kwargs)  # the tracking row
             if not stored_events:
                 return None
-            self._lock_table(curs)
-            self._notify_channel(curs)
+            curs.execute(self.lock_and_notify_statement)
             curs.execute(self._multi_row_statement(len(stored_events)),
                          [v for e in stored_events for v in (
                              e.originator_id, e.originator_version, e.topic, e.state)])
