@@ -16,6 +16,7 @@ from tqdm import tqdm
 
 from adapters import queries
 from adapters.bootstrap import Engine, connect, tune_gc
+from adapters.cli_args import positive_int
 from adapters.stores import DEFAULT_STORE, BadStoreURL
 
 # Modules that add subcommands: each has `register(subparsers)`.
@@ -147,7 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
                           "engine on a temporary SQLite store, then prints a summary.")
     demo.add_argument("--store", default=None,
                       help="store to use instead of a temporary SQLite file")
-    demo.add_argument("--instances", type=int, default=100, help="instances to create")
+    demo.add_argument("--instances", type=positive_int, default=100, help="instances to create")
     demo.add_argument("--seed", type=int, default=7, help="random seed of the scenario")
     demo.add_argument("--plot", type=Path, help="where to write the PNG of the day "
                       "(default: next to the temporary store)")
@@ -159,7 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
                            "malformed lines are outcomes too; the exit code stays 0.")
     _store_arg(apply)
     apply.add_argument("file", help="JSON-lines file, or - for standard input")
-    apply.add_argument("--batch", type=int, default=1000,
+    apply.add_argument("--batch", type=positive_int, default=1000,
                        help="commands per transaction (default 1000)")
     apply.set_defaults(func=cmd_apply)
 

@@ -8,6 +8,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from adapters.cli_args import positive_int
+
 DATA = Path(os.environ.get("CIS_BINPACKING_DATA",
                            Path(__file__).resolve().parents[1].parent / "shared" / "data"
                            / "binpacking"))
@@ -80,13 +82,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     apply = group.add_parser("apply", help="commands/s of the apply path on a store")
     apply.add_argument("--store", default="memory://", help="store URL (default memory://)")
-    apply.add_argument("--commands", type=int, default=10_000)
-    apply.add_argument("--batch", type=int, default=1000)
+    apply.add_argument("--commands", type=positive_int, default=10_000)
+    apply.add_argument("--batch", type=positive_int, default=1000)
     apply.add_argument("--json", action="store_true")
     apply.set_defaults(func=cmd_bench_apply)
 
     placement = group.add_parser("placement", help="placements/s in a shared pool of N nodes")
-    placement.add_argument("--nodes", type=int, default=10_000)
+    placement.add_argument("--nodes", type=positive_int, default=10_000)
     placement.add_argument("--policy", default="best_fit")
     placement.add_argument("--json", action="store_true")
     placement.set_defaults(func=cmd_bench_placement)
@@ -103,16 +105,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     register_bench(group)
 
     rating = group.add_parser("rating", help="pure rating time of N billed intervals")
-    rating.add_argument("--intervals", type=int, default=1_000_000)
-    rating.add_argument("--accounts", type=int, default=10_000)
+    rating.add_argument("--intervals", type=positive_int, default=1_000_000)
+    rating.add_argument("--accounts", type=positive_int, default=10_000)
     rating.add_argument("--json", action="store_true")
     rating.set_defaults(func=cmd_bench_rating)
 
     billing = group.add_parser("billing", help="invoicing N billed intervals from the log, "
                                "next to just reading those events")
-    billing.add_argument("--intervals", type=int, default=1_000_000)
-    billing.add_argument("--accounts", type=int, default=10_000)
+    billing.add_argument("--intervals", type=positive_int, default=1_000_000)
+    billing.add_argument("--accounts", type=positive_int, default=10_000)
     billing.add_argument("--store", default="memory://", help="store URL (default memory://)")
-    billing.add_argument("--repeat", type=int, default=1, help="best of N runs")
+    billing.add_argument("--repeat", type=positive_int, default=1, help="best of N runs")
     billing.add_argument("--json", action="store_true")
     billing.set_defaults(func=cmd_bench_billing)

@@ -13,7 +13,8 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from adapters.stores import DEFAULT_STORE
+from adapters.cli_args import non_negative_float, positive_float, positive_int
+from adapters.stores import DEFAULT_STORE, parse_store
 
 TOPIC_DEFAULTS = {"commands": "cis.commands", "outcomes": "cis.outcomes",
                   "dlq": "cis.commands.dlq"}
@@ -90,6 +91,9 @@ def cmd_project(args: argparse.Namespace) -> int:
 
     from adapters.projector import follow
 
+    if parse_store(args.store).kind == "memory":
+        sys.exit("cis project: a memory:// store lives in one process; give the store "
+                 "`cis serve` writes (sqlite:///FILE or postgresql://...)")
     setup_logging(args.log_level)
     stop = threading.Event()
 
@@ -148,14 +152,14 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                        help="commands partitions this process owns (default: all); cells "
                        "are keyed to partitions, so this picks the cells it writes")
     _topic_args(serve, "commands", "outcomes", "dlq")
-    serve.add_argument("--batch", type=int, default=1000,
+    serve.add_argument("--batch", type=positive_int, default=1000,
                        help="max records per transaction (default 1000)")
-    serve.add_argument("--poll-records", type=int, default=1000,
+    serve.add_argument("--poll-records", type=positive_int, default=1000,
                        help="max records per poll (default 1000; at least --batch): a poll "
                        "costs about a millisecond, so small batches share one")
-    serve.add_argument("--tick-interval", type=float, default=30.0, metavar="SECONDS",
+    serve.add_argument("--tick-interval", type=non_negative_float, default=30.0, metavar="SECONDS",
                        help="submit a Tick per owned cell this often; 0 disables (default 30)")
-    serve.add_argument("--progress-interval", type=float, default=10.0, metavar="SECONDS",
+    serve.add_argument("--progress-interval", type=positive_float, default=10.0, metavar="SECONDS",
                        help="log a progress line this often (default 10)")
     serve.add_argument("--status-file", type=Path, default=None,
                        help="also write the latest progress as JSON to this file")
@@ -175,7 +179,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "rows end. `cis serve` runs one itself unless given --projections inline|off.")
     project.add_argument("--store", default=os.environ.get("CIS_STORE", DEFAULT_STORE),
                          help=f"event store URL (default: $CIS_STORE or {DEFAULT_STORE})")
-    project.add_argument("--interval", type=float, default=0.5, metavar="SECONDS",
+    project.add_argument("--interval", type=positive_float, default=0.5, metavar="SECONDS",
                          help="when caught up, look for new events this often (default 0.5)")
     project.add_argument("--log-level", default="info", choices=["debug", "info", "warning"])
     project.set_defaults(func=cmd_project)

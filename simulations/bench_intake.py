@@ -31,6 +31,7 @@ from urllib.parse import parse_qs, urlencode, urlparse, urlunparse
 import psycopg
 from kafka.admin import KafkaAdminClient, NewTopic
 
+from adapters.cli_args import positive_int
 from adapters.kafka_io import Publisher
 from adapters.serve import ServeConfig, Server
 from simulations import workloads
@@ -252,9 +253,9 @@ def register_bench(bench_sub: argparse._SubParsersAction) -> None:  # type: igno
         help="PostgreSQL URL; each batch size runs in a fresh schema, dropped afterwards")
     intake.add_argument("--kafka", metavar="HOST:PORT",
                         help="bootstrap broker (default: start a throw-away tansu broker)")
-    intake.add_argument("--batch", type=int, nargs="+", default=[1, 100, 1000],
+    intake.add_argument("--batch", type=positive_int, nargs="+", default=[1, 100, 1000],
                         help="batch sizes (default 1 100 1000)")
-    intake.add_argument("--commands", type=int, default=20_000,
+    intake.add_argument("--commands", type=positive_int, default=20_000,
                         help=f"commands per run (batch < 100: at most {SMALL_BATCH_COMMANDS})")
     intake.add_argument("--workload", choices=["creates", "ticks"], default="creates")
     intake.add_argument("--projections", choices=["off", "process"], default="off",

@@ -7,6 +7,7 @@ import json
 import pytest
 
 from adapters.bootstrap import Engine
+from adapters.cli import main
 from tests import builders as b
 from tests.helpers import cell_with_ready_node, domain_snapshot, event_count, one
 
@@ -97,3 +98,26 @@ def test_outcome_is_json_with_reasons(ready: Engine) -> None:
     outcome = one(ready, b.report("ReportNodeReady", 3, node_id="nope"))
     data = json.loads(outcome.to_json())
     assert data["status"] == "rejected" and data["reasons"][0]["field"] == "node_id"
+
+
+@pytest.mark.parametrize("argv", [
+    ["serve", "--kafka", "127.0.0.1:1", "--batch", "0"],
+    ["serve", "--kafka", "127.0.0.1:1", "--poll-records", "-5"],
+    ["serve", "--kafka", "127.0.0.1:1", "--tick-interval", "-1"],
+    ["project", "--interval", "0"],
+    ["apply", "-", "--batch", "zero"],
+    ["bench", "intake", "--batch", "1", "0"],
+])
+def test_cli_refuses_bad_numbers_before_doing_anything(
+        argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "must be" in err or "not a number" in err
+
+
+def test_projector_refuses_a_memory_store() -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["project", "--store", "memory://"])
+    assert "memory://" in str(exit_.value.code)
