@@ -5,10 +5,8 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
-import os
 import sys
 from collections.abc import Iterator, Sequence
-from datetime import datetime
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -16,27 +14,12 @@ from tqdm import tqdm
 
 from adapters import queries
 from adapters.bootstrap import Engine, connect, tune_gc
-from adapters.cli_args import positive_int
-from adapters.stores import DEFAULT_STORE, BadStoreURL
+from adapters.cli_args import positive_int, store_arg, timestamp
+from adapters.stores import BadStoreURL
 
 # Modules that add subcommands: each has `register(subparsers)`.
 EXTENSIONS: list[str] = ["adapters.cli_kafka", "adapters.cli_bench", "adapters.cli_billing"]
 
-STORE_HELP = ("event store URL: memory://, sqlite:///path/to/file.db or "
-              "postgresql://user@host:5432/db[?schema=name] (default: $CIS_STORE or "
-              f"{DEFAULT_STORE})")
-
-
-def _store_arg(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--store", default=os.environ.get("CIS_STORE", DEFAULT_STORE),
-                        help=STORE_HELP)
-
-
-def _timestamp(text: str) -> datetime:
-    value = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    if value.tzinfo is None:
-        raise argparse.ArgumentTypeError("give a timezone, e.g. 2026-01-31T23:00:00Z")
-    return value
 
 
 def _lines(source: TextIO) -> Iterator[bytes]:
@@ -158,14 +141,14 @@ def build_parser() -> argparse.ArgumentParser:
                            description="Applies commands (one JSON object per line) in "
                            "order and prints one outcome per line as JSON. Rejected or "
                            "malformed lines are outcomes too; the exit code stays 0.")
-    _store_arg(apply)
+    store_arg(apply)
     apply.add_argument("file", help="JSON-lines file, or - for standard input")
     apply.add_argument("--batch", type=positive_int, default=1000,
                        help="commands per transaction (default 1000)")
     apply.set_defaults(func=cmd_apply)
 
     inst = sub.add_parser("instances", help="list instances and their states")
-    _store_arg(inst)
+    store_arg(inst)
     inst.add_argument("--account", help="only this account's instances")
     inst.add_argument("--json", action="store_true", help="print JSON")
     inst.set_defaults(func=cmd_instances)
@@ -173,9 +156,9 @@ def build_parser() -> argparse.ArgumentParser:
     usage = sub.add_parser("usage", help="billed seconds and amounts of an account",
                            description="Billed seconds and amounts per instance, accrued "
                            "up to --as-of (default: the time of the newest event).")
-    _store_arg(usage)
+    store_arg(usage)
     usage.add_argument("--account", required=True, help="the account to report")
-    usage.add_argument("--as-of", type=_timestamp, help="ISO time, e.g. 2026-01-31T00:00:00Z")
+    usage.add_argument("--as-of", type=timestamp, help="ISO time, e.g. 2026-01-31T00:00:00Z")
     usage.add_argument("--json", action="store_true", help="print JSON")
     usage.set_defaults(func=cmd_usage)
 
@@ -183,7 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
                              description="Drops every projection table, replays the event "
                              "log into them and checks the rows are identical to before "
                              "(exit code 1 if not).")
-    _store_arg(rebuild)
+    store_arg(rebuild)
     rebuild.set_defaults(func=cmd_rebuild)
 
     schema = sub.add_parser("schema", help="the public contract as JSON Schema")

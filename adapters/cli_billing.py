@@ -5,27 +5,18 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import os
 import re
 import sys
-from datetime import datetime
 from typing import Any
 
 from adapters import queries
 from adapters.bootstrap import connect
-from adapters.stores import DEFAULT_STORE
+from adapters.cli_args import store_arg, timestamp
 
 CSV_COLUMNS = ("cell", "account", "period", "status", "kind", "line", "instance_id",
                "price_version", "runtime", "requested", "billed_spec", "rate_vcpu_s",
                "rate_gib_s", "price_per_second", "seconds", "topup_seconds", "corrects_period",
                "corrects", "amount", "currency", "content_hash")
-
-
-def _timestamp(text: str) -> datetime:
-    value = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    if value.tzinfo is None:
-        raise argparse.ArgumentTypeError("give a timezone, e.g. 2026-01-31T23:00:00Z")
-    return value
 
 
 def _period(text: str) -> str:
@@ -92,11 +83,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Finalised invoices exactly as recorded (content hash re-checked), and "
         "the open period accrued up to --as-of (default: the time of the newest event, "
         "never the wall clock), with any adjustments pending for finalised periods.")
-    inv.add_argument("--store", default=os.environ.get("CIS_STORE", DEFAULT_STORE),
-                     help="event store URL (default: $CIS_STORE or sqlite:///cis.db)")
+    store_arg(inv)
     inv.add_argument("--account", required=True, help="the account to invoice")
     inv.add_argument("--period", type=_period, help="only this month, YYYY-MM (UTC)")
-    inv.add_argument("--as-of", type=_timestamp,
+    inv.add_argument("--as-of", type=timestamp,
                      help="accrue open periods up to this ISO time, e.g. 2026-01-31T12:00:00Z")
     inv.add_argument("--explain", metavar="LINE",
                      help="show the events that opened and closed each billed interval of a "

@@ -5,16 +5,22 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from adapters.cli_args import non_negative_float, positive_float, positive_int
-from adapters.stores import DEFAULT_STORE, parse_store
+from adapters.cli_args import (
+    log_level_arg,
+    non_negative_float,
+    positive_float,
+    positive_int,
+    store_arg,
+)
+from adapters.stores import parse_store
 
 TOPIC_DEFAULTS = {"commands": "cis.commands", "outcomes": "cis.outcomes",
                   "dlq": "cis.commands.dlq"}
@@ -45,6 +51,17 @@ def setup_logging(level: str) -> None:
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
 
 
+def _stop_on_signals(stop: Callable[[], None], logger: str, then: str) -> None:
+    """SIGTERM and SIGINT ask the loop to stop (it finishes what it is doing)."""
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        logging.getLogger(logger).info(f"signal received; {then}",
+                                       extra={"fields": {"signal": signum}})
+        stop()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+
+
 def _partitions(text: str) -> list[int] | None:
     if text == "all":
         return None
@@ -71,13 +88,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         tick_interval_s=args.tick_interval, progress_interval_s=args.progress_interval,
         status_file=args.status_file, projections=args.projections))
 
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        logging.getLogger("cis.serve").info("signal received; finishing the open batch",
-                                            extra={"fields": {"signal": signum}})
-        server.stop()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    _stop_on_signals(server.stop, "cis.serve", "finishing the open batch")
     try:
         server.run()
     except Exception:
@@ -96,12 +107,7 @@ def cmd_project(args: argparse.Namespace) -> int:
                  "`cis serve` writes (sqlite:///FILE or postgresql://...)")
     setup_logging(args.log_level)
     stop = threading.Event()
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    _stop_on_signals(stop.set, "cis.projector", "catching up once more")
     logging.getLogger("cis.projector").info("projecting", extra={"fields": {
         "interval_s": args.interval}})
     total = follow(args.store, stop, args.interval)  # type: ignore[arg-type]
@@ -144,9 +150,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "Logs JSON lines to stderr, "
         "including a periodic 'progress' line (positions, lag, commands/s). SIGTERM or "
         "SIGINT stops after the open batch.")
-    serve.add_argument("--store", default=os.environ.get("CIS_STORE", DEFAULT_STORE),
-                       help="event store URL, e.g. postgresql://postgres@127.0.0.1:5432/cis "
-                       f"(default: $CIS_STORE or {DEFAULT_STORE})")
+    store_arg(serve)
     serve.add_argument("--kafka", required=True, metavar="HOST:PORT", help="bootstrap broker")
     serve.add_argument("--partitions", type=_partitions, default=None, metavar="all|0,1",
                        help="commands partitions this process owns (default: all); cells "
@@ -168,7 +172,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                        help="who keeps the projections current: a child process on its own "
                        "core (default), this loop between batches, or nobody here (run "
                        "`cis project` elsewhere)")
-    serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning"])
+    log_level_arg(serve)
     serve.set_defaults(func=cmd_serve)
 
     project = sub.add_parser(
@@ -177,11 +181,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "invoices) until SIGTERM/SIGINT, then catches up once more. Rows and the position "
         "commit together, so it can be stopped or killed at any time and resumes where its "
         "rows end. `cis serve` runs one itself unless given --projections inline|off.")
-    project.add_argument("--store", default=os.environ.get("CIS_STORE", DEFAULT_STORE),
-                         help=f"event store URL (default: $CIS_STORE or {DEFAULT_STORE})")
+    store_arg(project)
     project.add_argument("--interval", type=positive_float, default=0.5, metavar="SECONDS",
                          help="when caught up, look for new events this often (default 0.5)")
-    project.add_argument("--log-level", default="info", choices=["debug", "info", "warning"])
+    log_level_arg(project)
     project.set_defaults(func=cmd_project)
 
     submit = sub.add_parser(

@@ -17,8 +17,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from queue import SimpleQueue
-from threading import Event, Lock, Thread
+from queue import Queue
+from threading import Event, Thread
 from typing import Any, TypeVar
 
 from eventsourcing.persistence import IntegrityError, Tracking
@@ -158,24 +158,17 @@ class OutcomeSender:
     failure it skips the rest; `drain` reports it and the caller sends them all again."""
 
     def __init__(self) -> None:
-        self._queue: SimpleQueue[Callable[[], object] | None] = SimpleQueue()
-        self._idle = Event()
-        self._idle.set()
-        self._lock = Lock()
-        self._outstanding = 0
+        self._queue: Queue[Callable[[], object] | None] = Queue()
         self._failed: Exception | None = None
         self._thread = Thread(target=self._run, name="cis-outcomes", daemon=True)
         self._thread.start()
 
     def put(self, send: Callable[[], object]) -> None:
-        with self._lock:
-            self._outstanding += 1
-            self._idle.clear()
         self._queue.put(send)
 
     def drain(self) -> Exception | None:
         """Wait until every send was tried; the first failure since the last drain, if any."""
-        self._idle.wait()
+        self._queue.join()
         failed, self._failed = self._failed, None
         return failed
 
@@ -189,10 +182,7 @@ class OutcomeSender:
                     send()
                 except Exception as exc:  # reported by drain; the caller resends
                     self._failed = exc
-            with self._lock:
-                self._outstanding -= 1
-                if self._outstanding == 0:
-                    self._idle.set()
+            self._queue.task_done()
 
 
 class Server:
