@@ -202,9 +202,9 @@ def bench_intake(store_url: str, kafka: str, batch_sizes: tuple[int, ...] = (1, 
             per_txn = max(1, round(run["events"] / max(1, run["transactions"])))
             # A second of inserts swings ±30 % here (checkpoints, the other core): the median
             # of a few samples is the baseline; the fastest gives the most cautious ratio.
-            samples = sorted(baseline(store, max(run["events"], per_txn), per_txn,
-                                      *_row_shape(store), sample=k)
-                             for k in range(BASELINE_SAMPLES))
+            shape = _row_shape(store)
+            samples = sorted(baseline(store, max(run["events"], per_txn), per_txn, *shape,
+                                      sample=k) for k in range(BASELINE_SAMPLES))
             rows_per_s = statistics.median(samples)
             run["baseline"] = {"rows": run["events"], "rows_per_txn": per_txn,
                                "rows_per_s": round(rows_per_s),
