@@ -7,6 +7,7 @@ import json
 import logging
 import signal
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -23,7 +24,7 @@ from adapters.cli_args import (
 from adapters.stores import parse_store
 
 TOPIC_DEFAULTS = {"commands": "cis.commands", "outcomes": "cis.outcomes",
-                  "dlq": "cis.commands.dlq"}
+                  "dlq": "cis.commands.dlq", "vm": "cis.vm-commands", "pod": "cis.pod-commands"}
 
 
 class JsonLines(logging.Formatter):
@@ -86,7 +87,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         outcomes_topic=args.outcomes_topic, dlq_topic=args.dlq_topic,
         partitions=args.partitions, batch_size=args.batch, poll_records=args.poll_records,
         tick_interval_s=args.tick_interval, progress_interval_s=args.progress_interval,
-        status_file=args.status_file, projections=args.projections))
+        status_file=args.status_file, projections=args.projections, outbox=args.outbox,
+        vm_topic=args.vm_topic, pod_topic=args.pod_topic))
 
     _stop_on_signals(server.stop, "cis.serve", "finishing the open batch")
     try:
@@ -97,22 +99,36 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 2 if server.fenced else 0
 
 
-def cmd_project(args: argparse.Namespace) -> int:
-    import threading
-
-    from adapters.projector import follow
-
+def _log_worker(args: argparse.Namespace, name: str, then: str, fields: dict[str, Any],
+                follow: Callable[[threading.Event], int]) -> int:
+    """`cis project` and `cis outbox`: a log consumer in the foreground until a signal."""
     if parse_store(args.store).kind == "memory":
-        sys.exit("cis project: a memory:// store lives in one process; give the store "
+        sys.exit(f"cis {name}: a memory:// store lives in one process; give the store "
                  "`cis serve` writes (sqlite:///FILE or postgresql://...)")
     setup_logging(args.log_level)
+    logger = logging.getLogger(f"cis.{name}")
     stop = threading.Event()
-    _stop_on_signals(stop.set, "cis.projector", "catching up once more")
-    logging.getLogger("cis.projector").info("projecting", extra={"fields": {
-        "interval_s": args.interval}})
-    total = follow(args.store, stop, args.interval)  # type: ignore[arg-type]
-    logging.getLogger("cis.projector").info("stopped", extra={"fields": {"events": total}})
+    _stop_on_signals(stop.set, logger.name, then)
+    logger.info("following the log", extra={"fields": fields})
+    done = follow(stop)
+    logger.info("stopped", extra={"fields": {"events": done}})
     return 0
+
+
+def cmd_project(args: argparse.Namespace) -> int:
+    from adapters.projector import follow
+
+    return _log_worker(args, "project", "catching up once more", {"interval_s": args.interval},
+                       lambda stop: follow(args.store, args.interval, stop))  # type: ignore
+
+
+def cmd_outbox(args: argparse.Namespace) -> int:
+    from adapters.outbox import OutboxTopics, follow
+
+    topics = OutboxTopics(vm=args.vm_topic, pod=args.pod_topic)
+    return _log_worker(args, "outbox", "sending what is stored once more",
+                       {"vm_topic": topics.vm, "pod_topic": topics.pod},
+                       lambda stop: follow(args.store, args.kafka, topics, args.interval, stop))
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
@@ -146,7 +162,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "position in one transaction; then one outcome per command goes to the outcomes "
         "topic (keyed by command_id; at least once: deduplicate by command_id) and bytes "
         "that are not a command (not UTF-8, not JSON) go to the dead-letter topic with a "
-        "'reason' header. A child process keeps the projections current (see --projections). "
+        "'reason' header. Child processes keep the projections current (see --projections) and "
+        "send the VM and Pod commands the events imply (see --outbox). "
         "Logs JSON lines to stderr, "
         "including a periodic 'progress' line (positions, lag, commands/s). SIGTERM or "
         "SIGINT stops after the open batch.")
@@ -155,7 +172,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     serve.add_argument("--partitions", type=_partitions, default=None, metavar="all|0,1",
                        help="commands partitions this process owns (default: all); cells "
                        "are keyed to partitions, so this picks the cells it writes")
-    _topic_args(serve, "commands", "outcomes", "dlq")
+    _topic_args(serve, "commands", "outcomes", "dlq", "vm", "pod")
     serve.add_argument("--batch", type=positive_int, default=1000,
                        help="max records per transaction (default 1000)")
     serve.add_argument("--poll-records", type=positive_int, default=1000,
@@ -172,6 +189,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                        help="who keeps the projections current: a child process on its own "
                        "core (default), this loop between batches, or nobody here (run "
                        "`cis project` elsewhere)")
+    serve.add_argument("--outbox", choices=["process", "off"], default="process",
+                       help="who sends the VM and Pod commands to --vm-topic and --pod-topic: "
+                       "a child process (default) or nobody here (run `cis outbox` elsewhere)")
     log_level_arg(serve)
     serve.set_defaults(func=cmd_serve)
 
@@ -186,6 +206,23 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                          help="when caught up, look for new events this often (default 0.5)")
     log_level_arg(project)
     project.set_defaults(func=cmd_project)
+
+    outbox = sub.add_parser(
+        "outbox", help="send the VM and Pod commands the event log implies (a worker)",
+        description="Follows the event log and publishes, for every node the engine asks for "
+        "or terminates, a ProvisionNode or TerminateNode command (keyed by cell) and, for "
+        "every instance it places or that leaves its node, a RunPod command carrying a "
+        "Kubernetes Pod manifest or a DeletePod command (keyed by node). At least once: "
+        "the position is stored after the broker acknowledged the commands, and a command's "
+        "command_id is the id of the event that caused it, so consumers deduplicate by it. "
+        "`cis schema export` writes the commands' JSON Schemas. Stops on SIGTERM/SIGINT.")
+    store_arg(outbox)
+    outbox.add_argument("--kafka", required=True, metavar="HOST:PORT", help="bootstrap broker")
+    _topic_args(outbox, "vm", "pod")
+    outbox.add_argument("--interval", type=positive_float, default=0.5, metavar="SECONDS",
+                        help="when caught up, look for new events this often (default 0.5)")
+    log_level_arg(outbox)
+    outbox.set_defaults(func=cmd_outbox)
 
     submit = sub.add_parser(
         "submit", help="produce JSON-lines commands to Kafka, optionally await outcomes",

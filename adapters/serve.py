@@ -32,9 +32,11 @@ from adapters.kafka_io import (
     Record,
     partition_for,
 )
-from adapters.projector import ProjectorProcess
+from adapters.outbox import OutboxTopics, outbox_process
+from adapters.projector import projector_process
 from adapters.stores import STORE_DOWN, parse_store
 from adapters.ticker import Ticker
+from adapters.workers import WorkerProcess
 from engine.domain.cell_log import CellLog
 from schemas.outcomes import Outcome
 
@@ -63,6 +65,11 @@ class ServeConfig:
     # process: a child process keeps the projections current (another core); inline: this
     # loop does, between batches; off: someone else does (`cis project`).
     projections: str = "process"
+    # process: a child process sends the VM and Pod commands the log implies; off: someone
+    # else does (`cis outbox`).
+    outbox: str = "process"
+    vm_topic: str = "cis.vm-commands"
+    pod_topic: str = "cis.pod-commands"
     projection_interval_s: float = 1.0
     published_interval_s: float = 1.0
     progress_interval_s: float = 10.0
@@ -185,6 +192,12 @@ class OutcomeSender:
             self._queue.task_done()
 
 
+def projection_mode(configured: str, store_kind: str) -> str:
+    """Who keeps projections current: a memory store is private to this process, so a
+    child process could not see it; there `process` means `inline`."""
+    return "inline" if configured == "process" and store_kind == "memory" else configured
+
+
 class Server:
     """The engine process: one loop; outcomes are sent by a thread (OutcomeSender), the
     ticker has its own, projections a process."""
@@ -199,7 +212,9 @@ class Server:
         self.source: CommandSource | None = None
         self.publisher: Publisher | None = None
         self.ticker: Ticker | None = None
-        self.projector: ProjectorProcess | None = None
+        self.projector: WorkerProcess | None = None
+        self.outbox: WorkerProcess | None = None
+        self.projections = config.projections  # as configured, until start() sees the store
         self.processed: dict[int, int] = {}  # last offset whose events are stored
         self.published: dict[int, int] = {}  # last offset whose outcome was flushed
         self._published_saved: dict[int, int] = {}
@@ -253,12 +268,18 @@ class Server:
         self.publisher = self.retry("broker", lambda: Publisher(c.kafka, client_id="cis-serve"))
         self.retry("store", self._load_positions)
         self.retry("store", self._load_cells)
-        if c.projections == "process" and parse_store(c.store).kind == "memory":
-            c.projections = "inline"  # a memory store is private to this process
-        if c.projections == "process":
-            self.projector = ProjectorProcess(c.store, c.projection_interval_s,
+        self.projections = projection_mode(c.projections, parse_store(c.store).kind)
+        if self.projections == "process":
+            self.projector = projector_process(c.store, c.projection_interval_s,
                                               logging.getLevelName(log.getEffectiveLevel()))
             self.projector.start()
+        if c.outbox == "process" and parse_store(c.store).kind == "memory":
+            log_event(logging.WARNING, "outbox off: a memory store is private to this process")
+        elif c.outbox == "process":
+            self.outbox = outbox_process(c.store, c.kafka, OutboxTopics(c.vm_topic, c.pod_topic),
+                                         c.projection_interval_s,
+                                         logging.getLevelName(log.getEffectiveLevel()))
+            self.outbox.start()
         if c.tick_interval_s > 0:
             self.ticker = Ticker(c.kafka, c.commands_topic, lambda: self.cells,
                                  c.tick_interval_s)
@@ -291,8 +312,9 @@ class Server:
         if self.ticker is not None:
             self.ticker.shutdown()
         self.outcome_sender.close()
-        if self.projector is not None:
-            self.projector.stop()
+        for worker in (self.projector, self.outbox):
+            if worker is not None:
+                worker.stop()
         for closing in (self.source, self.publisher, self.engine):
             if closing is not None:
                 try:
@@ -448,7 +470,7 @@ class Server:
     def _chores(self, idle: bool) -> None:
         now = time.monotonic()
         c = self.config
-        if c.projections == "inline" and (idle or now >= self._due["projections"]):
+        if self.projections == "inline" and (idle or now >= self._due["projections"]):
             self._due["projections"] = now + c.projection_interval_s
             began = time.perf_counter()
             try:

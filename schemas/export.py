@@ -1,4 +1,5 @@
-"""JSON Schema files for producers in other languages: one per command, plus the envelope."""
+"""JSON Schema files for other languages: one per command the engine takes and per VM or Pod
+command it sends, plus the unions and the outcome envelope."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pathlib import Path
 from pydantic import TypeAdapter
 
 from schemas.commands import COMMAND_TYPES, Command
+from schemas.infra import INFRA_COMMAND_TYPES, InfraCommand
 from schemas.outcomes import Outcome
 
 
@@ -16,6 +18,8 @@ def export(directory: Path) -> list[Path]:
     documents = {name: cls.model_json_schema() for name, cls in COMMAND_TYPES.items()}
     documents["Command"] = TypeAdapter(Command).json_schema()
     documents["Outcome"] = Outcome.model_json_schema()
+    documents.update({name: cls.model_json_schema() for name, cls in INFRA_COMMAND_TYPES.items()})
+    documents["InfraCommand"] = TypeAdapter(InfraCommand).json_schema()
     written = []
     for name, schema in sorted(documents.items()):
         path = directory / f"{name}.schema.json"

@@ -95,7 +95,8 @@ def _intake(store: str, kafka: str, batch: int, workload: str, n: int,
                          progress_interval_s=3600,
                          # off: projections are timed apart, after intake; process: the
                          # projector runs beside it, as in production.
-                         projections=projections)
+                         projections=projections,
+                         outbox="off")  # intake is what is measured
     server = Server(config)
     server.start()
     try:

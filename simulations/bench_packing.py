@@ -85,6 +85,11 @@ def pack_file(path: str | Path, policy: str | None = None, online: bool = False,
     }
 
 
+def instance_class(name: str) -> str:
+    """`class7_250_5_3` -> `class7` (the generator's class: where losses differ most)."""
+    return name.split("_", 1)[0]
+
+
 def _task(args: tuple[str, str, list[tuple[str, bool]], float, int | None, int | None]
           ) -> tuple:
     family, path, runs, budget, lb, iterations = args
@@ -153,10 +158,12 @@ def bench_packing(data_dir: str | Path, policies: list[str] | None = None, progr
                     "load_avg_at_start": os.getloadavg()[0]}
     for fam in families:
         agg: dict[str, dict] = {}
+        by_class: dict[str, dict[str, list[float]]] = {}
         for f, name, out in results:
             if f != fam:
                 continue
             known = summaries[fam].get(name)
+            cls = instance_class(name)
             for policy, online, bins, secs, cpu in out:
                 key = f"{'online' if online else 'offline'}:{policy}"
                 a = agg.setdefault(key, {"policy": policy, "mode": "online" if online else
@@ -170,7 +177,10 @@ def bench_packing(data_dir: str | Path, policies: list[str] | None = None, progr
                     a["with_opt"] += 1
                     a["ratio_sum"] += bins / known.opt
                     a["at_opt"] += bins == known.opt
-        for a in agg.values():
+                    by_class.setdefault(key, {}).setdefault(cls, []).append(bins / known.opt)
+        for key, a in agg.items():
+            a["by_class"] = {c: round(sum(r) / len(r), 4)
+                             for c, r in sorted(by_class.get(key, {}).items())}
             a["mean_ratio_to_opt"] = round(a.pop("ratio_sum") / a["with_opt"], 4) \
                 if a["with_opt"] else None
             a["seconds"] = round(a["seconds"], 2)
@@ -181,20 +191,6 @@ def bench_packing(data_dir: str | Path, policies: list[str] | None = None, progr
 
 
 if __name__ == "__main__":
-    import argparse
-    import json
+    from adapters.cli import main
 
-    ap = argparse.ArgumentParser(description="bins/OPT over the Vectorpack families")
-    ap.add_argument("data", nargs="?", default="/work/shared/data/binpacking")
-    ap.add_argument("--families", default=",".join(FAMILIES))
-    ap.add_argument("--policies", default=None, help="comma-separated (default: best of each)")
-    ap.add_argument("--every", type=int, default=1)
-    ap.add_argument("--limit", type=int, default=None)
-    ap.add_argument("--only-with-opt", action="store_true")
-    ap.add_argument("--processes", type=int, default=None)
-    ap.add_argument("--iterations", type=int, default=None)
-    a = ap.parse_args()
-    print(json.dumps(bench_packing(
-        a.data, a.policies.split(",") if a.policies else None,
-        families=tuple(a.families.split(",")), processes=a.processes, limit=a.limit,
-        every=a.every, only_with_opt=a.only_with_opt, iterations=a.iterations), indent=1))
+    sys.exit(main(["bench", "packing", *sys.argv[1:]]))

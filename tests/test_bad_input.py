@@ -105,6 +105,8 @@ def test_outcome_is_json_with_reasons(ready: Engine) -> None:
     ["serve", "--kafka", "127.0.0.1:1", "--poll-records", "-5"],
     ["serve", "--kafka", "127.0.0.1:1", "--tick-interval", "-1"],
     ["project", "--interval", "0"],
+    ["outbox", "--kafka", "127.0.0.1:1", "--interval", "-1"],
+    ["bench", "packing", "--every", "0"],
     ["apply", "-", "--batch", "zero"],
     ["bench", "intake", "--batch", "1", "0"],
 ])
@@ -117,7 +119,9 @@ def test_cli_refuses_bad_numbers_before_doing_anything(
     assert "must be" in err or "not a number" in err
 
 
-def test_projector_refuses_a_memory_store() -> None:
+@pytest.mark.parametrize("argv", [["project", "--store", "memory://"],
+                                  ["outbox", "--store", "memory://", "--kafka", "127.0.0.1:1"]])
+def test_log_workers_refuse_a_memory_store(argv: list[str]) -> None:
     with pytest.raises(SystemExit) as exit_:
-        main(["project", "--store", "memory://"])
+        main(argv)
     assert "memory://" in str(exit_.value.code)

@@ -6,7 +6,7 @@ from datetime import timedelta
 
 from adapters import queries
 from adapters.bootstrap import Engine, connect
-from adapters.projector import ProjectorProcess
+from adapters.projector import projector_process
 from projections.instances import INSTANCES
 from projections.usage import USAGE
 from simulations import workloads
@@ -53,7 +53,7 @@ def test_projector_process_follows_the_log_and_stops_with_a_last_catch_up(
         return  # the worker is another process: a memory store is not shared
     with connect(store_url) as engine:
         _simulate(engine, 10, seed=5, hours=6)
-        projector = ProjectorProcess(store_url, interval_s=0.1)
+        projector = projector_process(store_url, interval_s=0.1)
         projector.start()
         assert projector.stop() == 0
         # The worker wrote the rows: here nothing is left to project, and they are what a

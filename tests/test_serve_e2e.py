@@ -7,24 +7,27 @@ import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
+from adapters.bootstrap import connect
 from adapters.kafka_io import partition_for
 from simulations.tansu import Broker
 from tests import test_serve_helpers as h
 from tests.stores import PostgresTestDatabase
+from tests.test_outbox import per_event
 from tests.test_serve_helpers import reap_serve_processes  # noqa: F401 (autouse)
 
 CELLS = ["az-1", "az-4", "az-9"]  # partitions 0, 1, 1 of a 2-partition topic
 
 
-def make_topics(make_topic: Callable[..., str], partitions: int = 2) -> dict[str, str]:
-    return {name: make_topic(name, partitions=partitions) for name in ("commands", "outcomes",
-                                                                       "dlq")}
+def make_topics(make_topic: Callable[..., str], partitions: int = 2,
+                names: tuple[str, ...] = ("commands", "outcomes", "dlq")) -> dict[str, str]:
+    return {name: make_topic(name, partitions=partitions) for name in names}
 
 
 def test_serve_gives_what_apply_gives(kafka_broker: Broker, kafka_topic_factory: Callable[
         ..., str], pg_database: PostgresTestDatabase, tmp_path: Path) -> None:
     assert [partition_for(c, 2) for c in CELLS] == [0, 1, 1]
-    topics = make_topics(kafka_topic_factory)
+    topics = make_topics(kafka_topic_factory,
+                         names=("commands", "outcomes", "dlq", "vm", "pod"))
     commands = h.workload(CELLS, 20)
     lines = [json.dumps(c).encode() for c in commands]
     h.produce(kafka_broker.bootstrap, topics["commands"], h.keyed(commands))
@@ -56,6 +59,13 @@ def test_serve_gives_what_apply_gives(kafka_broker: Broker, kafka_topic_factory:
     assert h.read_topic(kafka_broker.bootstrap, topics["dlq"]) == []
     progress = json.loads(status.read_text())
     assert progress["positions"] == {str(p): end for p, end in ends.items()}
+
+    # The outbox child sent every VM and Pod command the stored events imply.
+    with connect(store) as engine:
+        expected = {c.command_id for cs in per_event(engine).values() for c in cs}
+    sent = {json.loads(r.value)["command_id"] for topic in ("vm", "pod")
+            for r in h.read_topic(kafka_broker.bootstrap, topics[topic])}
+    assert expected and sent == expected
 
 
 def test_submit_wait_and_ticker_on_owned_partition(

@@ -84,9 +84,12 @@ def keyed(commands: Iterable[dict[str, Any]]) -> list[tuple[str | None, bytes]]:
 
 
 def serve_args(store: str, bootstrap: str, topics: dict[str, str], *extra: str) -> list[str]:
+    """`cis serve` on these topics; without "vm" and "pod" topics, with the outbox off."""
+    outbox = ["--vm-topic", topics["vm"], "--pod-topic", topics["pod"]] \
+        if "vm" in topics and "pod" in topics else ["--outbox", "off"]
     return [CIS, "serve", "--store", store, "--kafka", bootstrap,
             "--commands-topic", topics["commands"], "--outcomes-topic", topics["outcomes"],
-            "--dlq-topic", topics["dlq"], "--progress-interval", "2", *extra]
+            "--dlq-topic", topics["dlq"], "--progress-interval", "2", *outbox, *extra]
 
 
 _running: list[ServeProcess] = []

@@ -1,0 +1,113 @@
+"""The outbox: every VM and Pod command the log implies reaches its topic, at least once,
+and a re-send after a crash is the same message (so consumers deduplicate by command_id)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from datetime import timedelta
+
+import pytest
+
+from adapters.bootstrap import Engine
+from adapters.infra_commands import InfraTranslator
+from adapters.kafka_io import Publisher
+from adapters.outbox import TRACKING_NAME, Outbox, OutboxTopics
+from engine.domain.instance import TERMINAL
+from schemas.infra import (
+    DeletePod,
+    InfraCommandBase,
+    ProvisionNode,
+    RunPod,
+    TerminateNode,
+    infra_command_adapter,
+)
+from simulations import workloads
+from simulations.harness import Harness
+from simulations.tansu import Broker
+from tests import test_serve_helpers as h
+
+
+def simulate(engine: Engine, instances: int = 30, hours: int = 12) -> None:
+    creates, plans = workloads.tenants(instances, seed=7)
+    harness = Harness(engine, plans=plans)
+    for command in workloads.setup():
+        harness.submit(workloads.DAY_START, command)
+    for at, command in [*creates, *workloads.ticks(workloads.DAY_START, hours, every_s=600)]:
+        harness.submit(at, command)
+    harness.run(until=workloads.DAY_START + timedelta(hours=hours))
+
+
+def per_event(engine: Engine, after: int = 0) -> dict[int, list[InfraCommandBase]]:
+    """Each event's commands, by a translator that starts reading after `after`."""
+    translator = InfraTranslator(lambda i, v: engine.app.repository.get(i, version=v))
+    return {n: translator.translate(event) for n, event in engine.app.read(after)}
+
+
+def test_commands_follow_placements_endings_and_node_decisions(engine: Engine) -> None:
+    simulate(engine)
+    commands = [c for cs in per_event(engine).values() for c in cs]
+    assert len({c.command_id for c in commands}) == len(commands), "command ids are unique"
+    world = engine.processor.world
+    runs = Counter(c.instance_id for c in commands if isinstance(c, RunPod))
+    deletes = {c.instance_id: c for c in commands if isinstance(c, DeletePod)}
+    placed = {i.name: i for i in world.instances.values() if i.node_id is not None}
+    assert placed and runs == Counter(list(placed)), "one RunPod per placed instance"
+    for name, instance in placed.items():
+        if instance.state in TERMINAL:
+            assert deletes[name].node_id == instance.node_id, name
+        else:
+            assert name not in deletes, f"{name} still runs: its pod stays"
+    assert set(deletes) <= set(placed), "never a DeletePod for a pod that was never run"
+    provisioned = {c.node_id for c in commands if isinstance(c, ProvisionNode)}
+    terminated = {c.node_id for c in commands if isinstance(c, TerminateNode)}
+    assert provisioned == {n.node_id for n in world.nodes.values()}
+    assert terminated == {n.node_id for n in world.nodes.values() if n.state == "terminated"}
+    assert terminated, "the workload scales in"
+
+
+def test_a_translator_started_mid_log_says_what_one_from_the_start_says(
+        engine: Engine) -> None:
+    simulate(engine)
+    full = per_event(engine)
+    middle = sorted(full)[len(full) // 2]
+    tail = per_event(engine, after=middle)
+    assert tail == {n: cs for n, cs in full.items() if n > middle}
+    assert any(tail.values())
+
+
+def test_outbox_sends_everything_and_resends_identically_after_a_crash(
+        engine: Engine, kafka_broker: Broker, kafka_topic_factory: Callable[..., str]) -> None:
+    simulate(engine)
+    expected = {c.command_id: c for cs in per_event(engine).values() for c in cs}
+    topics = OutboxTopics(vm=kafka_topic_factory("vm", partitions=2),
+                          pod=kafka_topic_factory("pod", partitions=2))
+    with Publisher(kafka_broker.bootstrap, client_id="test-outbox") as publisher:
+        outbox = Outbox(engine, publisher, topics)
+        commit = engine.view.commit
+
+        def crash(*args: object, **kwargs: object) -> None:
+            raise RuntimeError("crashed after the broker acknowledged, before the position")
+
+        engine.view.commit = crash  # type: ignore[method-assign]
+        with pytest.raises(RuntimeError):
+            outbox.step(limit=300)
+        engine.view.commit = commit  # type: ignore[method-assign]
+        assert (engine.view.max_tracking_id(TRACKING_NAME) or 0) == 0
+        restarted = Outbox(engine, publisher, topics)  # a new process: nothing in memory
+        restarted.catch_up()
+    assert engine.view.max_tracking_id(TRACKING_NAME) == engine.app.recorder.max_notification_id()
+
+    records = [*h.read_topic(kafka_broker.bootstrap, topics.vm),
+               *h.read_topic(kafka_broker.bootstrap, topics.pod)]
+    sent: dict[str, set[bytes]] = {}
+    for record in records:
+        command = infra_command_adapter.validate_json(record.value)
+        topic, key = topics.route(command)
+        assert (record.topic, record.key) == (topic, key.encode())
+        sent.setdefault(command.command_id, set()).add(record.value)
+    assert sent.keys() == expected.keys(), "every command, and only those"
+    assert all(len(values) == 1 for values in sent.values()), "a re-send is the same bytes"
+    assert len(records) > len(sent), "the first page was sent twice"
+    assert {c.command_id: infra_command_adapter.validate_json(next(iter(v)))
+            for c, v in ((expected[k], v) for k, v in sent.items())} == expected
