@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -184,8 +185,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     tune_gc()
     try:
-        raise SystemExit(args.func(args))
+        code = args.func(args)
+        sys.stdout.flush()  # inside the try: a closed pipe surfaces here, not at exit
+        raise SystemExit(code)
     except BadStoreURL as exc:
         sys.exit(f"cis: {exc}")
     except FileNotFoundError as exc:
         sys.exit(f"cis: {exc.filename}: no such file")
+    except BrokenPipeError:
+        # The reader went away (`cis invoices … | head`): stop quietly, as Unix tools do.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(141)

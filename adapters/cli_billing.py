@@ -49,8 +49,9 @@ def _text(report: dict[str, Any]) -> None:
         print(f"\n{inv['period']}  cell {inv['cell']}  ({state})")
         for x in inv["lines"]:
             top = f"+{x['topup_seconds']} min" if x["topup_seconds"] else ""
+            spec = f"{x['billed_spec']} (asked {x['requested']})"
             print(f"  {x['line']:>3}  {x['instance_id']:<20} v{x['price_version']:<3} "
-                  f"{x['billed_spec']:<18} (asked {x['requested']})  {x['seconds']:>9} s"
+                  f"{spec:<50} {x['seconds']:>9} s"
                   f"{top:>10} x {x['price_per_second']:<14} {x['amount']:>12}")
         for a in inv["adjustments"]:
             print(f"  adj  {a['instance_id']:<20} v{a['price_version']:<3} for {a['period']}: "

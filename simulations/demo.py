@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import tempfile
 import time
 from collections import Counter
@@ -12,8 +13,10 @@ from pathlib import Path
 from tqdm import tqdm
 
 from adapters import queries
-from adapters.bootstrap import connect
+from adapters.bootstrap import Engine, connect
+from adapters.infra_commands import InfraTranslator
 from engine.domain.node import Node
+from schemas.infra import RunPod
 from simulations import workloads
 from simulations.harness import Harness
 from simulations.timeline import plot
@@ -50,6 +53,8 @@ def run_demo(store: str | None, instances: int, seed: int, plot_path: Path | Non
         engine.update_projections()
         elapsed = time.perf_counter() - began
         _summary(engine, store, counts, elapsed, end)
+        _infrastructure(engine, workdir)
+        _look_closer(store)
         picture = plot(engine.app, plot_path or workdir / "demo.png",
                        f"CIS demo: one day in cell {workloads.CELL}")
         print(f"\nA picture of the day (nodes up, billed and pending instances): {picture}")
@@ -82,7 +87,26 @@ def _summary(engine, store: str, counts: Counter[str], elapsed: float, as_of) ->
         total = Decimal(report["totals"].get("USD", "0"))
         print(f"  {account:<10}{len(report['instances']):>10}{seconds:>16,}"
               f"{total:>12,.2f} USD")
+
+
+def _look_closer(store: str) -> None:
     print("\nLook closer:")
     print(f"  cis instances --store {store} --account acme")
     print(f"  cis usage --store {store} --account acme")
+    print(f"  cis invoices --store {store} --account acme")
     print(f"  cis rebuild --store {store}")
+
+
+def _infrastructure(engine: Engine, workdir: Path) -> None:
+    """What `cis serve`'s outbox would have sent the cloud and the nodes for this day."""
+    translator = InfraTranslator(lambda i, v: engine.app.repository.get(i, version=v))
+    commands = [c for _, event in engine.app.read() for c in translator.translate(event)]
+    kinds = Counter(type(c).__name__ for c in commands)
+    print("\nInfrastructure commands the outbox sends (cis.vm-commands, cis.pod-commands)")
+    print("  " + ", ".join(f"{kinds[k]} {k}" for k in ("ProvisionNode", "TerminateNode",
+                                                      "RunPod", "DeletePod")))
+    first = next((c for c in commands if isinstance(c, RunPod)), None)
+    if first is not None:
+        path = workdir / "pod.json"
+        path.write_text(json.dumps(first.manifest, indent=2) + "\n")
+        print(f"  the first Pod manifest ({first.instance_id} on {first.node_id}): {path}")

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
-from adapters.bootstrap import Engine
+from adapters.bootstrap import Engine, connect
 from adapters.cli import main
 from tests import builders as b
 from tests.helpers import cell_with_ready_node, domain_snapshot, event_count, one
@@ -125,3 +128,21 @@ def test_log_workers_refuse_a_memory_store(argv: list[str]) -> None:
     with pytest.raises(SystemExit) as exit_:
         main(argv)
     assert "memory://" in str(exit_.value.code)
+
+
+def test_a_closed_pipe_ends_the_cli_quietly(tmp_path: Path) -> None:
+    """`cis instances | head -1`: no traceback when the reader goes away."""
+    store = f"sqlite:///{tmp_path / 'cis.db'}"
+    with connect(store) as engine:
+        # Output well beyond a pipe's 64 KiB buffer, so the writer is still writing.
+        engine.apply(b.lines(b.price_book(), b.pool(),
+                             *[b.create(f"i-{k}") for k in range(1500)]))
+    cis = str(Path(sys.executable).parent / "cis")
+    process = subprocess.Popen([cis, "instances", "--store", store], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE)
+    assert process.stdout is not None and process.stderr is not None
+    assert process.stdout.readline().startswith(b"CELL")
+    process.stdout.close()
+    err = process.stderr.read().decode()
+    assert process.wait(60) == 141, err
+    assert "Traceback" not in err
