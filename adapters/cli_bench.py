@@ -136,9 +136,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     packing.add_argument("--json", action="store_true")
     packing.set_defaults(func=cmd_bench_packing)
 
-    from simulations.bench_intake import register_bench
+    from simulations import bench_intake, bench_outbox
 
-    register_bench(group)
+    bench_intake.register_bench(group)
+    bench_outbox.register_bench(group)
 
     rating = group.add_parser("rating", help="pure rating time of N billed intervals")
     rating.add_argument("--intervals", type=positive_int, default=1_000_000)

@@ -312,9 +312,11 @@ class Server:
         if self.ticker is not None:
             self.ticker.shutdown()
         self.outcome_sender.close()
-        for worker in (self.projector, self.outbox):
-            if worker is not None:
-                worker.stop()
+        workers = [w for w in (self.projector, self.outbox) if w is not None]
+        for worker in workers:  # both finish their last round at once
+            worker.ask_to_stop()
+        for worker in workers:
+            worker.stop()
         for closing in (self.source, self.publisher, self.engine):
             if closing is not None:
                 try:

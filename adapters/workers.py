@@ -86,6 +86,9 @@ class WorkerProcess:
     def start(self) -> None:
         self.process.start()
 
+    def ask_to_stop(self) -> None:
+        self._stop.set()
+
     def stop(self, timeout_s: float = 60.0) -> int | None:
         """Ask for a last round and wait for it; returns the exit code."""
         self._stop.set()
