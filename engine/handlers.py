@@ -13,7 +13,7 @@ from typing import Any
 from engine import billing, scaling
 from engine.context import Context, Rejected, reason
 from engine.domain.instance import ENDED, ON_NODE, PENDING, TERMINAL, Instance
-from engine.domain.node import GONE, Node
+from engine.domain.node import AT_START, BY_OPERATOR, GONE, Node
 from engine.domain.pool import Pool
 from engine.domain.price_book import PriceBook
 from engine.policies import restart
@@ -229,10 +229,15 @@ def node_ready(ctx: Context, cmd: c.ReportNodeReady) -> str | None:
         raise Rejected([reason("node_id", f"node is {node.state}")])
     if node.state != "requested":
         return f"stale report: node is {node.state}"
-    node.mark_ready(cmd.occurred_at)
-    ctx.touch(node, f"node/{node.node_id}")
     pool = ctx.world.pool(node.cell, node.pool)
     assert pool is not None
+    node.mark_ready(cmd.occurred_at)
+    if pool.config.get("start_cordoned", False):  # absent from pools configured before it
+        node.cordon("pool starts nodes cordoned: waits for UncordonNode", cmd.occurred_at,
+                    by=AT_START)
+    ctx.touch(node, f"node/{node.node_id}")
+    if node.state == "cordoned":
+        return "cordoned at start: waits for UncordonNode"
     scaling.place_waiting(ctx, pool, cmd.occurred_at)
     return None
 
@@ -272,6 +277,40 @@ def configure_pool(ctx: Context, cmd: c.ConfigurePool) -> str | None:
     smallest = min(config["node_models"], key=lambda m: (m["millicores"], m["memory_mib"]))
     for _ in range(config["min_nodes"] - live):
         scaling.request_node(ctx, pool, smallest, "below min_nodes", cmd.issued_at)
+    return None
+
+
+def _operated_node(world: World, cmd: c.CordonNode | c.UncordonNode) -> Node:
+    node = world.node(cmd.cell, cmd.node_id)
+    if node is None:
+        raise Rejected([reason("node_id", f"unknown node {cmd.node_id!r} in cell {cmd.cell!r}")])
+    if node.state not in ("ready", "cordoned"):
+        raise Rejected([reason("node_id", f"node is {node.state}: only a ready or cordoned "
+                                          "node can be cordoned or uncordoned")])
+    return node
+
+
+@handles(c.CordonNode)
+def cordon_node(ctx: Context, cmd: c.CordonNode) -> str | None:
+    node = _operated_node(ctx.world, cmd)
+    if node.state == "cordoned" and node.cordoned_by == BY_OPERATOR:
+        return "unchanged: already cordoned by an operator"
+    # Also takes over a scale-in cordon: the autoscaler will not terminate it when it empties.
+    node.cordon(cmd.reason, cmd.issued_at, by=BY_OPERATOR)
+    ctx.touch(node, f"node/{node.node_id}")
+    return None
+
+
+@handles(c.UncordonNode)
+def uncordon_node(ctx: Context, cmd: c.UncordonNode) -> str | None:
+    node = _operated_node(ctx.world, cmd)
+    if node.state == "ready":
+        return "unchanged: the node takes work"
+    node.uncordon(cmd.reason, cmd.issued_at)
+    ctx.touch(node, f"node/{node.node_id}")
+    pool = ctx.world.pool(node.cell, node.pool)
+    assert pool is not None
+    scaling.place_waiting(ctx, pool, cmd.issued_at)
     return None
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from engine.context import Context
 from engine.domain.instance import Instance
-from engine.domain.node import Node
+from engine.domain.node import AT_START, Node
 from engine.domain.pool import Pool
 from engine.placement_state import NoRoom
 from engine.policies import autoscaling
@@ -77,7 +77,9 @@ def scale_out(ctx: Context, pool: Pool, at: datetime, recent: int | None = None)
                                    model_for(pool, i)["name"] if dedicated else None)
                for i in waiting]
     nodes = world.pool_nodes[key]
-    coming = [nodes[n].capacity for n in sorted(world.coming[key])
+    # On their way: nodes asked for, and nodes held at start until they are set up.
+    starting = [n for n in sorted(world.cordoned[key]) if nodes[n].cordoned_by == AT_START]
+    coming = [nodes[n].capacity for n in [*sorted(world.coming[key]), *starting]
               if not dedicated or nodes[n].model == pending[0].model]
     plan = autoscaling.plan_scale_out(pending, coming, pool.config["node_models"], room,
                                       pool.config["expander"], pool.config["kind"])
@@ -94,6 +96,8 @@ def _uncordon_under_pressure(ctx: Context, pool: Pool, at: datetime) -> None:
     placement = world.placements[key]
     for node_id in sorted(world.cordoned[key]):
         node = world.pool_nodes[key][node_id]
+        if node.held:
+            continue  # an operator's or a start-up hold is not ours to lift
         free = placement.free(node.node_id)
         wanting = [i.name for i in world.waiting_in(*key)
                    if all(i.demand[d] <= free[d] for d in DIMENSIONS)
@@ -124,7 +128,7 @@ def scale_in(ctx: Context, pool: Pool, now: datetime) -> None:
     key = (pool.cell, pool.pool)
     placement = world.placements[key]
     uses = [autoscaling.NodeUse(
-        node_id=n.node_id, state=n.state,
+        node_id=n.node_id, state="held" if n.held else n.state,
         instances=len(world.node_instances[(pool.cell, n.node_id)]),
         utilisation=placement.utilisation(n.node_id),
         unneeded_since=world.unneeded_since.get((pool.cell, n.node_id)))

@@ -122,6 +122,8 @@ class World:
                 else:
                     self.cordoned[pool_key].discard(aggregate.node_id)
                 placement.set_takes_work(aggregate.node_id, aggregate.state in TAKES_WORK)
+                if isinstance(event, Node.Uncordoned):  # taking work again: a fresh idle clock
+                    self.unneeded_since.pop((aggregate.cell, aggregate.node_id), None)
                 self._track_need(aggregate.cell, aggregate.pool, aggregate.node_id,
                                  event.timestamp)
         elif isinstance(aggregate, Pool):

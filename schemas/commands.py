@@ -207,12 +207,33 @@ class ConfigurePool(Request):
     cpu_overhead_millicores: dict[Literal["runc", "kata"], Annotated[int, Field(ge=0)]] = Field(
         default_factory=lambda: {"runc": 0, "kata": 100}
     )
+    # New nodes join cordoned and take no instances until an UncordonNode (an operator, or
+    # an agent that finished setting the node up), like Karpenter's startup taints. Until
+    # then the autoscaler counts them as capacity on its way.
+    start_cordoned: bool = False
 
     @model_validator(mode="after")
     def _min_le_max(self) -> ConfigurePool:
         if self.min_nodes > self.max_nodes:
             raise ValueError("min_nodes must not exceed max_nodes")
         return self
+
+
+class CordonNode(Request):
+    """An operator holds a node: it takes no new instances and keeps those it has (never
+    evicts); the autoscaler neither uncordons nor terminates it until UncordonNode."""
+
+    type: Literal["CordonNode"] = "CordonNode"
+    node_id: Name
+    reason: ShortText = "cordoned by an operator"
+
+
+class UncordonNode(Request):
+    """The node takes work again (also ends a pool's start_cordoned hold)."""
+
+    type: Literal["UncordonNode"] = "UncordonNode"
+    node_id: Name
+    reason: ShortText = "uncordoned by an operator"
 
 
 class PublishPriceBook(Request):
@@ -267,6 +288,8 @@ Command = Annotated[
     | ReportNodeReady
     | ReportNodeLost
     | ConfigurePool
+    | CordonNode
+    | UncordonNode
     | PublishPriceBook
     | Tick,
     Field(discriminator="type"),
@@ -277,7 +300,8 @@ COMMAND_TYPES: dict[str, type[CommandBase]] = {
     for cls in (
         CreateInstance, StopInstance, DeleteInstance, ReportInstanceStarting,
         ReportInstanceRunning, ReportContainerExited, ReportInstanceTerminated,
-        ReportNodeReady, ReportNodeLost, ConfigurePool, PublishPriceBook, Tick,
+        ReportNodeReady, ReportNodeLost, ConfigurePool, CordonNode, UncordonNode,
+        PublishPriceBook, Tick,
     )
 }
 

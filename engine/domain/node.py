@@ -12,6 +12,9 @@ from engine.domain.ids import aggregate_id
 
 TAKES_WORK = frozenset({"ready"})
 GONE = frozenset({"terminated", "lost"})
+# Who cordoned a node. The autoscaler undoes only its own cordons (scale-in) and terminates
+# only nodes it emptied; a node held by an operator or at start-up waits for UncordonNode.
+BY_AUTOSCALER, BY_OPERATOR, AT_START = "autoscaler", "operator", "start"
 
 
 class Node(Recorded):
@@ -45,6 +48,7 @@ class Node(Recorded):
         self.capacity = capacity
         self.labels = labels
         self.state = "requested"
+        self.cordoned_by: str | None = None
 
     class Ready(Aggregate.Event):
         def apply(self, node: Node) -> None:
@@ -60,15 +64,18 @@ class Node(Recorded):
         """Takes no new instances; empties as its instances end. Never evicts."""
 
         reason: str
+        by: str = BY_AUTOSCALER  # events recorded before there were other cordons
 
         def apply(self, node: Node) -> None:
             node.state = "cordoned"
+            node.cordoned_by = self.by
 
     class Uncordoned(Aggregate.Event):
         reason: str
 
         def apply(self, node: Node) -> None:
             node.state = "ready"
+            node.cordoned_by = None
 
     class Terminated(Aggregate.Event):
         reason: str
@@ -76,8 +83,13 @@ class Node(Recorded):
         def apply(self, node: Node) -> None:
             node.state = "terminated"
 
-    def cordon(self, reason: str, at: datetime) -> None:
-        self.trigger_event(self.Cordoned, reason=reason, timestamp=at)
+    def cordon(self, reason: str, at: datetime, by: str = BY_AUTOSCALER) -> None:
+        self.trigger_event(self.Cordoned, reason=reason, by=by, timestamp=at)
+
+    @property
+    def held(self) -> bool:
+        """Cordoned by someone other than the autoscaler: not the autoscaler's to undo."""
+        return self.state == "cordoned" and self.cordoned_by not in (None, BY_AUTOSCALER)
 
     def uncordon(self, reason: str, at: datetime) -> None:
         self.trigger_event(self.Uncordoned, reason=reason, timestamp=at)

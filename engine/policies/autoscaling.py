@@ -38,7 +38,7 @@ class ScaleOut:
 @dataclass(frozen=True)
 class NodeUse:
     node_id: str
-    state: str  # ready | cordoned
+    state: str  # ready | cordoned (by the autoscaler) | held (cordoned by anyone else)
     instances: int
     utilisation: float
     unneeded_since: datetime | None
@@ -144,12 +144,15 @@ def plan_scale_in(nodes: list[NodeUse], now: datetime, threshold: float, unneede
 
     Cordoned nodes are disruptions in flight: with them, at most `budget` nodes are being
     taken away at once; a cordoned node that has emptied is terminated without new budget.
+    Held nodes (cordoned by an operator or at start-up) count towards min_nodes only.
     """
     live = len(nodes)
     cordon: list[tuple[str, str]] = []
     terminate: list[tuple[str, str]] = []
     allowance = budget - sum(1 for n in nodes if n.state == "cordoned")
     for node in sorted(nodes, key=lambda n: (n.state != "cordoned", n.utilisation, n.node_id)):
+        if node.state == "held":
+            continue  # counts as live, but is not the autoscaler's to cordon or terminate
         since = node.unneeded_since
         if since is None or now - since < timedelta(seconds=unneeded_s):
             continue
