@@ -104,6 +104,17 @@ def _dump(engine: Engine) -> dict[str, list[dict[str, Any]]]:
     return {t.name: engine.view.select(t) for p in engine.projections for t in p.tables}
 
 
+def cmd_api(args: argparse.Namespace) -> int:
+    from adapters.api import serve_api
+    from adapters.stores import parse_store
+
+    if parse_store(args.store).kind == "memory":
+        sys.exit("cis api: a memory:// store lives in one process; give the store "
+                 "`cis serve` writes (sqlite:///FILE or postgresql://...)")
+    serve_api(args.store, args.host, args.port, args.log_level)
+    return 0
+
+
 def cmd_schema_export(args: argparse.Namespace) -> int:
     from schemas.export import export
 
@@ -169,6 +180,19 @@ def build_parser() -> argparse.ArgumentParser:
                              "(exit code 1 if not).")
     store_arg(rebuild)
     rebuild.set_defaults(func=cmd_rebuild)
+
+    api = sub.add_parser(
+        "api", help="serve the read-only HTTP query API (instances, usage, invoices)",
+        description="Serves GET /v1/accounts/{account}/instances, /usage, /invoices and "
+        "/invoices/explain, and /v1/health, from the projections (OpenAPI at /openapi.json, "
+        "browsable at /docs). Read-only: `cis serve` or `cis project` keeps the projections "
+        "current; each answer states the log position it reflects. No authentication: put "
+        "it behind the gateway that authenticates tenants.")
+    store_arg(api)
+    api.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
+    api.add_argument("--port", type=positive_int, default=8080, help="port (default 8080)")
+    api.add_argument("--log-level", default="info", choices=["debug", "info", "warning"])
+    api.set_defaults(func=cmd_api)
 
     schema = sub.add_parser("schema", help="the public contract as JSON Schema")
     schema_sub = schema.add_subparsers(dest="schema_command", required=True, metavar="ACTION")

@@ -110,6 +110,7 @@ def test_outcome_is_json_with_reasons(ready: Engine) -> None:
     ["project", "--interval", "0"],
     ["outbox", "--kafka", "127.0.0.1:1", "--interval", "-1"],
     ["bench", "packing", "--every", "0"],
+    ["api", "--port", "0"],
     ["apply", "-", "--batch", "zero"],
     ["bench", "intake", "--batch", "1", "0"],
 ])
@@ -123,7 +124,8 @@ def test_cli_refuses_bad_numbers_before_doing_anything(
 
 
 @pytest.mark.parametrize("argv", [["project", "--store", "memory://"],
-                                  ["outbox", "--store", "memory://", "--kafka", "127.0.0.1:1"]])
+                                  ["outbox", "--store", "memory://", "--kafka", "127.0.0.1:1"],
+                                  ["api", "--store", "memory://"]])
 def test_log_workers_refuse_a_memory_store(argv: list[str]) -> None:
     with pytest.raises(SystemExit) as exit_:
         main(argv)

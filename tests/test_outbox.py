@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable
-from datetime import timedelta
 
 import pytest
 
@@ -22,20 +21,13 @@ from schemas.infra import (
     TerminateNode,
     infra_command_adapter,
 )
-from simulations import workloads
-from simulations.harness import Harness
 from simulations.tansu import Broker
 from tests import test_serve_helpers as h
+from tests.helpers import simulate
 
 
-def simulate(engine: Engine, instances: int = 30, hours: int = 12) -> None:
-    creates, plans = workloads.tenants(instances, seed=7)
-    harness = Harness(engine, plans=plans)
-    for command in workloads.setup():
-        harness.submit(workloads.DAY_START, command)
-    for at, command in [*creates, *workloads.ticks(workloads.DAY_START, hours, every_s=600)]:
-        harness.submit(at, command)
-    harness.run(until=workloads.DAY_START + timedelta(hours=hours))
+def simulate_day(engine: Engine) -> None:
+    simulate(engine, 30, seed=7, hours=12, tick_every_s=600)
 
 
 def per_event(engine: Engine, after: int = 0) -> dict[int, list[InfraCommandBase]]:
@@ -45,7 +37,7 @@ def per_event(engine: Engine, after: int = 0) -> dict[int, list[InfraCommandBase
 
 
 def test_commands_follow_placements_endings_and_node_decisions(engine: Engine) -> None:
-    simulate(engine)
+    simulate_day(engine)
     commands = [c for cs in per_event(engine).values() for c in cs]
     assert len({c.command_id for c in commands}) == len(commands), "command ids are unique"
     world = engine.processor.world
@@ -68,7 +60,7 @@ def test_commands_follow_placements_endings_and_node_decisions(engine: Engine) -
 
 def test_a_translator_started_mid_log_says_what_one_from_the_start_says(
         engine: Engine) -> None:
-    simulate(engine)
+    simulate_day(engine)
     full = per_event(engine)
     middle = sorted(full)[len(full) // 2]
     tail = per_event(engine, after=middle)
@@ -78,7 +70,7 @@ def test_a_translator_started_mid_log_says_what_one_from_the_start_says(
 
 def test_outbox_sends_everything_and_resends_identically_after_a_crash(
         engine: Engine, kafka_broker: Broker, kafka_topic_factory: Callable[..., str]) -> None:
-    simulate(engine)
+    simulate_day(engine)
     expected = {c.command_id: c for cs in per_event(engine).values() for c in cs}
     topics = OutboxTopics(vm=kafka_topic_factory("vm", partitions=2),
                           pod=kafka_topic_factory("pod", partitions=2))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
 from decimal import Decimal
 
 import kubernetes_validate
@@ -12,9 +11,8 @@ from adapters.bootstrap import Engine, connect
 from adapters.infra_commands import InfraTranslator
 from adapters.pods import quantity_cpu, quantity_memory
 from schemas.infra import InfraCommandBase, RunPod
-from simulations import workloads
-from simulations.harness import Harness
 from tests import builders as b
+from tests.helpers import simulate
 
 KUBERNETES = "1.30"
 
@@ -40,13 +38,7 @@ def test_memory_quantities(gib: str, memory: str) -> None:
 
 def test_every_pod_of_a_simulated_day_is_a_valid_kubernetes_pod() -> None:
     with connect("memory://") as engine:
-        creates, plans = workloads.tenants(40, seed=11)
-        harness = Harness(engine, plans=plans)
-        for command in workloads.setup():
-            harness.submit(workloads.DAY_START, command)
-        for at, command in creates:
-            harness.submit(at, command)
-        harness.run(until=workloads.DAY_START + timedelta(hours=24))
+        simulate(engine, 40, seed=11, hours=24)
         runs = [c for c in translate_log(engine) if isinstance(c, RunPod)]
         world = engine.processor.world
         assert len(runs) == sum(1 for i in world.instances.values() if i.node_id), \

@@ -10,25 +10,15 @@ from adapters.projector import projector_process
 from projections.instances import INSTANCES
 from projections.usage import USAGE
 from simulations import workloads
-from simulations.harness import Harness
+from tests.helpers import simulate
 
 
 def _dump(engine: Engine) -> dict[str, list[dict]]:
     return {t.name: engine.view.select(t) for p in engine.projections for t in p.tables}
 
 
-def _simulate(engine: Engine, instances: int, seed: int, hours: int) -> None:
-    creates, plans = workloads.tenants(instances, seed=seed)
-    harness = Harness(engine, plans=plans)
-    for command in workloads.setup():
-        harness.submit(workloads.DAY_START, command)
-    for at, command in creates:
-        harness.submit(at, command)
-    harness.run(until=workloads.DAY_START + timedelta(hours=hours))
-
-
 def test_rebuild_reproduces_identical_rows(engine: Engine) -> None:
-    _simulate(engine, 25, seed=3, hours=12)
+    simulate(engine, 25, seed=3, hours=12)
     engine.update_projections()
     before = _dump(engine)
     assert len(before["instances"]) > 0 and len(before["usage"]) == len(before["instances"])
@@ -52,7 +42,7 @@ def test_projector_process_follows_the_log_and_stops_with_a_last_catch_up(
     if store_url == "memory://":
         return  # the worker is another process: a memory store is not shared
     with connect(store_url) as engine:
-        _simulate(engine, 10, seed=5, hours=6)
+        simulate(engine, 10, seed=5, hours=6)
         projector = projector_process(store_url, interval_s=0.1)
         projector.start()
         assert projector.stop() == 0

@@ -1,0 +1,145 @@
+"""Query responses: what the HTTP query API (and `cis … --json`) answers.
+
+Amounts and rates are decimals, written as strings in JSON so no digit is lost; times are
+ISO 8601 UTC strings. This module imports nothing of ours.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from schemas.commands import SCHEMA_VERSION
+
+
+class View(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class Projected(View):
+    """How far the read models have followed the log: answers are as of this event."""
+
+    position: int = Field(description="notification id of the last event applied")
+    at: str | None = Field(description="that event's time; the default as_of")
+
+
+class InstanceView(View):
+    id: str
+    cell: str
+    instance_id: str
+    account: str
+    pool: str
+    state: str
+    node_id: str | None
+    runtime: str
+    restart_policy: str
+    requested_vcpu: Decimal
+    requested_memory_gib: Decimal
+    billed_vcpu: Decimal
+    billed_memory_gib: Decimal
+    restarts: int
+    created_at: str
+    state_since: str
+    ended_at: str | None
+    reason: str | None
+
+
+class InstancesReport(View):
+    schema_version: Literal[1] = SCHEMA_VERSION
+    account: str
+    projected: Projected
+    instances: list[InstanceView]
+
+
+class UsageLine(View):
+    cell: str
+    instance_id: str
+    state: str
+    requested: str
+    billed_spec: str
+    billed_seconds: int
+    amount: Decimal
+    currency: str | None
+
+
+class UsageReport(View):
+    schema_version: Literal[1] = SCHEMA_VERSION
+    account: str
+    as_of: str | None
+    projected: Projected
+    instances: list[UsageLine]
+    totals: dict[str, Decimal]
+
+
+class InvoiceLine(View):
+    line: int
+    instance_id: str
+    price_version: int
+    runtime: str
+    requested: str
+    billed_spec: str
+    rate_vcpu_s: Decimal
+    rate_gib_s: Decimal
+    price_per_second: Decimal
+    seconds: int
+    topup_seconds: int
+    amount: Decimal
+
+
+class Adjustment(View):
+    period: str
+    instance_id: str
+    price_version: int
+    billed_before: Decimal
+    recomputed: Decimal
+    amount: Decimal
+    corrects: list[str]
+
+
+class InvoiceView(View):
+    cell: str
+    account: str
+    period: str
+    status: Literal["open", "finalised"]
+    finalised_at: str | None = None
+    hash_verified: bool | None = None
+    as_of: str | None = None
+    currency: str
+    total: Decimal
+    content_hash: str
+    lines: list[InvoiceLine]
+    adjustments: list[Adjustment]
+
+
+class InvoicesReport(View):
+    schema_version: Literal[1] = SCHEMA_VERSION
+    account: str
+    as_of: str | None
+    projected: Projected
+    invoices: list[InvoiceView]
+
+
+class BilledInterval(View):
+    opened_by: str | None
+    opened_at: str
+    closed_by: str | None
+    closed_at: str | None
+    seconds_in_line: int
+
+
+class LineExplanation(View):
+    cell: str
+    period: str
+    status: Literal["open", "finalised"]
+    line: InvoiceLine
+    intervals: list[BilledInterval]
+    adjustments: list[Adjustment]
+
+
+class ExplainReport(View):
+    schema_version: Literal[1] = SCHEMA_VERSION
+    account: str
+    projected: Projected
+    lines: list[LineExplanation]
