@@ -95,6 +95,7 @@ def _look_closer(store: str) -> None:
     print(f"  cis usage --store {store} --account acme")
     print(f"  cis invoices --store {store} --account acme")
     print(f"  cis rebuild --store {store}")
+    print(f"  cis api --store {store}   then open http://127.0.0.1:8080/docs")
 
 
 def _infrastructure(engine: Engine, workdir: Path) -> None:
