@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from multiprocessing.synchronize import Event as EventType
 from threading import Event
 
 from eventsourcing.persistence import Tracking
@@ -79,7 +78,7 @@ class Outbox:
 
 
 def follow(store: str, kafka: str, topics: OutboxTopics, interval_s: float,
-           stop: Event | EventType) -> int:
+           stop: Event) -> int:
     """Keep the topics current with the log until `stop` is set (then catch up once more).
     Returns the number of events whose commands were sent."""
     engine: Engine | None = None

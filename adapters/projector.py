@@ -9,7 +9,7 @@ a child process (its own core: projecting costs about as much as deciding), and
 from __future__ import annotations
 
 import logging
-from multiprocessing.synchronize import Event as EventType
+from threading import Event
 
 from adapters.bootstrap import Engine, connect
 from adapters.stores import STORE_DOWN
@@ -18,7 +18,7 @@ from adapters.workers import WorkerProcess, keep_following
 log = logging.getLogger("cis.projector")
 
 
-def follow(store: str, interval_s: float, stop: EventType) -> int:
+def follow(store: str, interval_s: float, stop: Event) -> int:
     """Keep the projections current until `stop` is set (then catch up once more and
     return). Returns the number of events projected."""
     engine: Engine | None = None

@@ -489,6 +489,11 @@ class Server:
         if now >= self._due["progress"]:
             self._due["progress"] = now + c.progress_interval_s
             self.report_progress()
+        if now >= self._due.get("workers", 0.0):  # a dead child is started again
+            self._due["workers"] = now + 1.0
+            for worker in (self.projector, self.outbox):
+                if worker is not None:
+                    worker.revive()
 
     def _save_published(self) -> None:
         assert self.engine is not None
