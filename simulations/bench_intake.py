@@ -80,9 +80,10 @@ def _topics(kafka: str, names: list[str]) -> None:
 
 
 def _intake(store: str, kafka: str, batch: int, workload: str, n: int,
-            profile: bool, projections: str) -> dict[str, Any]:
+            profile: bool, projections: str, outbox: str = "off") -> dict[str, Any]:
     tag = uuid.uuid4().hex[:8]
-    topics = {k: f"bench-{tag}-{batch}-{k}" for k in ("commands", "outcomes", "dlq")}
+    topics = {k: f"bench-{tag}-{batch}-{k}" for k in ("commands", "outcomes", "dlq", "vm",
+                                                      "pod")}
     _topics(kafka, list(topics.values()))
     setup, commands = _setup("az-1"), _commands(workload, n, "az-1")
     with Publisher(kafka, client_id="cis-bench") as publisher:
@@ -96,7 +97,9 @@ def _intake(store: str, kafka: str, batch: int, workload: str, n: int,
                          # off: projections are timed apart, after intake; process: the
                          # projector runs beside it, as in production.
                          projections=projections,
-                         outbox="off")  # intake is what is measured
+                         # off: intake alone; process: the outbox child sends the VM and
+                         # Pod commands beside it, as in production.
+                         outbox=outbox, vm_topic=topics["vm"], pod_topic=topics["pod"])
     server = Server(config)
     server.start()
     try:
@@ -123,6 +126,10 @@ def _intake(store: str, kafka: str, batch: int, workload: str, n: int,
         else:
             server.engine.update_projections()  # type: ignore[union-attr]
         backlog_s = time.perf_counter() - began
+        began = time.perf_counter()
+        if server.outbox is not None:
+            server.outbox.stop()  # its last round
+        outbox_backlog_s = time.perf_counter() - began
     finally:
         server.close()
     events = _events(store) - events_before
@@ -132,6 +139,7 @@ def _intake(store: str, kafka: str, batch: int, workload: str, n: int,
               "phases_s": {k: round(v, 3) for k, v in sorted(phases.items())},
               "projection_catch_up_s": round(backlog_s, 3),
               "commands_per_s_with_projections": round(n / (seconds + backlog_s)),
+              "outbox": outbox, "outbox_catch_up_s": round(outbox_backlog_s, 3),
               "transactions": server.stats.transactions}
     if profiler:
         result["profile"] = _top(profiler)
@@ -185,7 +193,8 @@ def _top(profiler: cProfile.Profile, n: int = 40) -> list[str]:
 
 def bench_intake(store_url: str, kafka: str, batch_sizes: tuple[int, ...] = (1, 100, 1000),
                  commands: int = 20_000, workload: str = "creates",
-                 profile: bool = False, projections: str = "off") -> dict[str, Any]:
+                 profile: bool = False, projections: str = "off", outbox: str = "off"
+                 ) -> dict[str, Any]:
     """Engine vs plain-psycopg baseline per batch size (fresh schema each, dropped after)."""
     if urlparse(store_url).scheme not in ("postgresql", "postgres"):
         raise ValueError("the intake bench measures PostgreSQL: give a postgresql:// URL")
@@ -199,7 +208,7 @@ def bench_intake(store_url: str, kafka: str, batch_sizes: tuple[int, ...] = (1, 
         try:
             n = commands if batch >= 100 else min(commands, SMALL_BATCH_COMMANDS)
             run = _intake(store, kafka, batch, workload, n, profile and batch == max(batch_sizes),
-                          projections)
+                          projections, outbox)
             per_txn = max(1, round(run["events"] / max(1, run["transactions"])))
             # A second of inserts swings ±30 % here (checkpoints, the other core): the median
             # of a few samples is the baseline; the fastest gives the most cautious ratio.
@@ -216,13 +225,14 @@ def bench_intake(store_url: str, kafka: str, batch_sizes: tuple[int, ...] = (1, 
         finally:
             with psycopg.connect(base, autocommit=True) as conn:
                 conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
-    return {"bench": "intake", "store": "postgres", "projections": projections, "runs": runs}
+    return {"bench": "intake", "store": "postgres", "projections": projections,
+            "outbox": outbox, "runs": runs}
 
 
 def cmd_bench_intake(args: argparse.Namespace) -> int:
     def run(kafka: str) -> dict[str, Any]:
         return bench_intake(args.store, kafka, tuple(args.batch), args.commands,
-                            args.workload, args.profile, args.projections)
+                            args.workload, args.profile, args.projections, args.outbox)
 
     if args.kafka:
         report = run(args.kafka)
@@ -262,6 +272,9 @@ def register_bench(bench_sub: argparse._SubParsersAction) -> None:  # type: igno
     intake.add_argument("--projections", choices=["off", "process"], default="off",
                         help="off: intake alone, projections caught up after it (timed "
                         "apart); process: the projector process runs beside intake")
+    intake.add_argument("--outbox", choices=["off", "process"], default="off",
+                        help="off: intake alone; process: the outbox child sends VM and Pod "
+                        "commands beside it (its last round is timed apart)")
     intake.add_argument("--profile", action="store_true",
                         help="cProfile the largest batch size; top functions in the JSON")
     intake.add_argument("--json", action="store_true", help="print JSON")
