@@ -1,9 +1,10 @@
 """Which VM and Pod commands each event implies (the outbox's translation; no I/O).
 
 Events say what the engine decided; these commands ask the infrastructure to make it so.
-Some need the aggregate as it was just before the event (which node an ending instance was
-on), so the translator follows each instance and node it meets, and loads one from the store
-only when it has not followed it since that aggregate's start.
+Only a few kinds of event matter (`TOPICS`), so the outbox asks the store for just those;
+for them the translator remembers what it needs of each instance (its spec, its node) and
+node (its group), and loads an aggregate from the store only when it has not seen that
+aggregate's earlier events (an outbox started in the middle of the log).
 """
 
 from __future__ import annotations
@@ -13,95 +14,107 @@ from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
+from eventsourcing.utils import get_topic
+
 from adapters.pods import STOP_GRACE_SECONDS, pod_manifest, pod_name
 from engine.domain.instance import ON_NODE, Instance
-from engine.domain.node import GONE, Node
+from engine.domain.node import Node
 from schemas.infra import DeletePod, InfraCommandBase, ProvisionNode, RunPod, TerminateNode
 
 Loader = Callable[[UUID, int], Any]  # aggregate id, version -> the aggregate at that version
-FOLLOW_AT_MOST = 100_000  # aggregates kept; a forgotten one is loaded again when needed
+REMEMBER_AT_MOST = 100_000  # records kept; a forgotten one is loaded again when needed
+
+LEAVES_NODE = (Instance.Succeeded, Instance.Failed, Instance.Stopped, Instance.Expired,
+               Instance.Deleted)
+TOPICS: tuple[str, ...] = tuple(get_topic(cls) for cls in (
+    Node.Requested, Node.Terminated, Instance.Requested, Instance.Scheduled, *LEAVES_NODE))
 
 
 def node_group(cell: str, pool: str, model: str) -> str:
     return f"{cell}-{pool}-{model}"
 
 
-@dataclass(frozen=True)
-class Before:
-    """What translation needs of the aggregate before the event."""
+@dataclass
+class Placed:
+    """What translation needs of an instance: its spec (the aggregate as created) and the
+    node it is on, if any."""
 
-    state: str | None
+    spec: Instance
     node_id: str | None
 
 
 class InfraTranslator:
     def __init__(self, load: Loader) -> None:
         self._load = load
-        self._followed: dict[UUID, Any] = {}
+        self._instances: dict[UUID, Placed] = {}
+        self._nodes: dict[UUID, Node] = {}
 
     def translate(self, event: Any) -> list[InfraCommandBase]:
-        if not isinstance(event, Instance.Event | Node.Event):
+        """The commands `event` implies (none for events outside `TOPICS`). Events of one
+        aggregate must come in order; others of it may be skipped."""
+        if isinstance(event, Node.Requested):
+            node = event.mutate(None)
+            self._remember(self._nodes, node.id, node)
+            return [ProvisionNode(**_node_fields(event, node), model=node.model,
+                                  capacity=dict(node.capacity), labels=dict(node.labels),
+                                  reason=event.reason)]
+        if isinstance(event, Node.Terminated):
+            node = self._nodes.pop(event.originator_id, None) \
+                or self._load(event.originator_id, event.originator_version - 1)
+            return [TerminateNode(**_node_fields(event, node), reason=event.reason)]
+        if isinstance(event, Instance.Requested):
+            self._remember(self._instances, event.originator_id, Placed(event.mutate(None), None))
             return []
-        aggregate = self._aggregate_before(event)
-        before = Before(getattr(aggregate, "state", None), getattr(aggregate, "node_id", None))
-        after = event.mutate(aggregate)
-        self._follow(after)
-        if isinstance(after, Node):
-            return node_commands(event, after)
-        return instance_commands(event, before, after)
+        if isinstance(event, Instance.Scheduled):
+            placed = self._placed(event)
+            placed.node_id = event.node_id
+            return [RunPod(**_instance_fields(event, placed.spec), node_id=event.node_id,
+                           manifest=pod_manifest(placed.spec, event.node_id,
+                                                 _caused_by("instance", placed.spec.name, event)))]
+        if isinstance(event, LEAVES_NODE):
+            placed = self._placed(event)
+            if isinstance(event, Instance.Deleted):
+                self._instances.pop(event.originator_id, None)  # nothing comes after
+            if placed.node_id is None:
+                return []
+            node_id, placed.node_id = placed.node_id, None
+            namespace, pod = pod_name(placed.spec)
+            # A stop asks the containers to exit; after a completion or a failure they have.
+            stopping = isinstance(event, Instance.Stopped | Instance.Deleted)
+            return [DeletePod(**_instance_fields(event, placed.spec), node_id=node_id,
+                              namespace=namespace, pod=pod,
+                              reason=getattr(event, "reason", "deleted"),
+                              grace_period_seconds=STOP_GRACE_SECONDS if stopping else 0)]
+        return []
 
-    def _aggregate_before(self, event: Any) -> Any:
-        version = event.originator_version
-        known = self._followed.pop(event.originator_id, None)
-        if version == 1:
-            return None
-        if known is None or known.version != version - 1:
-            known = self._load(event.originator_id, version - 1)
-        return known
+    def _placed(self, event: Any) -> Placed:
+        placed = self._instances.get(event.originator_id)
+        if placed is None:  # not seen from its start: as the store has it before this event
+            instance = self._load(event.originator_id, event.originator_version - 1)
+            placed = Placed(instance, instance.node_id if instance.state in ON_NODE else None)
+            self._remember(self._instances, event.originator_id, placed)
+        return placed
 
-    def _follow(self, aggregate: Any) -> None:
-        if isinstance(aggregate, Instance) and aggregate.state == "deleted":
-            return  # no event comes after
-        if isinstance(aggregate, Node) and aggregate.state in GONE:
-            return
-        if len(self._followed) >= FOLLOW_AT_MOST:
-            self._followed.clear()  # a simple bound: what is needed again is loaded again
-        self._followed[aggregate.id] = aggregate
-
-
-def _caused_by(kind: str, name: str, event: Any) -> dict[str, Any]:
-    caused_by = f"{kind}/{name}#{event.originator_version}"
-    return {"caused_by": caused_by, "at": event.timestamp}
-
-
-def node_commands(event: Any, node: Node) -> list[InfraCommandBase]:
-    common = {**_caused_by("node", node.node_id, event), "cell": node.cell,
-              "node_id": node.node_id, "pool": node.pool,
-              "node_group": node_group(node.cell, node.pool, node.model)}
-    common["command_id"] = f"{node.cell}:{common['caused_by']}"
-    if isinstance(event, Node.Requested):
-        return [ProvisionNode(**common, model=node.model, capacity=dict(node.capacity),
-                              labels=dict(node.labels), reason=event.reason)]
-    if isinstance(event, Node.Terminated):
-        return [TerminateNode(**common, reason=event.reason)]
-    return []  # ready, lost, (un)cordoned: facts from, or only for, the engine itself
+    @staticmethod
+    def _remember(records: dict[UUID, Any], key: UUID, value: Any) -> None:
+        if len(records) >= REMEMBER_AT_MOST:
+            records.clear()  # a simple bound: what is needed again is loaded again
+        records[key] = value
 
 
-def instance_commands(event: Any, before: Before, instance: Instance
-                      ) -> list[InfraCommandBase]:
-    common = {**_caused_by("instance", instance.name, event), "cell": instance.cell,
-              "instance_id": instance.name, "account": instance.account}
-    common["command_id"] = f"{instance.cell}:{common['caused_by']}"
-    if isinstance(event, Instance.Scheduled):
-        return [RunPod(**common, node_id=event.node_id,
-                       manifest=pod_manifest(instance, event.node_id, common["caused_by"]))]
-    leaves_node = isinstance(event, Instance.Ended | Instance.Deleted)
-    if leaves_node and before.state in ON_NODE and before.node_id is not None:
-        namespace, pod = pod_name(instance)
-        # A stop asks the containers to exit; after a completion or a failure they have.
-        grace = STOP_GRACE_SECONDS if isinstance(event, Instance.Stopped | Instance.Deleted) \
-            else 0
-        reason = getattr(event, "reason", "deleted")
-        return [DeletePod(**common, node_id=before.node_id, namespace=namespace, pod=pod,
-                          reason=reason, grace_period_seconds=grace)]
-    return []
+def _caused_by(kind: str, name: str, event: Any) -> str:
+    return f"{kind}/{name}#{event.originator_version}"
+
+
+def _node_fields(event: Any, node: Node) -> dict[str, Any]:
+    caused_by = _caused_by("node", node.node_id, event)
+    return {"command_id": f"{node.cell}:{caused_by}", "caused_by": caused_by,
+            "at": event.timestamp, "cell": node.cell, "node_id": node.node_id,
+            "pool": node.pool, "node_group": node_group(node.cell, node.pool, node.model)}
+
+
+def _instance_fields(event: Any, instance: Instance) -> dict[str, Any]:
+    caused_by = _caused_by("instance", instance.name, event)
+    return {"command_id": f"{instance.cell}:{caused_by}", "caused_by": caused_by,
+            "at": event.timestamp, "cell": instance.cell, "instance_id": instance.name,
+            "account": instance.account}

