@@ -21,6 +21,7 @@ from pydantic import AwareDatetime
 from adapters import queries
 from adapters.bootstrap import Engine, connect
 from projections.instances import iso
+from projections.runner import position
 from schemas.views import (
     ExplainReport,
     InstancesReport,
@@ -40,10 +41,9 @@ Period = Annotated[str | None, Query(pattern=r"^[0-9]{4}-(0[1-9]|1[0-2])$",
 
 def projected(engine: Engine) -> tuple[Projected, datetime | None]:
     """The position every projection has reached, and its event's time."""
-    position = min((engine.view.max_tracking_id(p.name) or 0 for p in engine.projections),
-                   default=0)
-    at = engine.app.page(position - 1, 1)[0][1].timestamp if position else None
-    return Projected(position=position, at=iso(at) if at else None), at
+    reached = min((position(engine.view, p) for p in engine.projections), default=0)
+    at = queries.event_time(engine, reached)
+    return Projected(position=reached, at=iso(at) if at else None), at
 
 
 def create_app(store: str) -> FastAPI:

@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 from adapters.cli_args import positive_int
-from simulations.bench_packing import FAMILIES
 
 DATA = Path(os.environ.get("CIS_BINPACKING_DATA",
                            Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -47,11 +46,12 @@ def cmd_bench_placement(args: argparse.Namespace) -> int:
 
 
 def cmd_bench_packing(args: argparse.Namespace) -> int:
-    from simulations.bench_packing import bench_packing
+    from simulations.bench_packing import FAMILIES, bench_packing
 
     try:
         result = bench_packing(
-            args.data, args.policies, families=args.families, processes=args.processes,
+            args.data, args.policies, families=args.families or FAMILIES,
+            processes=args.processes,
             every=args.every, limit=args.limit, only_with_opt=args.only_with_opt,
             iterations=args.iterations)
     except (KeyError, OSError) as exc:  # an unknown policy or family, a missing data folder
@@ -118,8 +118,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "takes about 10 minutes on 2 cores; --every 10 gives a quick estimate.")
     packing.add_argument("--data", type=Path, default=DATA,
                          help=f"bin-packing data directory (default {DATA})")
-    packing.add_argument("--families", type=lambda t: tuple(_names(t)), default=FAMILIES,
-                         help=f"comma-separated (default {','.join(FAMILIES)})")
+    packing.add_argument("--families", type=lambda t: tuple(_names(t)), default=None,
+                         help="comma-separated (default Panigrahy,New,Triplet)")
     packing.add_argument("--policies", type=_names, default=None,
                          help="comma-separated online rules and offline greedies, or 'best' "
                          "(default: the best of each mode)")

@@ -99,14 +99,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 2 if server.fenced else 0
 
 
-def _log_worker(args: argparse.Namespace, name: str, then: str, fields: dict[str, Any],
-                follow: Callable[[threading.Event], int]) -> int:
+def _log_worker(args: argparse.Namespace, command: str, logger_name: str, then: str,
+                fields: dict[str, Any], follow: Callable[[threading.Event], int]) -> int:
     """`cis project` and `cis outbox`: a log consumer in the foreground until a signal."""
     if parse_store(args.store).kind == "memory":
-        sys.exit(f"cis {name}: a memory:// store lives in one process; give the store "
+        sys.exit(f"cis {command}: a memory:// store lives in one process; give the store "
                  "`cis serve` writes (sqlite:///FILE or postgresql://...)")
     setup_logging(args.log_level)
-    logger = logging.getLogger(f"cis.{name}")
+    logger = logging.getLogger(logger_name)
     stop = threading.Event()
     _stop_on_signals(stop.set, logger.name, then)
     logger.info("following the log", extra={"fields": fields})
@@ -118,7 +118,8 @@ def _log_worker(args: argparse.Namespace, name: str, then: str, fields: dict[str
 def cmd_project(args: argparse.Namespace) -> int:
     from adapters.projector import follow
 
-    return _log_worker(args, "project", "catching up once more", {"interval_s": args.interval},
+    return _log_worker(args, "project", "cis.projector", "catching up once more",
+                       {"interval_s": args.interval},
                        lambda stop: follow(args.store, args.interval, stop))  # type: ignore
 
 
@@ -126,7 +127,7 @@ def cmd_outbox(args: argparse.Namespace) -> int:
     from adapters.outbox import OutboxTopics, follow
 
     topics = OutboxTopics(vm=args.vm_topic, pod=args.pod_topic)
-    return _log_worker(args, "outbox", "sending what is stored once more",
+    return _log_worker(args, "outbox", "cis.outbox", "sending what is stored once more",
                        {"vm_topic": topics.vm, "pod_topic": topics.pod},
                        lambda stop: follow(args.store, args.kafka, topics, args.interval, stop))
 

@@ -17,6 +17,7 @@ from uuid import UUID
 from eventsourcing.utils import get_topic
 
 from adapters.pods import STOP_GRACE_SECONDS, pod_manifest, pod_name
+from engine.application import CisApplication
 from engine.domain.instance import ON_NODE, Instance
 from engine.domain.node import Node
 from schemas.infra import DeletePod, InfraCommandBase, ProvisionNode, RunPod, TerminateNode
@@ -49,6 +50,12 @@ class InfraTranslator:
         self._instances: dict[UUID, Placed] = {}
         self._nodes: dict[UUID, Node] = {}
 
+    @classmethod
+    def of(cls, app: CisApplication) -> InfraTranslator:
+        """A translator that loads what it has not seen from `app`'s store."""
+        return cls(lambda aggregate_id, version: app.repository.get(aggregate_id,
+                                                                    version=version))
+
     def translate(self, event: Any) -> list[InfraCommandBase]:
         """The commands `event` implies (none for events outside `TOPICS`). Events of one
         aggregate must come in order; others of it may be skipped."""
@@ -68,9 +75,9 @@ class InfraTranslator:
         if isinstance(event, Instance.Scheduled):
             placed = self._placed(event)
             placed.node_id = event.node_id
-            return [RunPod(**_instance_fields(event, placed.spec), node_id=event.node_id,
-                           manifest=pod_manifest(placed.spec, event.node_id,
-                                                 _caused_by("instance", placed.spec.name, event)))]
+            fields = _instance_fields(event, placed.spec)
+            return [RunPod(**fields, node_id=event.node_id,
+                           manifest=pod_manifest(placed.spec, event.node_id, fields["caused_by"]))]
         if isinstance(event, LEAVES_NODE):
             placed = self._placed(event)
             if isinstance(event, Instance.Deleted):
@@ -100,6 +107,17 @@ class InfraTranslator:
         if len(records) >= REMEMBER_AT_MOST:
             records.clear()  # a simple bound: what is needed again is loaded again
         records[key] = value
+
+
+def commands_in(app: CisApplication) -> list[InfraCommandBase]:
+    """Every command the whole log implies, in log order (the demo; audits)."""
+    translator = InfraTranslator.of(app)
+    out: list[InfraCommandBase] = []
+    after = 0
+    while page := app.page(after, topics=TOPICS):
+        out.extend(c for _, event in page for c in translator.translate(event))
+        after = page[-1][0]
+    return out
 
 
 def _caused_by(kind: str, name: str, event: Any) -> str:

@@ -47,9 +47,7 @@ class Outbox:
         self.engine = engine
         self.publisher = publisher
         self.topics = topics
-        self.translator = InfraTranslator(
-            lambda aggregate_id, version: engine.app.repository.get(aggregate_id,
-                                                                    version=version))
+        self.translator = InfraTranslator.of(engine.app)
         self.position = engine.view.max_tracking_id(TRACKING_NAME) or 0
         self.sent = 0
 

@@ -25,13 +25,17 @@ from projections.invoices import (
 from projections.usage import PRICE_BOOKS, USAGE, price_book, rate_usage
 
 
+def event_time(engine: Engine, notification_id: int | None) -> datetime | None:
+    """The time of the event stored under `notification_id` (None for none)."""
+    if not notification_id:
+        return None
+    (_, event), = engine.app.page(notification_id - 1, 1)
+    return event.timestamp
+
+
 def newest_event_time(engine: Engine) -> datetime | None:
     """The time the log has reached: the default `as_of` (never the wall clock)."""
-    last = engine.app.recorder.max_notification_id()
-    if not last:
-        return None
-    (_, event), = engine.app.page(last - 1, 1)
-    return event.timestamp
+    return event_time(engine, engine.app.recorder.max_notification_id())
 
 
 def instances(engine: Engine, account: str | None = None) -> list[dict[str, Any]]:

@@ -192,10 +192,10 @@ class OutcomeSender:
             self._queue.task_done()
 
 
-def projection_mode(configured: str, store_kind: str) -> str:
-    """Who keeps projections current: a memory store is private to this process, so a
-    child process could not see it; there `process` means `inline`."""
-    return "inline" if configured == "process" and store_kind == "memory" else configured
+def child_mode(configured: str, store_kind: str, instead: str) -> str:
+    """A memory store is private to this process, so a child process could not see it:
+    there `process` becomes `instead` (projections: inline; outbox: off)."""
+    return instead if configured == "process" and store_kind == "memory" else configured
 
 
 class Server:
@@ -268,12 +268,13 @@ class Server:
         self.publisher = self.retry("broker", lambda: Publisher(c.kafka, client_id="cis-serve"))
         self.retry("store", self._load_positions)
         self.retry("store", self._load_cells)
-        self.projections = projection_mode(c.projections, parse_store(c.store).kind)
+        kind = parse_store(c.store).kind
+        self.projections = child_mode(c.projections, kind, instead="inline")
         if self.projections == "process":
             self.projector = projector_process(c.store, c.projection_interval_s,
                                               logging.getLevelName(log.getEffectiveLevel()))
             self.projector.start()
-        if c.outbox == "process" and parse_store(c.store).kind == "memory":
+        if child_mode(c.outbox, kind, instead="off") != c.outbox:
             log_event(logging.WARNING, "outbox off: a memory store is private to this process")
         elif c.outbox == "process":
             self.outbox = outbox_process(c.store, c.kafka, OutboxTopics(c.vm_topic, c.pod_topic),

@@ -6,31 +6,19 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from datetime import timedelta
 from typing import Any
 
-from adapters.bootstrap import Engine, connect
+from adapters.bootstrap import connect
 from adapters.cli_args import positive_int
 from adapters.kafka_io import Publisher
 from adapters.outbox import Outbox, OutboxTopics
-from simulations import workloads
-from simulations.harness import Harness
-
-
-def simulated_day(engine: Engine, instances: int) -> None:
-    """Whole lifecycles (placed, started, ended, deleted; nodes up and down): the demo's day."""
-    creates, plans = workloads.tenants(instances, seed=1)
-    harness = Harness(engine, plans=plans)
-    for command in workloads.setup():
-        harness.submit(workloads.DAY_START, command)
-    for at, command in [*creates, *workloads.ticks(workloads.DAY_START, 24)]:
-        harness.submit(at, command)
-    harness.run(until=workloads.DAY_START + timedelta(days=1))
+from simulations.harness import simulate
 
 
 def bench_outbox(store: str, kafka: str, instances: int = 1000) -> dict[str, Any]:
     with connect(store) as engine:
-        simulated_day(engine, instances)
+        # Whole lifecycles (placed, started, ended, deleted; nodes up and down).
+        simulate(engine, instances, seed=1, hours=24, tick_every_s=300)
         events = engine.app.recorder.max_notification_id() or 0
         began = time.perf_counter()
         read = sum(1 for _ in engine.app.read())

@@ -14,7 +14,7 @@ from tqdm import tqdm
 
 from adapters import queries
 from adapters.bootstrap import Engine, connect
-from adapters.infra_commands import InfraTranslator
+from adapters.infra_commands import commands_in
 from engine.domain.node import Node
 from schemas.infra import RunPod
 from simulations import workloads
@@ -100,8 +100,7 @@ def _look_closer(store: str) -> None:
 
 def _infrastructure(engine: Engine, workdir: Path) -> None:
     """What `cis serve`'s outbox would have sent the cloud and the nodes for this day."""
-    translator = InfraTranslator(lambda i, v: engine.app.repository.get(i, version=v))
-    commands = [c for _, event in engine.app.read() for c in translator.translate(event)]
+    commands = commands_in(engine.app)
     kinds = Counter(type(c).__name__ for c in commands)
     print("\nInfrastructure commands the outbox sends (cis.vm-commands, cis.pod-commands)")
     print("  " + ", ".join(f"{kinds[k]} {k}" for k in ("ProvisionNode", "TerminateNode",

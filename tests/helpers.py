@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
 from typing import Any
 
 from adapters.bootstrap import Engine
 from engine.domain.instance import Instance
 from schemas.outcomes import Outcome
-from simulations import workloads
-from simulations.harness import Harness
+from simulations.harness import simulate  # noqa: F401 (the tests' shared workload)
 from tests import builders as b
 
 
@@ -56,18 +54,3 @@ def cell_with_ready_node(engine: Engine, **pool_config: Any) -> None:
     accepted(engine, b.price_book(), b.pool(min_nodes=1, **pool_config),
              b.report("ReportNodeReady", 0.5, node_id="general-00001"))
 
-
-def simulate(engine: Engine, instances: int, seed: int, hours: float,
-             tick_every_s: int | None = None) -> Harness:
-    """The demo's workload through the real engine for `hours` of its day (optionally with
-    Ticks); the harness goes on with `harness.run(until=…)`."""
-    creates, plans = workloads.tenants(instances, seed=seed)
-    harness = Harness(engine, plans=plans)
-    for command in workloads.setup():
-        harness.submit(workloads.DAY_START, command)
-    ticks = workloads.ticks(workloads.DAY_START, int(hours) + 1, tick_every_s) \
-        if tick_every_s else []
-    for at, command in [*creates, *ticks]:
-        harness.submit(at, command)
-    harness.run(until=workloads.DAY_START + timedelta(hours=hours))
-    return harness

@@ -33,7 +33,7 @@ def simulate_day(engine: Engine) -> None:
 
 def per_event(engine: Engine, after: int = 0) -> dict[int, list[InfraCommandBase]]:
     """Each event's commands, by a translator that starts reading after `after`."""
-    translator = InfraTranslator(lambda i, v: engine.app.repository.get(i, version=v))
+    translator = InfraTranslator.of(engine.app)
     return {n: translator.translate(event) for n, event in engine.app.read(after)}
 
 

@@ -7,19 +7,14 @@ from decimal import Decimal
 import kubernetes_validate
 import pytest
 
-from adapters.bootstrap import Engine, connect
-from adapters.infra_commands import InfraTranslator
+from adapters.bootstrap import connect
+from adapters.infra_commands import commands_in
 from adapters.pods import quantity_cpu, quantity_memory
-from schemas.infra import InfraCommandBase, RunPod
+from schemas.infra import RunPod
 from tests import builders as b
 from tests.helpers import simulate
 
 KUBERNETES = "1.30"
-
-
-def translate_log(engine: Engine) -> list[InfraCommandBase]:
-    translator = InfraTranslator(lambda i, v: engine.app.repository.get(i, version=v))
-    return [c for _, event in engine.app.read() for c in translator.translate(event)]
 
 
 @pytest.mark.parametrize(("vcpu", "cpu"), [("2", "2"), ("0.5", "500m"), ("0.25", "250m"),
@@ -39,7 +34,7 @@ def test_memory_quantities(gib: str, memory: str) -> None:
 def test_every_pod_of_a_simulated_day_is_a_valid_kubernetes_pod() -> None:
     with connect("memory://") as engine:
         simulate(engine, 40, seed=11, hours=24)
-        runs = [c for c in translate_log(engine) if isinstance(c, RunPod)]
+        runs = [c for c in commands_in(engine.app) if isinstance(c, RunPod)]
         world = engine.processor.world
         assert len(runs) == sum(1 for i in world.instances.values() if i.node_id), \
             "one RunPod per placed instance"
@@ -68,7 +63,7 @@ def test_a_rich_instance_maps_field_by_field() -> None:
              "network": {"vpc": "vpc-1", "subnet": "subnet-1", "security_groups": ["a", "b"]}},
             b.report("ReportNodeReady", 50, node_id="general-00001")))
         assert all(o.status == "accepted" for o in outcomes), outcomes
-        runs = [c for c in translate_log(engine) if isinstance(c, RunPod)]
+        runs = [c for c in commands_in(engine.app) if isinstance(c, RunPod)]
     assert len(runs) == 1
     pod = runs[0].manifest
     kubernetes_validate.validate(pod, KUBERNETES, strict=True)

@@ -9,7 +9,7 @@ from pathlib import Path
 import jsonschema
 
 from adapters.bootstrap import connect
-from adapters.infra_commands import InfraTranslator
+from adapters.infra_commands import commands_in
 from schemas.commands import COMMAND_TYPES
 from schemas.export import export
 from schemas.infra import INFRA_COMMAND_TYPES
@@ -43,8 +43,7 @@ def test_every_command_and_outcome_of_a_simulated_day_is_valid(tmp_path: Path) -
 
         engine.apply = recording  # type: ignore[method-assign]
         simulate(engine, 30, seed=9, hours=24, tick_every_s=900)
-        translator = InfraTranslator(lambda i, v: engine.app.repository.get(i, version=v))
-        sent = [c for _, event in engine.app.read() for c in translator.translate(event)]
+        sent = commands_in(engine.app)
         recorded = list(engine.processor.world.outcomes.values())
     kinds = {json.loads(raw)["type"] for raw in applied}
     assert {"CreateInstance", "ReportNodeReady", "ReportInstanceRunning", "Tick",
