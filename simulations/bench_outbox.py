@@ -12,7 +12,7 @@ from adapters.bootstrap import connect
 from adapters.cli_args import positive_int
 from adapters.kafka_io import Publisher
 from adapters.outbox import Outbox, OutboxTopics
-from simulations.harness import simulate
+from simulations.workloads import simulate
 
 
 def bench_outbox(store: str, kafka: str, instances: int = 1000) -> dict[str, Any]:

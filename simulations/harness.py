@@ -19,7 +19,6 @@ from adapters.bootstrap import Engine
 from engine.domain.instance import Instance
 from engine.domain.node import Node
 from schemas.outcomes import Outcome
-from simulations import workloads
 
 # DESIGN §3: measured sandbox start times per runtime.
 START_SECONDS = {"runc": 0.632, "kata": 1.249}
@@ -140,18 +139,3 @@ class Harness:
                            "cell": inst.cell, "issued_at": when.isoformat(),
                            "account": inst.account, "instance_id": inst.name})
 
-
-def simulate(engine: Engine, instances: int, seed: int, hours: float,
-             tick_every_s: int | None = None) -> Harness:
-    """The demo's tenants through the real engine for `hours` of its day (optionally with
-    Ticks); the harness goes on with `harness.run(until=…)`."""
-    creates, plans = workloads.tenants(instances, seed=seed)
-    harness = Harness(engine, plans=plans)
-    for command in workloads.setup():
-        harness.submit(workloads.DAY_START, command)
-    ticks = workloads.ticks(workloads.DAY_START, int(hours) + 1, tick_every_s) \
-        if tick_every_s else []
-    for at, command in [*creates, *ticks]:
-        harness.submit(at, command)
-    harness.run(until=workloads.DAY_START + timedelta(hours=hours))
-    return harness

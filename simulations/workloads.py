@@ -6,7 +6,8 @@ import random
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from simulations.harness import Plan
+from adapters.bootstrap import Engine
+from simulations.harness import Harness, Plan
 
 DAY_START = datetime(2026, 1, 15, tzinfo=UTC)
 CELL = "az-1"
@@ -86,3 +87,18 @@ def ticks(start: datetime, hours: int, every_s: int = 300, cell: str = CELL
         out.append((at, {"type": "Tick", "command_id": f"tick-{cell}-{at.isoformat()}",
                          "cell": cell, "now": at.isoformat()}))
     return out
+
+
+def simulate(engine: Engine, instances: int, seed: int, hours: float,
+             tick_every_s: int | None = None) -> Harness:
+    """The demo's tenants through the real engine for `hours` of its day (optionally with
+    Ticks); the harness goes on with `harness.run(until=…)`."""
+    creates, plans = tenants(instances, seed=seed)
+    harness = Harness(engine, plans=plans)
+    for command in setup():
+        harness.submit(DAY_START, command)
+    periodic = ticks(DAY_START, int(hours) + 1, tick_every_s) if tick_every_s else []
+    for at, command in [*creates, *periodic]:
+        harness.submit(at, command)
+    harness.run(until=DAY_START + timedelta(hours=hours))
+    return harness

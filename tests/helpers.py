@@ -7,7 +7,7 @@ from typing import Any
 from adapters.bootstrap import Engine
 from engine.domain.instance import Instance
 from schemas.outcomes import Outcome
-from simulations.harness import simulate  # noqa: F401 (the tests' shared workload)
+from simulations.workloads import simulate  # noqa: F401 (the tests' shared workload)
 from tests import builders as b
 
 
