@@ -148,3 +148,14 @@ def test_a_closed_pipe_ends_the_cli_quietly(tmp_path: Path) -> None:
     err = process.stderr.read().decode()
     assert process.wait(60) == 141, err
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("kind", ["CordonNode", "UncordonNode"])
+def test_node_holds_refuse_unknown_or_malformed_nodes_and_change_nothing(
+        ready: Engine, kind: str) -> None:
+    command = {"type": kind, "command_id": b.cid(kind), "cell": b.CELL, "issued_at": b.at(5)}
+    unknown = _unchanged(ready, {**command, "node_id": "general-09999"})
+    assert unknown[0]["field"] == "node_id" and "unknown node" in unknown[0]["problem"]
+    malformed = _unchanged(ready, {**command, "command_id": b.cid(kind), "node_id": "Bad_Name",
+                                   "reason": ""})
+    assert {r["field"] for r in malformed} == {"node_id", "reason"}
