@@ -18,7 +18,7 @@ from adapters.infra_commands import commands_in
 from engine.domain.node import Node
 from schemas.infra import RunPod
 from simulations import workloads
-from simulations.harness import Harness
+from simulations.driven import DrivenHarness
 from simulations.timeline import plot
 
 LOST_NODE = "general-00005"
@@ -35,7 +35,8 @@ def run_demo(store: str | None, instances: int, seed: int, plot_path: Path | Non
     counts: Counter[str] = Counter()
     with connect(store) as engine:
         creates, plans = workloads.tenants(instances, seed)
-        harness = Harness(engine, plans=plans,
+        # Every report comes from the simulated infrastructure behind the real driver ports.
+        harness = DrivenHarness(engine, start, plans=plans,
                           lost_nodes={(workloads.CELL, LOST_NODE): start + timedelta(hours=13)})
         for command in workloads.setup():
             harness.submit(start, command)

@@ -1,0 +1,200 @@
+"""`PodDriver` on Kubernetes, through the official `kubernetes` client.
+
+- run: `create_namespaced_pod` of the command's manifest in the account's namespace (the
+  namespace is created, labelled with the account, if missing). A Pod of that name that
+  already exists from the same command (its `cis.io/caused-by` annotation) is success; one
+  from an earlier run of the instance still terminating is an error, retried.
+- delete: `delete_namespaced_pod` with the command's grace period; a Pod already gone is
+  success.
+- watch: list, then watch from the list's resourceVersion, every Pod labelled
+  `cis.io/instance`; each Pod object as the API returns it is mapped to facts by
+  `pod_facts` (pure, tested on API-shaped Pods): bound -> starting, all containers running
+  -> running, a container's termination (current or last state) -> exited with its code,
+  a Pod failed by the node (evicted, node shutdown) or deleted outside our commands ->
+  terminated. Facts are keyed by the Pod's uid and restart counts, so seeing a Pod again
+  names the same facts.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from adapters.pods import LABEL_PREFIX
+from adapters.ports import DriverError, PodObservation
+from schemas.infra import DeletePod, RunPod
+
+log = logging.getLogger("cis.driver.kubernetes")
+
+INSTANCE_LABEL = f"{LABEL_PREFIX}/instance"
+CAUSED_BY = f"{LABEL_PREFIX}/caused-by"
+REMEMBER_AT_MOST = 100_000  # fact keys kept to skip repeats (the engine deduplicates anyway)
+
+
+def _time(text: str | None) -> datetime | None:
+    return None if not text else datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def pod_facts(pod: dict[str, Any], deleted: bool = False, deleted_by_us: bool = False
+              ) -> list[PodObservation]:
+    """The facts a Pod object (a dict as the API returns it: camelCase) states about its
+    instance. `deleted`: it came as a watch DELETED event."""
+    meta, spec, status = pod["metadata"], pod.get("spec", {}), pod.get("status", {})
+    labels = meta.get("labels", {})
+    node = spec.get("nodeName")
+    cell, account = labels.get(f"{LABEL_PREFIX}/cell"), labels.get(f"{LABEL_PREFIX}/account")
+    instance = labels.get(INSTANCE_LABEL)
+    if not (node and cell and account and instance):
+        return []  # not one of ours, or not bound to a node yet
+    uid = meta.get("uid") or meta["name"]
+    created = _time(meta.get("creationTimestamp"))
+    facts: list[PodObservation] = []
+
+    def fact(report: str, at: datetime | None, key: str, sequence: int, **more: Any) -> None:
+        stamp = at or _time(status.get("startTime")) or created
+        if stamp is None:
+            return  # a Pod without any time is not one the API server returned
+        facts.append(PodObservation(report, cell, account, instance, node, stamp,  # type: ignore
+                                    f"{instance}/{uid}/{key}", sequence, **more))
+
+    containers = status.get("containerStatuses") or []
+    restarts = sum(int(c.get("restartCount", 0)) for c in containers)
+    fact("starting", _time(status.get("startTime")), "starting", 0)
+    for c in containers:
+        count = int(c.get("restartCount", 0))
+        for state, at_restart in ((c.get("lastState", {}), count - 1),
+                                  (c.get("state", {}), count)):
+            ended = state.get("terminated")
+            if ended is not None and at_restart >= 0:
+                fact("exited", _time(ended.get("finishedAt")),
+                     f"exited/{c['name']}#{at_restart}", 2 + 2 * at_restart,
+                     container=c["name"], exit_code=int(ended.get("exitCode", 0)) & 0xFF)
+    running = [c["state"]["running"] for c in containers if "running" in c.get("state", {})]
+    if status.get("phase") == "Running" and containers and len(running) == len(containers):
+        started = max((t for t in (_time(r.get("startedAt")) for r in running) if t),
+                      default=None)
+        fact("running", started, f"running#{restarts}", 1 + 2 * restarts)
+    if status.get("phase") == "Failed" and status.get("reason"):
+        reason = f"{status['reason']}: {status.get('message', '')}".rstrip(": ")
+        fact("terminated", _time(meta.get("deletionTimestamp")) or created, "terminated",
+             3 + 2 * restarts, reason=reason)
+    elif deleted and not deleted_by_us:
+        fact("terminated", _time(meta.get("deletionTimestamp")) or created, "terminated",
+             3 + 2 * restarts, reason="Pod deleted outside cis")
+    return facts
+
+
+class KubernetesPodDriver:
+    """Implements `PodDriver` (adapters/ports.py) on a `kubernetes.client.CoreV1Api`."""
+
+    def __init__(self, core: Any) -> None:
+        self.core = core
+        self._resource_version: str | None = None
+        self._seen: set[str] = set()
+        self._deleting: set[tuple[str, str]] = set()  # (namespace, name) we asked to delete
+
+    @classmethod
+    def connect(cls, kubeconfig: str | None = None, context: str | None = None,
+                in_cluster: bool = False) -> KubernetesPodDriver:
+        from kubernetes import client, config
+
+        if in_cluster:
+            config.load_incluster_config()
+        else:
+            config.load_kube_config(config_file=kubeconfig, context=context)
+        return cls(client.CoreV1Api())
+
+    def run(self, command: RunPod) -> None:
+        from kubernetes.client.exceptions import ApiException
+
+        namespace = command.manifest["metadata"]["namespace"]
+        try:
+            self.core.create_namespaced_pod(namespace, command.manifest)
+            return
+        except ApiException as exc:
+            if exc.status == 404:  # the account's first Pod: no namespace yet
+                self._create_namespace(namespace, command.account)
+                self.core.create_namespaced_pod(namespace, command.manifest)
+                return
+            if exc.status != 409:
+                raise
+        existing = self.core.read_namespaced_pod(command.manifest["metadata"]["name"],
+                                                 namespace)
+        caused_by = (existing.metadata.annotations or {}).get(CAUSED_BY)
+        if caused_by != command.caused_by:
+            raise DriverError(f"Pod {namespace}/{command.instance_id} exists from "
+                              f"{caused_by!r}, not {command.caused_by!r}; waiting for it to go")
+
+    def _create_namespace(self, namespace: str, account: str) -> None:
+        from kubernetes.client.exceptions import ApiException
+
+        body = {"apiVersion": "v1", "kind": "Namespace",
+                "metadata": {"name": namespace, "labels": {f"{LABEL_PREFIX}/account": account}}}
+        try:
+            self.core.create_namespace(body)
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
+
+    def delete(self, command: DeletePod) -> None:
+        from kubernetes.client.exceptions import ApiException
+
+        self._deleting.add((command.namespace, command.pod))
+        body = {"apiVersion": "v1", "kind": "DeleteOptions",
+                "gracePeriodSeconds": command.grace_period_seconds,
+                "propagationPolicy": "Background"}
+        try:
+            self.core.delete_namespaced_pod(command.pod, command.namespace, body=body,
+                                            grace_period_seconds=command.grace_period_seconds)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+
+    def watch(self, timeout_s: float) -> Sequence[PodObservation]:
+        from kubernetes import watch
+        from kubernetes.client.exceptions import ApiException
+
+        facts: list[PodObservation] = []
+        if self._resource_version is None:
+            listed = json.loads(self.core.list_pod_for_all_namespaces(
+                label_selector=INSTANCE_LABEL, _preload_content=False).data)
+            for pod in listed.get("items", []):
+                facts.extend(pod_facts(pod))
+            self._resource_version = listed["metadata"]["resourceVersion"]
+            return self._new(facts)
+        stream = watch.Watch()
+        try:
+            for event in stream.stream(self.core.list_pod_for_all_namespaces,
+                                       label_selector=INSTANCE_LABEL,
+                                       resource_version=self._resource_version,
+                                       timeout_seconds=max(1, math.ceil(timeout_s)),
+                                       allow_watch_bookmarks=True):
+                pod = event["raw_object"]
+                self._resource_version = pod["metadata"].get("resourceVersion",
+                                                             self._resource_version)
+                if event["type"] not in ("ADDED", "MODIFIED", "DELETED"):
+                    continue
+                deleted = event["type"] == "DELETED"
+                key = (pod["metadata"].get("namespace", ""), pod["metadata"]["name"])
+                facts.extend(pod_facts(pod, deleted, key in self._deleting))
+                if deleted:
+                    self._deleting.discard(key)
+        except ApiException as exc:
+            if exc.status != 410:
+                raise
+            self._resource_version = None  # history compacted away: list again
+        return self._new(facts)
+
+    def _new(self, facts: list[PodObservation]) -> list[PodObservation]:
+        if len(self._seen) > REMEMBER_AT_MOST:
+            self._seen.clear()  # a bound: repeats after this are deduplicated by the engine
+        out: list[PodObservation] = []
+        for fact in facts:
+            if fact.key not in self._seen:
+                self._seen.add(fact.key)
+                out.append(fact)
+        return out

@@ -1,0 +1,158 @@
+"""`cis driver cloud --provider aws` as a process, against moto server and tansu: SIGKILLed
+mid-batch and restarted, it makes no VM twice and loses no command; scale-in terminates
+exactly the nodes asked for, and at the end no VM is left behind."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from adapters.drivers.aws import NODE_TAG
+from adapters.kafka_io import CommandSource, Publisher
+from schemas.commands import command_adapter
+from simulations.tansu import Broker
+from tests import driver_fixtures as f
+from tests.moto_fixtures import REGION, MotoServer, moto_server  # noqa: F401 (fixture)
+
+GUARD_S = 120.0  # against hangs only
+NODES = [f"general-{k:05d}" for k in range(1, 61)]
+
+
+def done_commands(ledger: Path) -> int:
+    if not ledger.exists():
+        return 0
+    try:
+        with sqlite3.connect(ledger, timeout=5) as db:
+            return int(db.execute(
+                "SELECT count(*) FROM commands WHERE state = 'done'").fetchone()[0])
+    except sqlite3.OperationalError:  # the table is not made yet
+        return 0
+
+
+def wait_for(what: Callable[[], bool], process: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + GUARD_S
+    while not what():
+        assert process.poll() is None, log.read_text()[-3000:]
+        assert time.monotonic() < deadline, log.read_text()[-3000:]
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def aws_setup(moto_server: MotoServer) -> dict[str, Any]:  # noqa: F811
+    moto_server.reset()
+    ec2 = moto_server.client("ec2")
+    vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
+    subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.0.1.0/24")["Subnet"]["SubnetId"]
+    image = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
+    return {"ec2": ec2, "url": moto_server.url, "subnet": subnet, "image": image}
+
+
+@pytest.fixture
+def driver_process(aws_setup: dict[str, Any], kafka_broker: Broker,
+                   kafka_topic_factory: Callable[..., str], tmp_path: Path
+                   ) -> Iterator[Callable[[], tuple[subprocess.Popen[bytes], Path]]]:
+    topics = {"vm": kafka_topic_factory("vm", partitions=2),
+              "reports": kafka_topic_factory("reports", partitions=1),
+              "dlq": kafka_topic_factory("dlq", partitions=1)}
+    started: list[subprocess.Popen[bytes]] = []
+
+    def start() -> tuple[subprocess.Popen[bytes], Path]:
+        log = tmp_path / f"driver-{len(started)}.log"
+        with open(log, "wb") as out:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "adapters.cli_drivers", "driver", "cloud",
+                 "--provider", "aws", "--kafka", kafka_broker.bootstrap,
+                 "--state", str(tmp_path / "ledger.db"), "--vm-topic", topics["vm"],
+                 "--reports-topic", topics["reports"], "--dlq-topic", topics["dlq"],
+                 "--region", REGION, "--endpoint-url", aws_setup["url"],
+                 "--image-id", aws_setup["image"], "--subnet", aws_setup["subnet"],
+                 "--observe-interval", "0.2", "--backoff", "0.1", "--log-level", "info"],
+                stdout=out, stderr=subprocess.STDOUT,
+                env={**os.environ, "AWS_ACCESS_KEY_ID": "testing",
+                     "AWS_SECRET_ACCESS_KEY": "testing"})
+        started.append(process)
+        return process, log
+
+    start.topics = topics  # type: ignore[attr-defined]
+    yield start
+    for process in started:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def live_vms(ec2: Any) -> dict[str, int]:
+    found = ec2.describe_instances(Filters=[
+        {"Name": "instance-state-name", "Values": ["pending", "running", "stopping", "stopped"]},
+        {"Name": "tag-key", "Values": [NODE_TAG]}])
+    counts: dict[str, int] = {}
+    for reservation in found["Reservations"]:
+        for instance in reservation["Instances"]:
+            node = {t["Key"]: t["Value"] for t in instance["Tags"]}[NODE_TAG]
+            counts[node] = counts.get(node, 0) + 1
+    return counts
+
+
+def test_sigkill_mid_batch_makes_no_duplicate_vm_and_loses_no_command(
+        driver_process: Any, aws_setup: dict[str, Any], kafka_broker: Broker,
+        tmp_path: Path) -> None:
+    topics = driver_process.topics
+    ledger = tmp_path / "ledger.db"
+    with Publisher(kafka_broker.bootstrap) as publisher:
+        for node in NODES:
+            command = f.provision(node)
+            publisher.send_command(topics["vm"], command.cell, command.model_dump_json().encode())
+        publisher.flush()
+        process, log = driver_process()
+        wait_for(lambda: done_commands(ledger) >= 5, process, log)
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        killed_at = done_commands(ledger)
+        assert killed_at < len(NODES), "killed mid-batch"
+
+        process, log = driver_process()
+        wait_for(lambda: done_commands(ledger) == len(NODES), process, log)
+        assert live_vms(aws_setup["ec2"]) == dict.fromkeys(NODES, 1), "no VM twice, none lost"
+
+        # Scale-in: exactly the nodes asked for go.
+        leaving = NODES[::3]
+        for node in leaving:
+            command = f.terminate(node)
+            publisher.send_command(topics["vm"], command.cell, command.model_dump_json().encode())
+        publisher.flush()
+        wait_for(lambda: done_commands(ledger) == len(NODES) + len(leaving), process, log)
+        assert live_vms(aws_setup["ec2"]) == {n: 1 for n in NODES if n not in leaving}
+
+        # Every node was reported ready once it ran (repeats carry the same command_id).
+        with CommandSource(kafka_broker.bootstrap, topics["reports"]) as source:
+            source.seek_all({0: 0})
+            ready: set[str] = set()
+            deadline = time.monotonic() + GUARD_S
+            while not set(NODES) - set(leaving) <= ready:
+                assert time.monotonic() < deadline, sorted(set(NODES) - ready)
+                for records in source.poll_batch(timeout_ms=200).values():
+                    for record in records:
+                        report = command_adapter.validate_json(record.value)
+                        assert report.type == "ReportNodeReady", report
+                        ready.add(report.node_id)  # type: ignore[attr-defined]
+
+        for node in NODES:
+            if node not in leaving:
+                command = f.terminate(node)
+                publisher.send_command(topics["vm"], command.cell,
+                                       command.model_dump_json().encode())
+        publisher.flush()
+        wait_for(lambda: done_commands(ledger) == 2 * len(NODES), process, log)
+    assert live_vms(aws_setup["ec2"]) == {}, "no VM left behind"
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(30) == 0
+    assert '"event": "stopped"' in log.read_text()
