@@ -6,6 +6,8 @@ import argparse
 import importlib
 import json
 import os
+import re
+import sqlite3
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -15,29 +17,40 @@ from tqdm import tqdm
 
 from adapters import queries
 from adapters.bootstrap import Engine, connect, tune_gc
-from adapters.cli_args import positive_int, store_arg, timestamp
-from adapters.stores import BadStoreURL
+from adapters.cli_args import account_name, positive_int, store_arg, timestamp
+from adapters.queries import QueryError
+from adapters.stores import STORE_DOWN, BadConfiguration
+from schemas.limits import MAX_LINE_BYTES
 
 # Modules that add subcommands: each has `register(subparsers)`.
-EXTENSIONS: list[str] = ["adapters.cli_kafka", "adapters.cli_bench", "adapters.cli_billing"]
+EXTENSIONS: list[str] = ["adapters.cli_kafka", "adapters.cli_bench", "adapters.cli_billing",
+                         "adapters.cli_tokens", "adapters.cli_drivers"]
 
 
 
 def _lines(source: TextIO) -> Iterator[bytes]:
-    for line in source.buffer if hasattr(source, "buffer") else source:
-        raw = line if isinstance(line, bytes) else line.encode()
+    """Non-blank lines, each cut to one byte past MAX_LINE_BYTES: enough for the parser to
+    answer "too long" (naming the command_id in its head) without holding a huge line."""
+    stream = source.buffer if hasattr(source, "buffer") else source
+    cap = MAX_LINE_BYTES + 1
+    while line := stream.readline(cap):
+        if len(line) == cap and not line.endswith(b"\n"):
+            while (rest := stream.readline(cap)) and not rest.endswith(b"\n"):
+                pass  # the rest of a line too long to decide: skipped, not held
+        raw = line.rstrip(b"\r\n")
         if raw.strip():
-            yield raw.rstrip(b"\r\n")
+            yield raw
 
 
 def cmd_apply(args: argparse.Namespace) -> int:
     source = sys.stdin if args.file == "-" else open(args.file, "rb")  # noqa: SIM115
+    role = None if args.role == "any" else args.role  # any: trusted, every command type
     with source, connect(args.store) as engine, tqdm(
             desc="commands", unit="cmd", disable=None, file=sys.stderr) as bar:
         batch: list[bytes] = []
 
         def flush() -> None:
-            for outcome in engine.apply(batch):
+            for outcome in engine.apply(batch, role=role):
                 print(outcome.to_json())
             bar.update(len(batch))
             batch.clear()
@@ -157,11 +170,15 @@ def build_parser() -> argparse.ArgumentParser:
     apply.add_argument("file", help="JSON-lines file, or - for standard input")
     apply.add_argument("--batch", type=positive_int, default=1000,
                        help="commands per transaction (default 1000)")
+    apply.add_argument("--role", required=True, choices=["tenant", "agent", "operator", "any"],
+                       help="who speaks: a command of another role's type is rejected "
+                       "(wrong_topic); any = trusted, every type (an operator replaying a "
+                       "whole file)")
     apply.set_defaults(func=cmd_apply)
 
     inst = sub.add_parser("instances", help="list instances and their states")
     store_arg(inst)
-    inst.add_argument("--account", help="only this account's instances")
+    inst.add_argument("--account", type=account_name, help="only this account's instances")
     inst.add_argument("--json", action="store_true", help="print JSON")
     inst.set_defaults(func=cmd_instances)
 
@@ -169,7 +186,8 @@ def build_parser() -> argparse.ArgumentParser:
                            description="Billed seconds and amounts per instance, accrued "
                            "up to --as-of (default: the time of the newest event).")
     store_arg(usage)
-    usage.add_argument("--account", required=True, help="the account to report")
+    usage.add_argument("--account", type=account_name, required=True,
+                       help="the account to report")
     usage.add_argument("--as-of", type=timestamp, help="ISO time, e.g. 2026-01-31T00:00:00Z")
     usage.add_argument("--json", action="store_true", help="print JSON")
     usage.set_defaults(func=cmd_usage)
@@ -185,9 +203,10 @@ def build_parser() -> argparse.ArgumentParser:
         "api", help="serve the read-only HTTP query API (instances, usage, invoices)",
         description="Serves GET /v1/accounts/{account}/instances, /usage, /invoices and "
         "/invoices/explain, and /v1/health, from the projections (OpenAPI at /openapi.json, "
-        "browsable at /docs). Read-only: `cis serve` or `cis project` keeps the projections "
-        "current; each answer states the log position it reflects. No authentication: put "
-        "it behind the gateway that authenticates tenants.")
+        "browsable at /docs), and Prometheus metrics at /metrics. Read-only: `cis serve` or "
+        "`cis project` keeps the projections current; each answer states the log position "
+        "it reflects. Account routes need `Authorization: Bearer TOKEN` (`cis tokens "
+        "create`); lists are paged; queries are bounded (as_of window, periods, time).")
     store_arg(api)
     api.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
     api.add_argument("--port", type=positive_int, default=8080, help="port (default 8080)")
@@ -205,6 +224,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _redacted(url: str | None) -> str:
+    return re.sub(r"://([^:/@]*):[^@/]*@", r"://\1:***@", url or "")
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     tune_gc()
@@ -212,8 +235,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         code = args.func(args)
         sys.stdout.flush()  # inside the try: a closed pipe surfaces here, not at exit
         raise SystemExit(code)
-    except BadStoreURL as exc:
+    except (BadConfiguration, QueryError) as exc:
         sys.exit(f"cis: {exc}")
+    except (*STORE_DOWN, sqlite3.OperationalError) as exc:
+        # A store that cannot be opened (or went away): one line, not a traceback.
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        sys.exit(f"cis: cannot use the store {_redacted(getattr(args, 'store', ''))}: {first}")
     except FileNotFoundError as exc:
         sys.exit(f"cis: {exc.filename}: no such file")
     except BrokenPipeError:

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 from collections.abc import Callable
 from datetime import datetime
 
 from adapters.stores import DEFAULT_STORE
+from schemas.limits import TIME_MAX, TIME_MIN
 
 STORE_HELP = ("event store URL: memory://, sqlite:///path/to/file.db or "
               "postgresql://user@host:5432/db[?schema=name] (default: $CIS_STORE or "
@@ -43,7 +45,26 @@ non_negative_float = _bounded(float, above_zero=False)
 
 
 def timestamp(text: str) -> datetime:
-    value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    """An aware ISO time inside the supported window [TIME_MIN, TIME_MAX)."""
+    try:
+        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"not an ISO time: {text!r} (e.g. 2026-01-31T23:00:00Z)") from None
     if value.tzinfo is None:
         raise argparse.ArgumentTypeError("give a timezone, e.g. 2026-01-31T23:00:00Z")
+    if not TIME_MIN <= value < TIME_MAX:
+        raise argparse.ArgumentTypeError(
+            f"{text} is outside the supported window [{TIME_MIN:%Y-%m-%d}, {TIME_MAX:%Y-%m-%d})")
     return value
+
+
+ACCOUNT = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
+
+
+def account_name(text: str) -> str:
+    """An account name as commands spell it; never empty (empty would mean every account)."""
+    if not ACCOUNT.fullmatch(text):
+        raise argparse.ArgumentTypeError(
+            f"not an account name: {text!r} (lowercase letters, digits and -, 1-63)")
+    return text

@@ -136,10 +136,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     packing.add_argument("--json", action="store_true")
     packing.set_defaults(func=cmd_bench_packing)
 
-    from simulations import bench_intake, bench_outbox
+    from simulations import bench_api, bench_intake, bench_outbox
 
     bench_intake.register_bench(group)
     bench_outbox.register_bench(group)
+    bench_api.register_bench(group)
 
     rating = group.add_parser("rating", help="pure rating time of N billed intervals")
     rating.add_argument("--intervals", type=positive_int, default=1_000_000)

@@ -11,7 +11,7 @@ from typing import Any
 
 from adapters import queries
 from adapters.bootstrap import connect
-from adapters.cli_args import store_arg, timestamp
+from adapters.cli_args import account_name, store_arg, timestamp
 
 CSV_COLUMNS = ("cell", "account", "period", "status", "kind", "line", "instance_id",
                "price_version", "runtime", "requested", "billed_spec", "rate_vcpu_s",
@@ -22,6 +22,14 @@ CSV_COLUMNS = ("cell", "account", "period", "status", "kind", "line", "instance_
 def _period(text: str) -> str:
     if not re.fullmatch(r"\d{4}-(0[1-9]|1[0-2])", text):
         raise argparse.ArgumentTypeError("a period is YYYY-MM, e.g. 2026-01")
+    return text
+
+
+def line_ref(text: str) -> str:
+    """N, or INSTANCE[@VERSION]: ASCII only (`str.isdigit` also takes "²")."""
+    if not queries.LINE_REF.fullmatch(text):
+        raise argparse.ArgumentTypeError(
+            f"not a line: {text!r} (a line number N, or INSTANCE[@VERSION])")
     return text
 
 
@@ -85,11 +93,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         "the open period accrued up to --as-of (default: the time of the newest event, "
         "never the wall clock), with any adjustments pending for finalised periods.")
     store_arg(inv)
-    inv.add_argument("--account", required=True, help="the account to invoice")
+    inv.add_argument("--account", type=account_name, required=True,
+                     help="the account to invoice")
     inv.add_argument("--period", type=_period, help="only this month, YYYY-MM (UTC)")
     inv.add_argument("--as-of", type=timestamp,
                      help="accrue open periods up to this ISO time, e.g. 2026-01-31T12:00:00Z")
-    inv.add_argument("--explain", metavar="LINE",
+    inv.add_argument("--explain", metavar="LINE", type=line_ref,
                      help="show the events that opened and closed each billed interval of a "
                      "line: N (line number on the --period invoice, default the latest) or "
                      "INSTANCE[@VERSION]; prints JSON")

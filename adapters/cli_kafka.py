@@ -23,7 +23,8 @@ from adapters.cli_args import (
 )
 from adapters.stores import parse_store
 
-TOPIC_DEFAULTS = {"commands": "cis.commands", "outcomes": "cis.outcomes",
+TOPIC_DEFAULTS = {"commands": "cis.commands", "reports": "cis.reports", "admin": "cis.admin",
+                  "outcomes": "cis.outcomes",
                   "dlq": "cis.commands.dlq", "vm": "cis.vm-commands", "pod": "cis.pod-commands"}
 
 
@@ -78,17 +79,27 @@ def _topic_args(parser: argparse.ArgumentParser, *names: str) -> None:
                             help=f"{name} topic (default {TOPIC_DEFAULTS[name]})")
 
 
+def _metrics_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--metrics-port", type=int, default=None, metavar="PORT",
+                        help="serve Prometheus metrics on http://HOST:PORT/metrics (0: a free "
+                        "port); off by default")
+    parser.add_argument("--metrics-host", default="127.0.0.1", metavar="HOST",
+                        help="address the metrics server binds (default 127.0.0.1)")
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from adapters.serve import ServeConfig, Server
 
     setup_logging(args.log_level)
     server = Server(ServeConfig(
         store=args.store, kafka=args.kafka, commands_topic=args.commands_topic,
+        reports_topic=args.reports_topic, admin_topic=args.admin_topic,
         outcomes_topic=args.outcomes_topic, dlq_topic=args.dlq_topic,
         partitions=args.partitions, batch_size=args.batch, poll_records=args.poll_records,
         tick_interval_s=args.tick_interval, progress_interval_s=args.progress_interval,
         status_file=args.status_file, projections=args.projections, outbox=args.outbox,
-        vm_topic=args.vm_topic, pod_topic=args.pod_topic))
+        vm_topic=args.vm_topic, pod_topic=args.pod_topic, metrics_port=args.metrics_port,
+        metrics_host=args.metrics_host))
 
     _stop_on_signals(server.stop, "cis.serve", "finishing the open batch")
     try:
@@ -129,15 +140,18 @@ def cmd_outbox(args: argparse.Namespace) -> int:
     topics = OutboxTopics(vm=args.vm_topic, pod=args.pod_topic)
     return _log_worker(args, "outbox", "cis.outbox", "sending what is stored once more",
                        {"vm_topic": topics.vm, "pod_topic": topics.pod},
-                       lambda stop: follow(args.store, args.kafka, topics, args.interval, stop))
+                       lambda stop: follow(args.store, args.kafka, topics, args.interval, stop,
+                                           args.metrics_port, args.metrics_host))
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
     from adapters.submit import submit
 
     source = sys.stdin.buffer if args.file == "-" else open(args.file, "rb")  # noqa: SIM115
+    topic = {"tenant": args.commands_topic, "agent": args.reports_topic,
+             "operator": args.admin_topic}[args.role]
     with source:
-        result = submit(args.kafka, source, topic=args.commands_topic,
+        result = submit(args.kafka, source, role=args.role, topic=topic,
                         wait_s=args.timeout if args.wait else None,
                         outcomes_topic=args.outcomes_topic)
     for invalid in result.invalid:
@@ -158,22 +172,27 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     serve = sub.add_parser(
         "serve", help="run the engine on the Kafka command stream (exactly-once intake)",
         description="Consumes the commands topic with manual partition assignment, "
+        "and the reports and admin topics (one per role: tenants, node agents, operators; "
+        "a command type on another role's topic is rejected), "
         "resuming from the positions stored in the event store (not Kafka's committed "
         "offsets). Each poll's records of a partition are decided and saved with their "
         "position in one transaction; then one outcome per command goes to the outcomes "
         "topic (keyed by command_id; at least once: deduplicate by command_id) and bytes "
-        "that are not a command (not UTF-8, not JSON) go to the dead-letter topic with a "
-        "'reason' header. Child processes keep the projections current (see --projections) and "
-        "send the VM and Pod commands the events imply (see --outbox). "
+        "that are not a command (not UTF-8, not JSON) go to the dead-letter topic with "
+        "'reason', 'dlq.original.size' and 'dlq.original.sha256' headers (cut to fit the "
+        "broker's limit, with 'dlq.truncated', if need be). Child processes keep the "
+        "projections current (see --projections) and send the VM and Pod commands the "
+        "events imply (see --outbox). "
         "Logs JSON lines to stderr, "
         "including a periodic 'progress' line (positions, lag, commands/s). SIGTERM or "
         "SIGINT stops after the open batch.")
     store_arg(serve)
     serve.add_argument("--kafka", required=True, metavar="HOST:PORT", help="bootstrap broker")
     serve.add_argument("--partitions", type=_partitions, default=None, metavar="all|0,1",
-                       help="commands partitions this process owns (default: all); cells "
-                       "are keyed to partitions, so this picks the cells it writes")
-    _topic_args(serve, "commands", "outcomes", "dlq", "vm", "pod")
+                       help="partitions this process owns, the same numbers on each role "
+                       "topic (default: all); cells are keyed to partitions, so this picks "
+                       "the cells it writes. The role topics must have equal partition counts")
+    _topic_args(serve, "commands", "reports", "admin", "outcomes", "dlq", "vm", "pod")
     serve.add_argument("--batch", type=positive_int, default=1000,
                        help="max records per transaction (default 1000)")
     serve.add_argument("--poll-records", type=positive_int, default=1000,
@@ -190,6 +209,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                        help="who keeps the projections current: a child process on its own "
                        "core (default), this loop between batches, or nobody here (run "
                        "`cis project` elsewhere)")
+    _metrics_args(serve)
     serve.add_argument("--outbox", choices=["process", "off"], default="process",
                        help="who sends the VM and Pod commands to --vm-topic and --pod-topic: "
                        "a child process (default) or nobody here (run `cis outbox` elsewhere)")
@@ -220,6 +240,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     store_arg(outbox)
     outbox.add_argument("--kafka", required=True, metavar="HOST:PORT", help="bootstrap broker")
     _topic_args(outbox, "vm", "pod")
+    _metrics_args(outbox)
     outbox.add_argument("--interval", type=positive_float, default=0.5, metavar="SECONDS",
                         help="when caught up, look for new events this often (default 0.5)")
     log_level_arg(outbox)
@@ -233,7 +254,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "if any line was invalid or an outcome did not arrive in time.")
     submit.add_argument("--kafka", required=True, metavar="HOST:PORT", help="bootstrap broker")
     submit.add_argument("file", help="JSON-lines file, or - for standard input")
-    _topic_args(submit, "commands", "outcomes")
+    submit.add_argument("--role", required=True, choices=["tenant", "agent", "operator"],
+                        help="who speaks: tenant commands go to --commands-topic, agent "
+                        "reports to --reports-topic, operator commands to --admin-topic; a "
+                        "line of another role's type is invalid")
+    _topic_args(submit, "commands", "reports", "admin", "outcomes")
     submit.add_argument("--wait", action="store_true", help="wait for and print outcomes")
     submit.add_argument("--timeout", type=float, default=60.0, metavar="SECONDS",
                         help="how long --wait waits (default 60)")

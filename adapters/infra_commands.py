@@ -133,6 +133,8 @@ def _node_fields(event: Any, node: Node) -> dict[str, Any]:
 
 def _instance_fields(event: Any, instance: Instance) -> dict[str, Any]:
     caused_by = _caused_by("instance", instance.name, event)
-    return {"command_id": f"{instance.cell}:{caused_by}", "caused_by": caused_by,
+    # Instance ids are per account: the account keeps two tenants' `web-1` apart.
+    return {"command_id": f"{instance.cell}:{instance.account}:{caused_by}",
+            "caused_by": caused_by,
             "at": event.timestamp, "cell": instance.cell, "instance_id": instance.name,
             "account": instance.account}

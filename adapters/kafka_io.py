@@ -24,6 +24,7 @@ Observed kafka-python 3.x behaviour against tansu that shapes this module:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -32,14 +33,25 @@ from types import TracebackType
 from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
-from kafka.errors import BrokerNotAvailableError, KafkaError, KafkaTimeoutError, RetriableError
+from kafka.errors import (
+    BrokerNotAvailableError,
+    KafkaError,
+    KafkaTimeoutError,
+    MessageSizeTooLargeError,
+    RetriableError,
+)
 from kafka.partitioner.default import DefaultPartitioner, murmur2
 from kafka.producer.future import FutureRecordMetadata, RecordMetadata
+
+from schemas.limits import BROKER_MAX_MESSAGE_BYTES
 
 __all__ = [
     "BrokerUnavailable",
     "CommandSource",
     "DLQ_REASON_HEADER",
+    "DLQ_SHA256_HEADER",
+    "DLQ_SIZE_HEADER",
+    "DLQ_TRUNCATED_HEADER",
     "DLQ_SOURCE_OFFSET_HEADER",
     "DLQ_SOURCE_PARTITION_HEADER",
     "DLQ_SOURCE_TOPIC_HEADER",
@@ -50,9 +62,13 @@ __all__ = [
     "PublishFailed",
     "Publisher",
     "Record",
+    "RecordTooLarge",
+    "Slot",
     "TopicNotFound",
+    "TopicsSource",
     "encode_json",
     "partition_for",
+    "record_size",
 ]
 
 Header = tuple[str, bytes]
@@ -62,6 +78,16 @@ DLQ_REASON_HEADER = "reason"
 DLQ_SOURCE_TOPIC_HEADER = "dlq.source.topic"
 DLQ_SOURCE_PARTITION_HEADER = "dlq.source.partition"
 DLQ_SOURCE_OFFSET_HEADER = "dlq.source.offset"
+# What a record was before it was cut to fit the broker's limit (always present).
+DLQ_SIZE_HEADER = "dlq.original.size"
+DLQ_SHA256_HEADER = "dlq.original.sha256"
+DLQ_TRUNCATED_HEADER = "dlq.truncated"  # "true" when the value is a prefix of the original
+DLQ_REASON_MAX_BYTES = 1024
+DLQ_KEY_MAX_BYTES = 1024
+DLQ_HEADERS_MAX_BYTES = 16 * 1024
+# A record's key, value and headers stay this far under the broker's limit: the rest is
+# the record's and the batch's framing.
+RECORD_BUDGET_BYTES = BROKER_MAX_MESSAGE_BYTES - 4096
 
 # Connection settings shared by consumer and producer.
 # - request_timeout_ms: a frozen broker is noticed (connection closed and
@@ -122,6 +148,10 @@ class PositionOutOfRange(KafkaIOError):
         self.end = end
 
 
+class RecordTooLarge(KafkaIOError):
+    """A record exceeds the broker's message limit: sending it again cannot help."""
+
+
 class PublishFailed(KafkaIOError):
     """Some records sent since the last successful flush were not acknowledged."""
 
@@ -167,12 +197,27 @@ def encode_json(payload: Mapping[str, Any]) -> bytes:
     return json.dumps(payload, separators=(",", ":"), sort_keys=True).encode("utf-8")
 
 
+def _header_bytes(headers: Sequence[Header]) -> int:
+    return sum(len(k.encode("utf-8")) + len(v) + 8 for k, v in headers)
+
+
+def record_size(value: bytes, key: bytes | None = None, headers: Sequence[Header] = ()) -> int:
+    """Bytes a record's key, value and headers take (framing aside)."""
+    return len(value) + len(key or b"") + _header_bytes(headers)
+
+
 def _is_unavailable(exc: BaseException) -> bool:
     return isinstance(exc, _UNAVAILABLE_ERRORS)
 
 
-class CommandSource:
-    """Consumer of one topic with manual partition assignment.
+Slot = tuple[str, int]  # (topic, partition)
+
+
+class TopicsSource:
+    """Consumer of one or more topics with manual partition assignment, keyed by
+    (topic, partition). The topics must have the same number of partitions: a key (a
+    cell) lands on the same partition number in each, so owning a partition number
+    means owning the same cells on every topic.
 
     Every assigned partition must get a position via ``seek`` (from our DB)
     before ``poll_batch``; there is no committed-offset or reset fallback.
@@ -181,7 +226,7 @@ class CommandSource:
     def __init__(
         self,
         bootstrap: str,
-        topic: str,
+        topics: Sequence[str],
         partitions: Iterable[int] | None = None,
         *,
         client_id: str = "cis-command-source",
@@ -203,7 +248,9 @@ class CommandSource:
             "check_crcs": True,
             **consumer_overrides,
         }
-        self.topic = topic
+        if not topics or len(set(topics)) != len(topics):
+            raise ValueError(f"give distinct topics, not {list(topics)}")
+        self.topics = tuple(topics)
         try:
             self._consumer = KafkaConsumer(bootstrap_servers=bootstrap, **config)
         except KafkaError as e:
@@ -211,11 +258,18 @@ class CommandSource:
                 raise BrokerUnavailable(f"cannot reach {bootstrap}: {e!r}") from e
             raise
         try:
-            available = self._wait_for_partitions(metadata_timeout_s)
-            if expected_partitions is not None and len(available) != expected_partitions:
-                raise PartitionCountMismatch(
-                    f"{topic} has {len(available)} partitions, expected {expected_partitions}"
-                )
+            counts = {t: self._wait_for_partitions(t, metadata_timeout_s) for t in self.topics}
+            available = counts[self.topics[0]]
+            for topic, found in counts.items():
+                if expected_partitions is not None and len(found) != expected_partitions:
+                    raise PartitionCountMismatch(
+                        f"{topic} has {len(found)} partitions, expected {expected_partitions}"
+                    )
+                if found != available:
+                    raise PartitionCountMismatch(
+                        f"{topic} has {len(found)} partitions, {self.topics[0]} "
+                        f"{len(available)}: a cell would live on different partitions"
+                    )
             if partitions is None:
                 chosen = sorted(available)
             else:
@@ -223,64 +277,67 @@ class CommandSource:
                 missing = [p for p in chosen if p not in available]
                 if missing:
                     raise TopicNotFound(
-                        f"{topic} has partitions {sorted(available)}, not {missing}"
+                        f"{self.topics[0]} has partitions {sorted(available)}, not {missing}"
                     )
-            self._tps: dict[int, TopicPartition] = {p: TopicPartition(topic, p) for p in chosen}
+            self._tps: dict[Slot, TopicPartition] = {
+                (t, p): TopicPartition(t, p) for t in self.topics for p in chosen}
             self._consumer.assign(list(self._tps.values()))
         except BaseException:
             self._consumer.close()
             raise
         self._n_topic_partitions = len(available)
-        self._seeked: set[int] = set()
+        self._partitions = tuple(chosen)
+        self._seeked: set[Slot] = set()
 
-    def _wait_for_partitions(self, timeout_s: float) -> set[int]:
+    def _wait_for_partitions(self, topic: str, timeout_s: float) -> set[int]:
         # Metadata may lag right after topic creation; poll briefly for it.
         deadline = time.monotonic() + timeout_s
         while True:
-            found = self._consumer.partitions_for_topic(self.topic)
+            found = self._consumer.partitions_for_topic(topic)
             if found:
                 return set(found)
             if time.monotonic() >= deadline:
-                raise TopicNotFound(f"topic {self.topic!r} not found within {timeout_s}s")
+                raise TopicNotFound(f"topic {topic!r} not found within {timeout_s}s")
             time.sleep(0.1)
 
     @property
-    def partitions(self) -> tuple[int, ...]:
-        """Assigned partitions, ascending."""
+    def slots(self) -> tuple[Slot, ...]:
+        """Assigned (topic, partition) pairs."""
         return tuple(self._tps)
 
     @property
+    def partitions(self) -> tuple[int, ...]:
+        """Assigned partition numbers (the same on every topic), ascending."""
+        return self._partitions
+
+    @property
     def topic_partition_count(self) -> int:
-        """Partitions of the whole topic (for ``partition_for``)."""
+        """Partitions of each whole topic (for ``partition_for``)."""
         return self._n_topic_partitions
 
-    def _tp(self, partition: int) -> TopicPartition:
+    def _tp(self, slot: Slot) -> TopicPartition:
         try:
-            return self._tps[partition]
+            return self._tps[slot]
         except KeyError:
-            raise ValueError(f"partition {partition} of {self.topic} is not assigned") from None
+            raise ValueError(f"partition {slot[1]} of {slot[0]} is not assigned") from None
 
-    def seek(self, partition: int, offset: int) -> None:
-        """Next ``poll_batch`` returns ``partition`` records starting at ``offset``."""
+    def seek(self, slot: Slot, offset: int) -> None:
+        """Next ``poll_batch`` returns the slot's records starting at ``offset``."""
         if offset < 0:
             raise ValueError("offset must be >= 0")
-        self._consumer.seek(self._tp(partition), offset)
-        self._seeked.add(partition)
+        self._consumer.seek(self._tp(slot), offset)
+        self._seeked.add(slot)
 
-    def seek_all(self, positions: Mapping[int, int]) -> None:
-        for partition, offset in positions.items():
-            self.seek(partition, offset)
-
-    def position(self, partition: int) -> int:
-        """Offset of the next record ``poll_batch`` will return for ``partition``."""
-        if partition not in self._seeked:
-            raise ValueError(f"partition {partition} has no position; call seek first")
-        return int(self._consumer.position(self._tp(partition)))
+    def position(self, slot: Slot) -> int:
+        """Offset of the next record ``poll_batch`` will return for ``slot``."""
+        if slot not in self._seeked:
+            raise ValueError(f"{slot} has no position; call seek first")
+        return int(self._consumer.position(self._tp(slot)))
 
     def poll_batch(
         self, max_records: int = 1000, timeout_ms: int = 1000
-    ) -> dict[int, list[Record]]:
-        """Up to ``max_records`` records, grouped by partition, in offset order.
+    ) -> dict[Slot, list[Record]]:
+        """Up to ``max_records`` records, grouped by (topic, partition), in offset order.
 
         Returns ``{}`` when nothing arrives within ``timeout_ms``, which is also
         what happens while the broker is unreachable (kafka-python reconnects on
@@ -288,9 +345,9 @@ class CommandSource:
         Raises ``PositionOutOfRange`` if a position is beyond the partition end
         (seen from the previous fetch, so before any record is taken).
         """
-        unpositioned = [p for p in self._tps if p not in self._seeked]
+        unpositioned = [s for s in self._tps if s not in self._seeked]
         if unpositioned:
-            raise ValueError(f"partitions {unpositioned} have no position; call seek first")
+            raise ValueError(f"{unpositioned} have no position; call seek first")
         self._check_positions()
         try:
             raw = self._consumer.poll(timeout_ms=timeout_ms, max_records=max_records)
@@ -298,9 +355,9 @@ class CommandSource:
             if _is_unavailable(e):
                 raise BrokerUnavailable(f"poll failed: {e!r}") from e
             raise KafkaIOError(f"poll failed: {e!r}") from e
-        batch: dict[int, list[Record]] = {}
+        batch: dict[Slot, list[Record]] = {}
         for tp, messages in raw.items():
-            batch[tp.partition] = [
+            batch[(tp.topic, tp.partition)] = [
                 Record(
                     topic=m.topic,
                     partition=m.partition,
@@ -316,16 +373,16 @@ class CommandSource:
 
     def _check_positions(self) -> None:
         # Uses the high watermark of the last fetch response, if any yet.
-        for partition, tp in self._tps.items():
+        for (topic, partition), tp in self._tps.items():
             end = self._consumer.highwater(tp)
             if end is None:
                 continue
             position = self._consumer.position(tp)
             if position is not None and position > end:
-                raise PositionOutOfRange(self.topic, partition, int(position), int(end))
+                raise PositionOutOfRange(topic, partition, int(position), int(end))
 
-    def end_offsets(self, timeout_ms: int = 5000) -> dict[int, int]:
-        """Offset after the last record of each assigned partition (for lag).
+    def end_offsets(self, timeout_ms: int = 5000) -> dict[Slot, int]:
+        """Offset after the last record of each assigned slot (for lag).
 
         Raises ``BrokerUnavailable`` if the broker does not answer in time.
         """
@@ -335,17 +392,17 @@ class CommandSource:
             if _is_unavailable(e):
                 raise BrokerUnavailable(f"end_offsets failed: {e!r}") from e
             raise KafkaIOError(f"end_offsets failed: {e!r}") from e
-        result: dict[int, int] = {}
-        for partition, tp in self._tps.items():
+        result: dict[Slot, int] = {}
+        for slot, tp in self._tps.items():
             # tansu's ListOffsets can under-report; the fetch high watermark is exact.
             seen = self._consumer.highwater(tp)
-            result[partition] = max(int(listed[tp]), int(seen) if seen is not None else 0)
+            result[slot] = max(int(listed[tp]), int(seen) if seen is not None else 0)
         return result
 
-    def lag(self, timeout_ms: int = 5000) -> dict[int, int]:
-        """Records between our position and the end, per assigned partition."""
+    def lag(self, timeout_ms: int = 5000) -> dict[Slot, int]:
+        """Records between our position and the end, per assigned slot."""
         ends = self.end_offsets(timeout_ms=timeout_ms)
-        return {p: max(0, ends[p] - self.position(p)) for p in self._tps}
+        return {s: max(0, ends[s] - self.position(s)) for s in self._tps}
 
     def ping(self, timeout_ms: int = 3000) -> None:
         """Round trip to the broker; raises ``BrokerUnavailable`` if it does not answer."""
@@ -353,6 +410,74 @@ class CommandSource:
 
     def close(self) -> None:
         self._consumer.close()
+
+    def __enter__(self) -> TopicsSource:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class CommandSource:
+    """A ``TopicsSource`` of one topic, keyed by partition number."""
+
+    def __init__(
+        self,
+        bootstrap: str,
+        topic: str,
+        partitions: Iterable[int] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        self.topic = topic
+        self._source = TopicsSource(bootstrap, [topic], partitions, **kwargs)
+
+    @property
+    def partitions(self) -> tuple[int, ...]:
+        """Assigned partitions, ascending."""
+        return self._source.partitions
+
+    @property
+    def topic_partition_count(self) -> int:
+        """Partitions of the whole topic (for ``partition_for``)."""
+        return self._source.topic_partition_count
+
+    def seek(self, partition: int, offset: int) -> None:
+        """Next ``poll_batch`` returns ``partition`` records starting at ``offset``."""
+        self._source.seek((self.topic, partition), offset)
+
+    def seek_all(self, positions: Mapping[int, int]) -> None:
+        for partition, offset in positions.items():
+            self.seek(partition, offset)
+
+    def position(self, partition: int) -> int:
+        """Offset of the next record ``poll_batch`` will return for ``partition``."""
+        return self._source.position((self.topic, partition))
+
+    def poll_batch(
+        self, max_records: int = 1000, timeout_ms: int = 1000
+    ) -> dict[int, list[Record]]:
+        """As ``TopicsSource.poll_batch``, keyed by partition."""
+        batch = self._source.poll_batch(max_records, timeout_ms)
+        return {p: records for (_, p), records in batch.items()}
+
+    def end_offsets(self, timeout_ms: int = 5000) -> dict[int, int]:
+        """Offset after the last record of each assigned partition (for lag)."""
+        return {p: n for (_, p), n in self._source.end_offsets(timeout_ms).items()}
+
+    def lag(self, timeout_ms: int = 5000) -> dict[int, int]:
+        """Records between our position and the end, per assigned partition."""
+        return {p: n for (_, p), n in self._source.lag(timeout_ms).items()}
+
+    def ping(self, timeout_ms: int = 3000) -> None:
+        self._source.ping(timeout_ms)
+
+    def close(self) -> None:
+        self._source.close()
 
     def __enter__(self) -> CommandSource:
         return self
@@ -402,6 +527,8 @@ class Publisher:
             # partitions behind partition_for's back.
             "partitioner": DefaultPartitioner(),
             "allow_auto_create_topics": False,
+            # The broker's limit, said here so a record over it fails at once, in send.
+            "max_request_size": BROKER_MAX_MESSAGE_BYTES,
             **producer_overrides,
         }
         try:
@@ -419,18 +546,24 @@ class Publisher:
         key: bytes | None = None,
         headers: Sequence[Header] = (),
         partition: int | None = None,
+        track: bool = True,
     ) -> FutureRecordMetadata:
-        """Queue one record; ``flush`` reports whether it was acknowledged."""
+        """Queue one record; ``flush`` reports whether it was acknowledged (unless
+        ``track`` is false: then only the returned future tells, e.g. for a notice whose
+        failure must not make the caller resend everything)."""
         try:
             future = self._producer.send(
                 topic, value=value, key=key, headers=list(headers), partition=partition
             )
+        except MessageSizeTooLargeError as e:
+            raise RecordTooLarge(f"record for {topic} too large: {e}") from e
         except KafkaError as e:
             # Metadata unavailable for max_block_ms or buffer full.
             if _is_unavailable(e):
                 raise BrokerUnavailable(f"send to {topic} failed: {e!r}") from e
             raise KafkaIOError(f"send to {topic} failed: {e!r}") from e
-        self._pending.append(future)
+        if track:
+            self._pending.append(future)
         return future
 
     def send_outcome(
@@ -463,17 +596,22 @@ class Publisher:
         key: bytes | None = None,
         headers: Sequence[Header] = (),
     ) -> FutureRecordMetadata:
-        """Dead-letter the original bytes unchanged, with a ``reason`` header.
+        """Dead-letter the original bytes, with ``reason``, size and SHA-256 headers.
 
         Given a ``Record``, its key and headers are kept and its topic,
-        partition and offset are added as ``dlq.source.*`` headers.
+        partition and offset are added as ``dlq.source.*`` headers. A value
+        that would not fit the broker's limit with all that is cut to fit
+        (``dlq.truncated``); the digest and size are those of the original.
         """
-        all_headers: list[Header] = []
+        kept: list[Header] = []
+        ours: list[Header] = []
         if isinstance(original, Record):
             value = original.value
             key = original.key if key is None else key
-            all_headers.extend(original.headers)
-            all_headers.extend(
+            # The original's headers travel with it, unless they are what is too big.
+            if _header_bytes(original.headers) <= DLQ_HEADERS_MAX_BYTES:
+                kept = list(original.headers)
+            ours.extend(
                 [
                     (DLQ_SOURCE_TOPIC_HEADER, original.topic.encode("utf-8")),
                     (DLQ_SOURCE_PARTITION_HEADER, str(original.partition).encode("ascii")),
@@ -482,8 +620,16 @@ class Publisher:
             )
         else:
             value = original
-        all_headers.extend(headers)
-        all_headers.append((DLQ_REASON_HEADER, reason.encode("utf-8")))
+        ours.extend(headers)
+        ours.append((DLQ_REASON_HEADER, reason.encode("utf-8")[:DLQ_REASON_MAX_BYTES]))
+        ours.append((DLQ_SIZE_HEADER, str(len(value)).encode("ascii")))
+        ours.append((DLQ_SHA256_HEADER, hashlib.sha256(value).hexdigest().encode("ascii")))
+        key = key[:DLQ_KEY_MAX_BYTES] if key is not None else None
+        all_headers = [*kept, *ours]
+        room = max(0, RECORD_BUDGET_BYTES - len(key or b"") - _header_bytes(all_headers))
+        if len(value) > room:
+            value = value[:room]
+            all_headers.append((DLQ_TRUNCATED_HEADER, b"true"))
         return self.send(topic, value, key=key, headers=all_headers)
 
     def flush(self, timeout_s: float | None = 30.0) -> list[RecordMetadata]:

@@ -6,19 +6,37 @@ only then is the page's position stored (tracking name `outbox`). A crash in bet
 the page again: the same commands, byte for byte, under the same `command_id`s, which is
 how consumers deduplicate. VM commands are keyed by cell (one controller per cell's node
 groups), Pod commands by node (one agent per node sees its node's commands in order).
+
+Nothing in the log can stop the outbox: a command whose record would exceed the broker's
+limit (or that cannot be built at all) is logged and announced on its topic's dead-letter
+topic (`<topic>.dlq`) by a small record naming it, its digest, size and the reason; the
+outbox moves on, and every later command of every cell is still sent.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from dataclasses import dataclass
 from threading import Event
+from typing import Any
 
 from eventsourcing.persistence import Tracking
+from prometheus_client import start_http_server
 
 from adapters.bootstrap import Engine, connect
 from adapters.infra_commands import TOPICS, InfraTranslator
-from adapters.kafka_io import BrokerUnavailable, Publisher, PublishFailed
+from adapters.kafka_io import (
+    RECORD_BUDGET_BYTES,
+    BrokerUnavailable,
+    KafkaIOError,
+    Publisher,
+    PublishFailed,
+    RecordTooLarge,
+    encode_json,
+    record_size,
+)
+from adapters.serve_metrics import OutboxMetrics
 from adapters.stores import STORE_DOWN
 from adapters.workers import WorkerProcess, keep_following
 from schemas.infra import InfraCommandBase, ProvisionNode, TerminateNode
@@ -35,6 +53,11 @@ class OutboxTopics:
     vm: str = "cis.vm-commands"
     pod: str = "cis.pod-commands"
 
+    @staticmethod
+    def dlq(topic: str) -> str:
+        """Where a command that cannot be sent on `topic` is announced."""
+        return f"{topic}.dlq"
+
     def route(self, command: InfraCommandBase) -> tuple[str, str]:
         """(topic, key) of a command."""
         if isinstance(command, ProvisionNode | TerminateNode):
@@ -43,13 +66,16 @@ class OutboxTopics:
 
 
 class Outbox:
-    def __init__(self, engine: Engine, publisher: Publisher, topics: OutboxTopics) -> None:
+    def __init__(self, engine: Engine, publisher: Publisher, topics: OutboxTopics,
+                 metrics: OutboxMetrics | None = None) -> None:
         self.engine = engine
+        self.metrics = metrics
         self.publisher = publisher
         self.topics = topics
         self.translator = InfraTranslator.of(engine.app)
         self.position = engine.view.max_tracking_id(TRACKING_NAME) or 0
         self.sent = 0
+        self.dead_letters = 0
 
     def step(self, limit: int = PAGE) -> int:
         """Send the commands of the next stretch of the log; returns how many events it
@@ -60,20 +86,73 @@ class Outbox:
         # first: every event up to it is already stored (ids follow commit order), so a
         # stretch without a single such event still moves the position.
         end = app.recorder.max_notification_id() or 0
+        if self.metrics is not None:
+            self.metrics.log_end.set(end)
         if end <= self.position:
             return 0
         page = app.page(self.position, limit, topics=TOPICS, stop=end)
         if len(page) == limit:
             end = page[-1][0]
-        commands = [c for _, event in page for c in self.translator.translate(event)]
+        dead_before = self.dead_letters
+        commands = [c for n, event in page for c in self._translate(n, event)]
+        unsent = 0
         for command in commands:
             topic, key = self.topics.route(command)
-            self.publisher.send(topic, command.model_dump_json().encode(), key=key.encode())
+            value = command.model_dump_json().encode()
+            if record_size(value, key.encode()) > RECORD_BUDGET_BYTES:
+                self._dead_letter(topic, key, value, command.command_id, "too large for the "
+                                  f"broker: {len(value)} bytes")
+                unsent += 1
+                continue
+            try:
+                self.publisher.send(topic, value, key=key.encode())
+            except RecordTooLarge as exc:
+                self._dead_letter(topic, key, value, command.command_id, str(exc))
+                unsent += 1
         self.publisher.flush()
         self.engine.view.commit([], {}, Tracking(TRACKING_NAME, end))
         moved, self.position = end - self.position, end
-        self.sent += len(commands)
+        self.sent += len(commands) - unsent
+        if self.metrics is not None:
+            self.metrics.sent.inc(len(commands) - unsent)
+            self.metrics.dead_letters.inc(self.dead_letters - dead_before)
+            self.metrics.position.set(end)
         return moved
+
+    def _translate(self, notification: int, event: Any) -> list[InfraCommandBase]:
+        try:
+            return self.translator.translate(event)
+        except STORE_DOWN:
+            raise
+        except Exception as exc:  # a bug must not stop every later command of every cell
+            log.exception("no command for an event; skipped", extra={"fields": {
+                "notification": notification}})
+            self._dead_letter(self.topics.vm, "", b"", None,
+                              f"event {notification} not translated: {exc!r}"[:1000])
+            return []
+
+    def _dead_letter(self, topic: str, key: str, value: bytes, command_id: str | None,
+                     reason: str) -> None:
+        """Log a command that cannot be sent and announce it on `<topic>.dlq` (small)."""
+        notice: dict[str, Any] = {"command_id": command_id, "topic": topic, "key": key[:256],
+                                  "size": len(value),
+                                  "sha256": hashlib.sha256(value).hexdigest(),
+                                  "reason": reason}
+        log.error("command not sent; dead-lettered", extra={"fields": notice})
+        dlq = self.topics.dlq(topic)
+        def lost(exc: BaseException) -> None:  # the log line above still says it all
+            log.error("dead letter not sent", extra={"fields": {"topic": dlq,
+                                                                "error": repr(exc)[:300]}})
+
+        try:
+            # Untracked: a notice that fails (no such topic, no ACL) must not make the page
+            # fail, or the outbox would send it again forever.
+            self.publisher.send(dlq, encode_json(notice), key=key[:256].encode() or None,
+                                headers=[("reason", reason.encode()[:1024])],
+                                track=False).add_errback(lost)
+        except KafkaIOError as exc:
+            lost(exc)
+        self.dead_letters += 1
 
     def catch_up(self) -> int:
         read = 0
@@ -83,9 +162,13 @@ class Outbox:
 
 
 def follow(store: str, kafka: str, topics: OutboxTopics, interval_s: float,
-           stop: Event) -> int:
+           stop: Event, metrics_port: int | None = None, metrics_host: str = "127.0.0.1") -> int:
     """Keep the topics current with the log until `stop` is set (then catch up once more).
-    Returns the number of events whose commands were sent."""
+    Returns the number of events whose commands were sent. With `metrics_port`, serves
+    Prometheus metrics there."""
+    metrics = OutboxMetrics() if metrics_port is not None else None
+    if metrics is not None and metrics_port is not None:
+        start_http_server(metrics_port, metrics_host, registry=metrics.registry)
     engine: Engine | None = None
     publisher: Publisher | None = None
     outbox: Outbox | None = None
@@ -97,7 +180,7 @@ def follow(store: str, kafka: str, topics: OutboxTopics, interval_s: float,
         if publisher is None:
             publisher = Publisher(kafka, client_id="cis-outbox")
         if outbox is None:
-            outbox = Outbox(engine, publisher, topics)
+            outbox = Outbox(engine, publisher, topics, metrics)
         return outbox.catch_up()
 
     def reset() -> None:

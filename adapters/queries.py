@@ -3,13 +3,17 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
+import re
 from collections import Counter
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from functools import lru_cache
+from typing import Any, Protocol
 
-from adapters.bootstrap import Engine
 from engine.billing import EPOCH, micros
 from engine.policies import rating
 from projections.instances import INSTANCES, iso
@@ -23,36 +27,130 @@ from projections.invoices import (
     open_invoices,
 )
 from projections.usage import PRICE_BOOKS, USAGE, price_book, rate_usage
+from schemas.limits import TIME_MAX, TIME_MIN
+
+# Cost bounds of one query (the README's "Limits"): each is a name in a 422's reason.
+QUERY_PAGE_DEFAULT = 100  # items per page of a list, unless `limit` says otherwise
+QUERY_PAGE_MAX = 1000  # the largest `limit`
+QUERY_AS_OF_AHEAD = timedelta(days=31)  # how far past the projected position `as_of` may be
+QUERY_MAX_PERIODS = 24  # billing periods one usage or invoices query may accrue
+QUERY_TIMEOUT_S = 10.0  # the API answers 503 after this long
+# An invoice line: N, or INSTANCE[@VERSION] (ASCII: `str.isdigit` also takes "²").
+LINE_REF = re.compile(r"[0-9]{1,6}|[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(@[0-9]{1,9})?")
 
 
-def event_time(engine: Engine, notification_id: int | None) -> datetime | None:
+class Reader(Protocol):
+    """What queries read: an Engine, or the API's snapshot of one."""
+
+    view: Any  # select(table, where), max_tracking_id(name)
+    app: Any  # page(after, limit): the event log
+
+
+class QueryError(ValueError):
+    """A query refused before it runs: every reason, as (field, problem)."""
+
+    def __init__(self, reasons: Sequence[tuple[str, str]]):
+        super().__init__("; ".join(f"{f}: {p}" for f, p in reasons))
+        self.reasons = list(reasons)
+
+
+def check_as_of(as_of: datetime, projected_at: datetime | None) -> None:
+    """`as_of` inside [TIME_MIN, TIME_MAX), and at most QUERY_AS_OF_AHEAD past the projected
+    position (accruing decades ahead is what made one request take a minute)."""
+    if not TIME_MIN <= as_of < TIME_MAX:
+        raise QueryError([("as_of", f"outside the supported window [{iso(TIME_MIN)}, "
+                                    f"{iso(TIME_MAX)})")])
+    if projected_at is not None and as_of > projected_at + QUERY_AS_OF_AHEAD:
+        raise QueryError([("as_of", f"more than QUERY_AS_OF_AHEAD ({QUERY_AS_OF_AHEAD.days} "
+                                    f"days) past the projected position {iso(projected_at)}")])
+
+
+def _month(t_us: int) -> int:
+    t = EPOCH + timedelta(microseconds=t_us)
+    return t.year * 12 + t.month - 1
+
+
+def check_periods(rows: Sequence[dict[str, Any]], closed: dict[str, str],
+                  as_of: datetime | None) -> None:
+    """Refuse a query that would accrue more than QUERY_MAX_PERIODS open billing periods
+    (each interval is rated once per period it spans)."""
+    if as_of is None:
+        return
+    end, months = micros(as_of), set[int]()
+    for row in rows:
+        last = closed.get(row["cell"])
+        floor = int(last[:4]) * 12 + int(last[5:7]) if last else 0  # the month after it
+        for t0, t1, *_ in json.loads(row["intervals"]):
+            lo, hi = max(_month(t0), floor), _month(min(end, t1) if t1 is not None else end)
+            if hi - lo >= QUERY_MAX_PERIODS:
+                months.update(range(lo, lo + QUERY_MAX_PERIODS + 1))
+            else:
+                months.update(range(lo, hi + 1))
+            if len(months) > QUERY_MAX_PERIODS:
+                raise QueryError([("as_of", f"would accrue more than QUERY_MAX_PERIODS "
+                                            f"({QUERY_MAX_PERIODS}) open billing periods; "
+                                            "ask an earlier as_of (or finalise periods)")])
+
+
+def page(items: list[dict[str, Any]], key: Callable[[dict[str, Any]], list[Any]],
+         after: str | None, limit: int) -> tuple[list[dict[str, Any]], str | None]:
+    """Up to `limit` items after the cursor `after`, in key order, and the cursor of the next
+    page (None at the end). A cursor is the last key given, opaque to clients."""
+    if after is not None:
+        try:
+            last = json.loads(base64.urlsafe_b64decode(after.encode() + b"=="))
+            if not isinstance(last, list):
+                raise ValueError(last)
+        except (ValueError, binascii.Error, UnicodeError):
+            raise QueryError([("cursor", "not a cursor this API gave")]) from None
+        try:
+            items = [i for i in items if key(i) > last]
+        except TypeError:
+            raise QueryError([("cursor", "not a cursor of this list")]) from None
+    items = sorted(items, key=key)
+    if len(items) <= limit:
+        return items, None
+    items = items[:limit]
+    cursor = json.dumps(key(items[-1]), separators=(",", ":")).encode()
+    return items, base64.urlsafe_b64encode(cursor).decode().rstrip("=")
+
+
+def event_time(engine: Reader, notification_id: int | None) -> datetime | None:
     """The time of the event stored under `notification_id` (None for none)."""
     if not notification_id:
         return None
-    (_, event), = engine.app.page(notification_id - 1, 1)
+    return _event_time(engine.app, notification_id)
+
+
+@lru_cache(maxsize=64)
+def _event_time(app: Any, notification_id: int) -> datetime:
+    # A stored event never changes: its time can be remembered.
+    (_, event), = app.page(notification_id - 1, 1)
     return event.timestamp
 
 
-def newest_event_time(engine: Engine) -> datetime | None:
+def newest_event_time(engine: Reader) -> datetime | None:
     """The time the log has reached: the default `as_of` (never the wall clock)."""
     return event_time(engine, engine.app.recorder.max_notification_id())
 
 
-def instances(engine: Engine, account: str | None = None) -> list[dict[str, Any]]:
+def instances(engine: Reader, account: str | None = None) -> list[dict[str, Any]]:
     return engine.view.select(INSTANCES, {"account": account} if account else None)
 
 
-def states(engine: Engine) -> Counter[str]:
+def states(engine: Reader) -> Counter[str]:
     return Counter(row["state"] for row in engine.view.select(INSTANCES))
 
 
-def usage(engine: Engine, account: str, as_of: datetime | None = None) -> dict[str, Any]:
+def usage(engine: Reader, account: str, as_of: datetime | None = None) -> dict[str, Any]:
     """Billed seconds and amounts per instance of one account, accrued up to `as_of`."""
     as_of = as_of or newest_event_time(engine)
     books = {row["cell"]: price_book(row) for row in engine.view.select(PRICE_BOOKS)}
     lines = []
     totals: dict[str, Decimal] = {}
-    for row in engine.view.select(USAGE, {"account": account}):
+    rows = engine.view.select(USAGE, {"account": account})
+    check_periods(rows, _closed(engine), as_of)
+    for row in rows:
         seconds = 0
         amount = Decimal(0)
         currency = None
@@ -70,6 +168,7 @@ def usage(engine: Engine, account: str, as_of: datetime | None = None) -> dict[s
             "billed_spec": f"{row['billed_vcpu']} vCPU / {row['billed_memory_gib']} GiB",
             "billed_seconds": seconds, "amount": str(amount), "currency": currency,
         })
+    lines.sort(key=lambda x: (x["cell"], x["instance_id"]))
     return {"account": account, "as_of": as_of.isoformat() if as_of else None,
             "instances": lines, "totals": {c: str(a) for c, a in totals.items()}}
 
@@ -102,7 +201,15 @@ def _render(cell: str, invoice: rating.Invoice, status: str, **extra: Any) -> di
     }
 
 
-def invoices(engine: Engine, account: str, period: str | None = None,
+def _closed(engine: Reader) -> dict[str, str]:
+    """Each cell's latest finalised period."""
+    closed: dict[str, str] = {}
+    for row in engine.view.select(BILLING_PERIODS):
+        closed[row["cell"]] = max(closed.get(row["cell"], row["period"]), row["period"])
+    return closed
+
+
+def invoices(engine: Reader, account: str, period: str | None = None,
              as_of: datetime | None = None) -> dict[str, Any]:
     """The account's invoices: finalised ones as recorded (their content hash checked against
     the rows), open ones accrued up to `as_of` (default: the newest event's time)."""
@@ -120,11 +227,11 @@ def invoices(engine: Engine, account: str, period: str | None = None,
             out.append(_render(row["cell"], rebuilt, "finalised",
                                finalised_at=row["finalised_at"],
                                hash_verified=rebuilt.content_hash == row["content_hash"]))
-    closed: dict[str, str] = {}
-    for row in view.select(BILLING_PERIODS):
-        closed[row["cell"]] = max(closed.get(row["cell"], row["period"]), row["period"])
+    closed = _closed(engine)
     usage_rows: dict[str, list[dict[str, Any]]] = {}
-    for row in view.select(USAGE, mine):
+    rows = view.select(USAGE, mine)
+    check_periods(rows, closed, as_of)
+    for row in rows:
         usage_rows.setdefault(row["cell"], []).append(row)
     billed = billed_so_far(lines, adjustments)
     for book_row in view.select(PRICE_BOOKS):
@@ -139,7 +246,7 @@ def invoices(engine: Engine, account: str, period: str | None = None,
     return {"account": account, "as_of": iso(as_of) if as_of else None, "invoices": out}
 
 
-def explain(engine: Engine, account: str, line: str, period: str | None = None,
+def explain(engine: Reader, account: str, line: str, period: str | None = None,
             as_of: datetime | None = None) -> list[dict[str, Any]]:
     """For invoice lines — `N` (the N-th line of the period's invoice; default period: the
     latest) or `INSTANCE[@VERSION]` — the events that opened and closed each billed interval
@@ -147,7 +254,9 @@ def explain(engine: Engine, account: str, line: str, period: str | None = None,
     as_of = as_of or newest_event_time(engine)
     report = invoices(engine, account, None, as_of)
     found = [i for i in report["invoices"] if period is None or i["period"] == period]
-    if line.isdigit() and found:
+    if not LINE_REF.fullmatch(line):
+        raise QueryError([("line", "a line number N, or INSTANCE[@VERSION]")])
+    if line.isascii() and line.isdigit() and found:
         found = [i for i in found if i["period"] == max(j["period"] for j in found)][:1]
         picked = [(i, x) for i in found for x in i["lines"] if x["line"] == int(line)]
     else:

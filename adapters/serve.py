@@ -1,6 +1,14 @@
 """`cis serve`: Kafka commands in, events and positions in one transaction, outcomes out.
 
-Exactly once (DESIGN §2.3): a partition's position is the tracking row `kafka:{topic}:{p}`,
+Roles are kept apart by topic: tenants write the commands topic, node agents and cloud
+drivers the reports topic, operators (and the ticker) the admin topic; each record is decided
+with the role of its topic, and the engine rejects a command type of another role.
+
+Nothing a record holds can stop a partition: a record that cannot be parsed, decided, or
+answered gets a rejected outcome (or goes to the DLQ, cut to fit the broker's limit), and
+intake goes on.
+
+Exactly once (docs/design.md §2.3): a partition's position is the tracking row `kafka:{topic}:{p}`,
 written in the same transaction as the events of the records up to it; Kafka's committed
 offsets are never used. Outcomes are published after the commit (at least once): a second
 row, `kafka-published:{topic}:{p}`, advanced lazily after successful flushes, tells a restart
@@ -22,40 +30,52 @@ from threading import Event, Thread
 from typing import Any, TypeVar
 
 from eventsourcing.persistence import IntegrityError, Tracking
+from prometheus_client import start_http_server
 
 from adapters.bootstrap import Engine, connect
 from adapters.kafka_io import (
+    RECORD_BUDGET_BYTES,
     BrokerUnavailable,
-    CommandSource,
     Publisher,
     PublishFailed,
     Record,
+    RecordTooLarge,
+    Slot,
+    TopicsSource,
     partition_for,
+    record_size,
 )
 from adapters.outbox import OutboxTopics, outbox_process
 from adapters.projector import projector_process
+from adapters.serve_metrics import ServeMetrics
 from adapters.stores import STORE_DOWN, parse_store
 from adapters.ticker import Ticker
 from adapters.workers import WorkerProcess
 from engine.domain.cell_log import CellLog
-from schemas.outcomes import Outcome
+from schemas.commands import CommandBase, Role
+from schemas.outcomes import NotACommand, Outcome, Reason, parse_command
 
 log = logging.getLogger("cis.serve")
 T = TypeVar("T")
 
 BROKER_DOWN = (BrokerUnavailable,)
 NOT_A_COMMAND = ("not UTF-8", "not JSON")
+DEAD_LETTER_CODES = ("line_too_long",)  # without a readable command id: to the DLQ
 SOURCE_HEADER = "cis.source"
 # Smaller batches send their outcomes on the loop's thread: handing a few records to another
 # thread costs the loop a GIL hand-off at every store wait (batches of one: 20 % slower).
 THREAD_SENDS_FROM = 50
+# An outcome whose record would not fit the broker is sent without its event list.
+MAX_REASONS_SENT = 20
 
 
 @dataclass
 class ServeConfig:
     store: str
     kafka: str
-    commands_topic: str = "cis.commands"
+    commands_topic: str = "cis.commands"  # tenants
+    reports_topic: str = "cis.reports"  # node agents, cloud drivers
+    admin_topic: str = "cis.admin"  # operators, the ticker
     outcomes_topic: str = "cis.outcomes"
     dlq_topic: str = "cis.commands.dlq"
     partitions: list[int] | None = None  # None: every partition of the topic
@@ -84,11 +104,21 @@ class ServeConfig:
     # Per connection attempt; eventsourcing retries each store call ~10 times inside.
     store_timeout_s: float = 2.0
     stall_warning_s: float = 5.0  # report a call that hangs this long (e.g. a lost server)
+    metrics_port: int | None = None  # serve Prometheus metrics on this port (0: any free)
+    metrics_host: str = "127.0.0.1"
+    metrics_interval_s: float = 5.0  # how often the world's gauges are counted again
+
+    @property
+    def roles(self) -> dict[str, Role]:
+        """Topic → the role of whoever may write it."""
+        return {self.commands_topic: "tenant", self.reports_topic: "agent",
+                self.admin_topic: "operator"}
 
 
 @dataclass
 class Stats:
     commands: int = 0
+    by_status: dict[str, int] = field(default_factory=dict)  # accepted, rejected, dead_letter
     dead_letters: int = 0
     republished: int = 0
     transactions: int = 0
@@ -115,10 +145,64 @@ def published_name(topic: str, partition: int) -> str:
     return f"kafka-published:{topic}:{partition}"
 
 
+def decode(value: bytes) -> CommandBase | Outcome:
+    """A record's command, or the outcome that answers it. Never raises: input the parser
+    cannot cope with (a parser bug, a pathological input) is answered, not crashed on."""
+    try:
+        return parse_command(value)
+    except NotACommand as exc:
+        return exc.outcome
+    except Exception as exc:
+        log_event(logging.ERROR, "record unreadable; rejected", error=repr(exc)[:300])
+        return Outcome.rejected(None, [Reason(field="$", code="unreadable",
+                                              problem=f"unreadable: {type(exc).__name__}")])
+
+
+def internal_error(item: CommandBase | Outcome, exc: BaseException) -> Outcome:
+    """The answer to a record whose decision or storage failed for a reason of its own."""
+    return Outcome.rejected(item.command_id, [Reason(field="$", code="internal_error",
+                                                problem=f"internal error: {type(exc).__name__}")])
+
+
+def sendable(outcome: Outcome, key: bytes | None, headers: list[tuple[str, bytes]]
+             ) -> tuple[bytes | None, bytes]:
+    """(key, value) of an outcome's record, made to fit the broker's limit: without its
+    event list if need be, or as a bare rejection if it cannot be encoded at all (e.g. a
+    lone surrogate in its command id). Never raises."""
+    try:
+        value = outcome.to_json().encode()
+        if record_size(value, key, headers) <= RECORD_BUDGET_BYTES:
+            return key, value
+        summary = outcome.model_copy(update={
+            "events": [], "reasons": outcome.reasons[:MAX_REASONS_SENT],
+            "note": f"{len(outcome.events)} events, {len(outcome.reasons)} reasons: "
+                    "too large to send whole"})
+        value = summary.to_json().encode()
+        if record_size(value, key, headers) <= RECORD_BUDGET_BYTES:
+            return key, value
+    except Exception as exc:
+        log_event(logging.WARNING, "outcome not encodable; sending a bare rejection",
+                  error=repr(exc)[:300])
+    # Its status stands (the decision is recorded); only its wording could not be sent.
+    bare = Outcome(status=outcome.status, reasons=[Reason(
+        field="$", code="unencodable_outcome", problem="the outcome could not be sent as it was")])
+    return None, bare.to_json().encode()
+
+
 def is_dead_letter(outcome: Outcome) -> bool:
-    return (outcome.command_id is None and len(outcome.reasons) == 1
-            and outcome.reasons[0].field == "$"
-            and outcome.reasons[0].problem.startswith(NOT_A_COMMAND))
+    """Bytes that are not a command (not UTF-8, not JSON), or a line too long to be one whose
+    command id cannot be read: nobody could match an outcome, so the DLQ keeps them."""
+    if outcome.command_id is not None or outcome.status != "rejected":
+        return False
+    if len(outcome.reasons) == 1 and outcome.reasons[0].field == "$" \
+            and outcome.reasons[0].problem.startswith(NOT_A_COMMAND):
+        return True
+    return any(r.code in DEAD_LETTER_CODES for r in outcome.reasons)
+
+
+def dead_letter_reason(outcome: Outcome) -> str:
+    return next((r.problem for r in outcome.reasons if r.code in DEAD_LETTER_CODES),
+                outcome.reasons[0].problem)
 
 
 class FaultInjector:
@@ -209,19 +293,24 @@ class Server:
         self._stop = Event()
         self.fenced = False  # another writer took one of our partitions
         self.engine: Engine | None = None
-        self.source: CommandSource | None = None
+        self.source: TopicsSource | None = None
         self.publisher: Publisher | None = None
         self.ticker: Ticker | None = None
         self.projector: WorkerProcess | None = None
         self.outbox: WorkerProcess | None = None
         self.projections = config.projections  # as configured, until start() sees the store
-        self.processed: dict[int, int] = {}  # last offset whose events are stored
-        self.published: dict[int, int] = {}  # last offset whose outcome was flushed
-        self._published_saved: dict[int, int] = {}
+        self.roles = config.roles
+        self.metrics = ServeMetrics() if config.metrics_port is not None else None
+        self.metrics_port: int | None = None  # the port bound, once started
+        self._metrics_server: Any = None
+        # Per (topic, partition):
+        self.processed: dict[Slot, int] = {}  # last offset whose events are stored
+        self.published: dict[Slot, int] = {}  # last offset whose outcome was flushed
+        self._published_saved: dict[Slot, int] = {}
         self.cells: frozenset[str] = frozenset()  # owned cells, read by the ticker thread
         self._pending: list[Callable[[], object]] = []  # sends not yet acknowledged
         self.outcome_sender = OutcomeSender()
-        self._unflushed: dict[int, int] = {}  # last offset per partition with a pending send
+        self._unflushed: dict[Slot, int] = {}  # last offset per partition with a pending send
         self._unflushed_replays = False
         self._flushed_at = time.monotonic()
         self._due = {"projections": 0.0, "published": 0.0, "progress": 0.0}
@@ -263,8 +352,8 @@ class Server:
         timeout = {"POSTGRES_CONNECT_TIMEOUT": str(int(max(1, c.store_timeout_s)))}
         self.engine = self.retry("store", lambda: connect(c.store, timeout))
         self.faults.arm_mid_batch(self.engine)
-        self.source = self.retry("broker", lambda: CommandSource(
-            c.kafka, c.commands_topic, c.partitions, client_id="cis-serve"))
+        self.source = self.retry("broker", lambda: TopicsSource(
+            c.kafka, list(self.roles), c.partitions, client_id="cis-serve"))
         self.publisher = self.retry("broker", lambda: Publisher(c.kafka, client_id="cis-serve"))
         self.retry("store", self._load_positions)
         self.retry("store", self._load_cells)
@@ -282,25 +371,30 @@ class Server:
                                          logging.getLevelName(log.getEffectiveLevel()))
             self.outbox.start()
         if c.tick_interval_s > 0:
-            self.ticker = Ticker(c.kafka, c.commands_topic, lambda: self.cells,
+            self.ticker = Ticker(c.kafka, c.admin_topic, lambda: self.cells,
                                  c.tick_interval_s)
             self.ticker.start()
-        log_event(logging.INFO, "serving", topic=c.commands_topic,
-                  partitions=list(self.source.partitions), processed=self.processed,
-                  published=self.published, cells=len(self.cells))
+        if self.metrics is not None and c.metrics_port is not None:
+            server, _ = start_http_server(c.metrics_port, c.metrics_host,
+                                          registry=self.metrics.registry)
+            self.metrics_port = server.server_port
+            self._metrics_server = server
+        log_event(logging.INFO, "serving", topics=self.roles,
+                  partitions=list(self.source.partitions), processed=_named(self.processed),
+                  published=_named(self.published), cells=len(self.cells),
+                  metrics_port=self.metrics_port)
 
     def _load_positions(self) -> None:
         assert self.engine and self.source
         recorder = self.engine.app.process_recorder
-        topic = self.config.commands_topic
-        for p in self.source.partitions:
-            done = recorder.max_tracking_id(tracking_name(topic, p))
-            sent = recorder.max_tracking_id(published_name(topic, p))
-            self.processed[p] = -1 if done is None else done
-            self.published[p] = min(self.processed[p], -1 if sent is None else sent)
-            self._published_saved[p] = self.published[p]
+        for slot in self.source.slots:
+            done = recorder.max_tracking_id(tracking_name(*slot))
+            sent = recorder.max_tracking_id(published_name(*slot))
+            self.processed[slot] = -1 if done is None else done
+            self.published[slot] = min(self.processed[slot], -1 if sent is None else sent)
+            self._published_saved[slot] = self.published[slot]
             # Resume where outcomes stop, not where events stop: re-publish the gap.
-            self.source.seek(p, self.published[p] + 1)
+            self.source.seek(slot, self.published[slot] + 1)
 
     def _load_cells(self) -> None:
         assert self.engine and self.source
@@ -312,6 +406,8 @@ class Server:
     def close(self) -> None:
         if self.ticker is not None:
             self.ticker.shutdown()
+        if self._metrics_server is not None:
+            self._metrics_server.shutdown()
         self.outcome_sender.close()
         workers = [w for w in (self.projector, self.outbox) if w is not None]
         for worker in workers:  # both finish their last round at once
@@ -338,14 +434,14 @@ class Server:
             self.stats.polls += 1
             self.faults.reached("after-poll")
             replayed = self.stats.republished
-            for partition, records in batch.items():
+            for slot, records in batch.items():
                 size = self.config.batch_size
                 for start in range(0, len(records), size):
                     if start and self.stopping:
                         break  # the rest is read again after a restart
                     chunk = records[start:start + size]
-                    self._process(partition, chunk)
-                    self._unflushed[partition] = chunk[-1].offset
+                    self._process(slot, chunk)
+                    self._unflushed[slot] = chunk[-1].offset
             self._unflushed_replays |= self.stats.republished > replayed
             if time.monotonic() - self._flushed_at >= self.config.flush_interval_s:
                 self._flush_outcomes()
@@ -367,35 +463,65 @@ class Server:
             self.retry("store", self._save_published)
         self.faults.reached("after-publish")
 
-    def _process(self, partition: int, records: list[Record]) -> None:
-        done = self.processed[partition]
+    def _process(self, slot: Slot, records: list[Record]) -> None:
+        done = self.processed[slot]
+        role = self.roles[slot[0]]
         replay = [r for r in records if r.offset <= done]
         fresh = [r for r in records if r.offset > done]
         if replay:  # outcomes lost in a crash: recorded, so applying changes nothing
-            outcomes = self.retry("store", lambda: self._apply(replay, None))
+            outcomes = self._decide(replay, None, role)
             self._send(replay, outcomes)
             self.stats.republished += len(replay)
         if fresh:
-            name = tracking_name(self.config.commands_topic, partition)
-            tracking = Tracking(name, fresh[-1].offset)
-            outcomes = self.retry("store", lambda: self._apply_fresh(fresh, tracking))
-            self.processed[partition] = fresh[-1].offset
+            tracking = Tracking(tracking_name(*slot), fresh[-1].offset)
+            outcomes = self._decide_fresh(fresh, tracking, role)
+            self.processed[slot] = fresh[-1].offset
             self.faults.reached("after-commit")
-            self._send(fresh, outcomes)
+            self._send(fresh, outcomes, count=role)
             self._note_cells(fresh)
             self.stats.commands += len(fresh)
 
-    def _apply(self, records: list[Record], tracking: Tracking | None) -> list[Outcome]:
+    def _decide(self, records: list[Record], tracking: Tracking | None, role: Role
+                ) -> list[Outcome]:
+        """Outcomes of `records`, their events stored with `tracking` in one transaction.
+        A failure that is not an outage (a record the engine cannot decide or store) is
+        narrowed down to its record, which is rejected; the others are decided as usual."""
+        items = [decode(r.value) for r in records]
+        try:
+            return self.retry("store", lambda: self._apply(items, tracking, role))
+        except (Stopping, IntegrityError):
+            raise
+        except Exception as exc:
+            if len(records) == 1:
+                if tracking is not None:  # move past it; if even that fails, it is not the record
+                    self.retry("store", lambda: self._apply([], tracking, role))
+                log_event(logging.ERROR, "record could not be decided; rejected",
+                          topic=records[0].topic, partition=records[0].partition,
+                          offset=records[0].offset, error=repr(exc)[:300])
+                return [internal_error(items[0], exc)]
+            log_event(logging.WARNING, "batch failed; deciding its records one by one",
+                      records=len(records), error=repr(exc)[:300])
+            return [outcome for r in records for outcome in self._decide(
+                [r], None if tracking is None else Tracking(tracking.application_name,
+                                                            r.offset), role)]
+
+    def _apply(self, items: list[CommandBase | Outcome], tracking: Tracking | None,
+               role: Role) -> list[Outcome]:
         assert self.engine is not None
         began = time.perf_counter()
-        outcomes = self.engine.apply([r.value for r in records], tracking)
+        commands = [i for i in items if isinstance(i, CommandBase)]
+        decided = iter(self.engine.apply(commands, tracking, role=role))
+        outcomes = [i if isinstance(i, Outcome) else next(decided) for i in items]
         self.stats.timed("apply", began)
         self.stats.transactions += 1
+        if self.metrics is not None and tracking is not None:
+            self.metrics.decided(outcomes)
         return outcomes
 
-    def _apply_fresh(self, records: list[Record], tracking: Tracking) -> list[Outcome]:
+    def _decide_fresh(self, records: list[Record], tracking: Tracking, role: Role
+                      ) -> list[Outcome]:
         try:
-            return self._apply(records, tracking)
+            return self._decide(records, tracking, role)
         except IntegrityError:
             # Our position moved under us: another writer owns this partition (§2.6).
             assert self.engine is not None
@@ -406,10 +532,17 @@ class Server:
             self.stop()
             raise Stopping() from None
 
-    def _send(self, records: list[Record], outcomes: list[Outcome]) -> None:
+    def _send(self, records: list[Record], outcomes: list[Outcome],
+              count: Role | None = None) -> None:
+        """Send each record's outcome (`count`: fresh records of that role, counted)."""
         began = time.perf_counter()
         for record, outcome in zip(records, outcomes, strict=True):
             send = self._sender(record, outcome)
+            if count is not None:
+                status = "dead_letter" if is_dead_letter(outcome) else outcome.status
+                self.stats.by_status[status] = self.stats.by_status.get(status, 0) + 1
+                if self.metrics is not None:
+                    self.metrics.commands.labels(status=status, role=count).inc()
             self._pending.append(send)
             if len(records) >= THREAD_SENDS_FROM:
                 self.outcome_sender.put(send)
@@ -422,13 +555,30 @@ class Server:
         pub, c = self.publisher, self.config
         if is_dead_letter(outcome):
             self.stats.dead_letters += 1
-            return lambda: pub.send_dlq(c.dlq_topic, record, outcome.reasons[0].problem)
-        key = outcome.command_id.encode() if outcome.command_id is not None else None
+            return lambda: self._skip_too_large(record, "dead letter", lambda: pub.send_dlq(
+                c.dlq_topic, record, dead_letter_reason(outcome)))
+        try:
+            key = outcome.command_id.encode() if outcome.command_id is not None else None
+        except UnicodeEncodeError:  # e.g. a lone surrogate: the producer cannot match it
+            key = None
         # Outcomes without a command id can only be matched by where they came from.
-        headers = [] if key else [(SOURCE_HEADER, f"{record.topic}:{record.partition}:"
-                                                  f"{record.offset}".encode())]
-        value = outcome.to_json().encode()
-        return lambda: pub.send(c.outcomes_topic, value, key=key, headers=headers)
+        headers = [] if key else [_source(record)]
+        key, value = sendable(outcome, key, headers)
+        if key is None and not headers:  # made bare: it lost its command id
+            headers = [_source(record)]
+        return lambda: self._skip_too_large(record, "outcome", lambda: pub.send(
+            c.outcomes_topic, value, key=key, headers=headers))
+
+    @staticmethod
+    def _skip_too_large(record: Record, what: str, send: Callable[[], object]) -> object:
+        """`send()`; a record the broker can never take is logged and skipped (the senders
+        keep theirs under the limit, so this is a last resort, never a crash loop)."""
+        try:
+            return send()
+        except RecordTooLarge as exc:
+            log_event(logging.ERROR, f"{what} too large to send; skipped", topic=record.topic,
+                      partition=record.partition, offset=record.offset, error=str(exc)[:300])
+            return None
 
     def _flush(self) -> None:
         assert self.publisher is not None
@@ -463,7 +613,7 @@ class Server:
     def _note_cells(self, records: list[Record]) -> None:
         assert self.engine is not None
         world = self.engine.processor.world
-        keys = {r.key.decode("utf-8", "replace") for r in records if r.key}
+        keys = {r.key.decode("utf-8", "replace") for r in records if r.key and len(r.key) <= 256}
         new = {k for k in keys - self.cells if world.cell_log(k) is not None}
         if new:
             self.cells = self.cells | new
@@ -490,6 +640,9 @@ class Server:
         if now >= self._due["progress"]:
             self._due["progress"] = now + c.progress_interval_s
             self.report_progress()
+        if self.metrics is not None and now >= self._due.get("metrics", 0.0):
+            self._due["metrics"] = now + c.metrics_interval_s
+            self._count_world()
         if now >= self._due.get("workers", 0.0):  # a dead child is started again
             self._due["workers"] = now + 1.0
             for worker in (self.projector, self.outbox):
@@ -499,11 +652,21 @@ class Server:
     def _save_published(self) -> None:
         assert self.engine is not None
         recorder = self.engine.app.process_recorder
-        for p, offset in self.published.items():
-            if offset > self._published_saved[p]:
-                recorder.insert_tracking(Tracking(
-                    published_name(self.config.commands_topic, p), offset))
-                self._published_saved[p] = offset
+        for slot, offset in self.published.items():
+            if offset > self._published_saved[slot]:
+                recorder.insert_tracking(Tracking(published_name(*slot), offset))
+                self._published_saved[slot] = offset
+
+    def _count_world(self) -> None:
+        """The world's gauges (on the loop's thread: the world is only read here)."""
+        assert self.engine is not None and self.metrics is not None
+        self.metrics.world_is(self.engine.processor.world)
+        if self.source is not None and self._due.get("lag", 0.0) <= time.monotonic():
+            self._due["lag"] = time.monotonic() + self.config.metrics_interval_s
+            try:
+                self.metrics.lag_is(self.source.lag(timeout_ms=2000))
+            except BrokerUnavailable:
+                pass  # the gauge keeps its last value; the outage is logged elsewhere
 
     def _check_broker(self) -> None:
         # An idle poll looks the same as a frozen broker: ask it, at most every few seconds.
@@ -512,12 +675,14 @@ class Server:
             self._due["ping"] = time.monotonic()
             self.retry("broker", self.source.ping)
 
-    def _progress_fields(self, lag: dict[int, int] | None) -> dict[str, Any]:
+    def _progress_fields(self, lag: dict[Slot, int] | None) -> dict[str, Any]:
         now, commands = time.monotonic(), self.stats.commands
         then, before = self._last_progress
         self._last_progress = (now, commands)
-        return {"positions": {p: o + 1 for p, o in self.processed.items()}, "lag": lag,
-                "commands": commands, "dead_letters": self.stats.dead_letters,
+        return {"positions": _named({s: o + 1 for s, o in self.processed.items()}),
+                "lag": None if lag is None else _named(lag),
+                "commands": commands, "by_status": dict(self.stats.by_status),
+                "dead_letters": self.stats.dead_letters,
                 "republished": self.stats.republished,
                 "commands_per_s": round((commands - before) / max(now - then, 1e-6), 1),
                 "cells": len(self.cells)}
@@ -526,9 +691,11 @@ class Server:
         """Log (and write to the status file) positions, lag and commands/s."""
         assert self.source is not None
         try:
-            lag: dict[int, int] | None = self.source.lag(timeout_ms=2000)
+            lag: dict[Slot, int] | None = self.source.lag(timeout_ms=2000)
         except BrokerUnavailable:
             lag = None
+        if self.metrics is not None and lag is not None:
+            self.metrics.lag_is(lag)
         fields = self._progress_fields(lag)
         log_event(logging.INFO, "progress", **fields)
         if self.config.status_file is not None:
@@ -576,3 +743,12 @@ class Server:
                 warned = busy
                 log_event(logging.WARNING, f"{busy[0]} not answering", service=busy[0],
                           waited_s=round(waited, 1))
+
+
+def _source(record: Record) -> tuple[str, bytes]:
+    return SOURCE_HEADER, f"{record.topic}:{record.partition}:{record.offset}".encode()
+
+
+def _named(by_slot: dict[Slot, int]) -> dict[str, int]:
+    """{"topic:partition": n}: JSON keys for logs and the status file."""
+    return {f"{topic}:{partition}": n for (topic, partition), n in by_slot.items()}

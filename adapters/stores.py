@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
@@ -10,12 +11,17 @@ import psycopg
 from eventsourcing.persistence import InterfaceError, OperationalError
 
 DEFAULT_STORE = "sqlite:///cis.db"
+SCHEMA_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 # What a store that is down or unreachable raises, through the library or around it.
 STORE_DOWN = (OperationalError, InterfaceError, psycopg.OperationalError,
               psycopg.InterfaceError)
 
 
-class BadStoreURL(ValueError):
+class BadConfiguration(ValueError):
+    """Configuration the process cannot run with: one line for the operator, no traceback."""
+
+
+class BadStoreURL(BadConfiguration):
     pass
 
 
@@ -37,7 +43,11 @@ def parse_store(url: str) -> Store:
             raise BadStoreURL(f"{url!r}: sqlite URLs look like sqlite:///path/to/file.db")
         if path != ":memory:" and url.startswith("sqlite:///"):
             path = path[1:] if not url.startswith("sqlite:////") else path
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            try:
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise BadStoreURL(f"{url!r}: cannot create {Path(path).parent}: "
+                                  f"{exc.strerror}") from None
         return Store(url, "sqlite", {
             "PERSISTENCE_MODULE": "eventsourcing.sqlite",
             "SQLITE_DBNAME": path,
@@ -47,6 +57,10 @@ def parse_store(url: str) -> Store:
         if not parsed.hostname or not parsed.path.strip("/"):
             raise BadStoreURL(f"{url!r}: postgres URLs look like postgresql://user@host:5432/db")
         schema = parse_qs(parsed.query).get("schema", ["public"])[0]
+        # The schema is written into SQL as an identifier: only plain names pass.
+        if not SCHEMA_NAME.fullmatch(schema):
+            raise BadStoreURL(f"{url!r}: ?schema= must match {SCHEMA_NAME.pattern} "
+                              "(letters, digits, _; at most 63)")
         return Store(url, "postgres", {
             "PERSISTENCE_MODULE": "eventsourcing.postgres",
             "POSTGRES_DBNAME": parsed.path.strip("/"),
@@ -55,7 +69,7 @@ def parse_store(url: str) -> Store:
             "POSTGRES_USER": parsed.username or "postgres",
             "POSTGRES_PASSWORD": parsed.password or "",
             "POSTGRES_SCHEMA": schema,
-            # DB functions silently skip tracking rows (DESIGN §4): keep them off.
+            # DB functions silently skip tracking rows (docs/design.md §4.3): keep them off.
             "POSTGRES_ENABLE_DB_FUNCTIONS": "n",
             "PROCESS_RECORDER_TOPIC": "adapters.pg_recorder:PipelinedPostgresProcessRecorder",
             "POSTGRES_POOL_SIZE": "4",

@@ -1,5 +1,6 @@
-"""`cis submit`: validate JSON-lines commands, produce the valid ones keyed by cell, and
-optionally wait for their outcomes (matched by `command_id`, duplicates ignored)."""
+"""`cis submit`: validate JSON-lines commands, produce the valid ones keyed by cell to the
+topic of the sender's role, and optionally wait for their outcomes (matched by
+`command_id`, duplicates ignored)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from adapters.kafka_io import CommandSource, Publisher
-from schemas.commands import CommandBase
-from schemas.outcomes import NotACommand, Outcome, parse_command
+from schemas.commands import ROLE_TOPICS, CommandBase, Role
+from schemas.outcomes import NotACommand, Outcome, Reason, parse_command
 
 
 @dataclass
@@ -34,8 +35,10 @@ class Submitted:
         return [c for c in self.sent if c not in self.outcomes]
 
 
-def validate(lines: Iterable[bytes]) -> tuple[list[tuple[CommandBase, bytes]], list[Invalid]]:
-    """Split raw lines into commands (with their original bytes) and invalid lines."""
+def validate(lines: Iterable[bytes], role: Role | None = None
+             ) -> tuple[list[tuple[CommandBase, bytes]], list[Invalid]]:
+    """Split raw lines into commands (with their original bytes) and invalid lines (given
+    a `role`, a command of another role's type is invalid: its topic would reject it)."""
     valid: list[tuple[CommandBase, bytes]] = []
     invalid: list[Invalid] = []
     for number, raw in enumerate(lines, start=1):
@@ -48,15 +51,22 @@ def validate(lines: Iterable[bytes]) -> tuple[list[tuple[CommandBase, bytes]], l
             continue
         if isinstance(parsed, Outcome):
             invalid.append(Invalid(number, parsed))
+        elif role is not None and parsed.role != role:
+            invalid.append(Invalid(number, Outcome.rejected(parsed.command_id, [Reason(
+                field="type", code="wrong_topic",
+                problem=f"{parsed.type} is sent by the {parsed.role} role, "  # type: ignore
+                        f"not {role}")])))
         else:
             valid.append((parsed, raw.rstrip(b"\r\n")))
     return valid, invalid
 
 
-def submit(kafka: str, lines: Iterable[bytes], topic: str = "cis.commands",
+def submit(kafka: str, lines: Iterable[bytes], role: Role, topic: str | None = None,
            wait_s: float | None = None, outcomes_topic: str = "cis.outcomes") -> Submitted:
-    """Produce the valid lines; with `wait_s`, collect their outcomes for up to that long."""
-    commands, invalid = validate(lines)
+    """Produce the valid lines of `role` to `topic` (default: the role's); with `wait_s`,
+    collect their outcomes for up to that long."""
+    topic = topic or ROLE_TOPICS[role]
+    commands, invalid = validate(lines, role)
     result = Submitted(invalid=invalid)
     # Note where the outcomes topic ends before producing, so no outcome can be missed.
     watcher = _watch(kafka, outcomes_topic) if wait_s is not None else None

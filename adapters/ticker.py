@@ -1,4 +1,4 @@
-"""The ticker: periodic decisions enter the command stream as `Tick{now}` (DESIGN §2.2).
+"""The ticker: periodic decisions enter the command stream as `Tick{now}` (docs/design.md §2.2).
 
 This is the one place that reads the wall clock. Each tick is an ordinary command on the
 commands topic, keyed by its cell, so the engine decides it like any other and a replay of

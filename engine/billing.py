@@ -1,4 +1,4 @@
-"""Billing in the writer (DESIGN §3): an in-memory meter, and the Tick decider that
+"""Billing in the writer (docs/design.md §3.4): an in-memory meter, and the Tick decider that
 finalises periods.
 
 The meter is a World observer: it sees every event replayed at start-up and recorded live,
@@ -96,8 +96,9 @@ class CellMeter:
         self.book_error: str | None = None
         self.closed: str | None = None
         self.closed_end: int | None = None  # first second after the closed periods
-        self.instances: dict[str, Metered] = {}
-        self.open: dict[str, Metered] = {}  # instances with an open billed interval
+        # Keyed by (account, instance_id): instance ids are per account.
+        self.instances: dict[tuple[str, str], Metered] = {}
+        self.open: dict[tuple[str, str], Metered] = {}  # with an open billed interval
         # Open period -> account -> instances with a closed interval in it.
         self.touched: dict[str, dict[str, set[str]]] = {}
         self.dirty: dict[str, dict[str, Metered]] = {}  # account -> name -> instance
@@ -112,10 +113,10 @@ class CellMeter:
             self._late(m, f"instance/{m.name}#{version}")
         if not is_open:
             m.intervals.append([at_us, None])
-            self.open[m.name] = m
+            self.open[(m.account, m.name)] = m
             return
         m.intervals[-1][1] = at_us
-        del self.open[m.name]
+        del self.open[(m.account, m.name)]
         t0 = m.intervals[-1][0]
         if at_us > t0:
             for p in periods_touched(t0, at_us):
@@ -160,6 +161,19 @@ class CellMeter:
             period = rating.period_of(self.book.starts[0])
         return period if rating.finalises_at(period, self.book) * US <= now_us else None
 
+    def due_periods(self, now_us: int, at_most: int) -> list[str]:
+        """The periods a tick at `now_us` would close, oldest first: at most `at_most` + 1,
+        enough to tell that there are too many."""
+        due: list[str] = []
+        if self.book is None:
+            return due
+        period = rating.period_of(self.closed_end if self.closed_end is not None
+                                  else self.book.starts[0])
+        while len(due) <= at_most and rating.finalises_at(period, self.book) * US <= now_us:
+            due.append(period)
+            period = rating.period_of(rating.period_bounds(period)[1])
+        return due
+
     def invoices(self, period: str, now_us: int) -> list[rating.Invoice]:
         """The invoices closing `period` at `now_us`: its lines, plus adjustments for what
         late reports changed in earlier closed periods."""
@@ -176,8 +190,8 @@ class CellMeter:
         out = []
         for account in sorted(accounts):
             lines = [x for name in sorted(accounts[account])
-                     for x in self.instances[name].lines(self.instances[name].intervals,
-                                                         horizon, book)
+                     for m in [self.instances[(account, name)]]
+                     for x in m.lines(m.intervals, horizon, book)
                      if x.period == period]
             adjustments = []
             for _name, m in sorted(self.dirty.get(account, {}).items()):
@@ -214,7 +228,7 @@ class BillingMeter:
                              event.originator_version)
         elif isinstance(event, Instance.Requested):
             meter = self.cell(event.cell)
-            m = meter.instances[event.name] = Metered(
+            m = meter.instances[(event.account, event.name)] = Metered(
                 event.name, event.account, event.runtime,
                 Spec(event.billed_vcpu, event.billed_memory_gib),
                 Spec(event.requested_vcpu, event.requested_memory_gib))

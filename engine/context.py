@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from eventsourcing.domain import Aggregate
 
+from engine.limits import EngineLimits
 from engine.world import World
 
 
@@ -15,15 +17,19 @@ class Rejected(Exception):
         self.reasons = reasons
 
 
-def reason(field: str, problem: str) -> dict[str, str]:
-    return {"field": field, "problem": problem}
+def reason(field: str, problem: str, code: str | None = None) -> dict[str, str]:
+    """One reason to refuse; `code` is its stable machine-readable name, if it has one."""
+    return {"field": field, "problem": problem, **({"code": code} if code else {})}
 
 
 class Context:
     """One command's decision: the events it records and their ids."""
 
-    def __init__(self, world: World):
+    def __init__(self, world: World, limits: EngineLimits | None = None,
+                 clock: datetime | None = None):
         self.world = world
+        self.limits = limits or EngineLimits()
+        self.clock = clock  # the cell's clock before this command (None: a new cell)
         self.events: list[Any] = []
         self.event_ids: list[str] = []
 

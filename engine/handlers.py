@@ -56,7 +56,7 @@ def create_instance(ctx: Context, cmd: c.CreateInstance) -> str | None:
     reasons = []
     if pool is None:
         reasons.append(reason("pool", f"no pool {cmd.pool!r} in cell {cmd.cell!r}"))
-    if world.instance(cmd.cell, cmd.instance_id) is not None:
+    if world.instance(cmd.cell, cmd.account, cmd.instance_id) is not None:
         reasons.append(reason("instance_id", f"instance {cmd.instance_id!r} already exists"))
     book = world.price_book(cmd.cell)
     if book is None or not any(v["effective_from"] <= cmd.issued_at.timestamp()
@@ -93,8 +93,8 @@ def create_instance(ctx: Context, cmd: c.CreateInstance) -> str | None:
 
 
 def _tenant_instance(world: World, cmd: c.StopInstance | c.DeleteInstance) -> Instance:
-    instance = world.instance(cmd.cell, cmd.instance_id)
-    if instance is None or instance.account != cmd.account:
+    instance = world.instance(cmd.cell, cmd.account, cmd.instance_id)
+    if instance is None:
         raise Rejected([reason("instance_id", f"no instance {cmd.instance_id!r} for account "
                                               f"{cmd.account!r} in cell {cmd.cell!r}")])
     return instance
@@ -134,13 +134,18 @@ def _end(ctx: Context, instance: Instance, event_class: type[Instance.Ended], wh
 
 
 def _reported_instance(world: World, cmd: Any) -> Instance:
-    instance = world.instance(cmd.cell, cmd.instance_id)
+    """The instance a node's report speaks of; only the node it is on may report on it."""
+    instance = world.instance(cmd.cell, cmd.account, cmd.instance_id)
     if instance is None:
-        raise Rejected([reason("instance_id", f"unknown instance {cmd.instance_id!r} "
-                                              f"in cell {cmd.cell!r}")])
+        raise Rejected([reason("instance_id", f"no instance {cmd.instance_id!r} for account "
+                                              f"{cmd.account!r} in cell {cmd.cell!r}")])
     if instance.state in PENDING:
         raise Rejected([reason("instance_id", f"instance is {instance.state}: it has no node "
                                               "to report from")])
+    if instance.node_id != cmd.node_id:
+        # Never says which node it is on: the reporter has no business knowing.
+        raise Rejected([reason("node_id", f"instance {cmd.instance_id!r} is not on node "
+                                          f"{cmd.node_id!r}", code="wrong_node")])
     return instance
 
 
@@ -326,6 +331,7 @@ def publish_price_book(ctx: Context, cmd: c.PublishPriceBook) -> str | None:
             "effective_from"]:
         reasons.append(reason("effective_from", "must be later than the effective_from of "
                                                 f"version {book.versions[-1]['number']}"))
+    reasons += _price_book_conflicts(ctx.world, cmd, book, effective_from)
     if reasons:
         raise Rejected(reasons)
     if book is None:
@@ -338,10 +344,30 @@ def publish_price_book(ctx: Context, cmd: c.PublishPriceBook) -> str | None:
     return None
 
 
+def _price_book_conflicts(world: World, cmd: c.PublishPriceBook, book: PriceBook | None,
+                          effective_from: int) -> list[dict[str, str]]:
+    """A version may neither reprice a finalised period (its invoices never change) nor
+    change the book's currency (amounts in two currencies cannot be summed)."""
+    reasons = []
+    meter = world.billing.cells.get(cmd.cell)
+    if meter is not None and meter.closed_end is not None and effective_from < meter.closed_end:
+        reasons.append(reason("effective_from", f"falls in period {meter.closed}, or before, "
+                                                "which is already finalised",
+                              code="period_finalised"))
+    if book is not None and book.versions:
+        last = book.versions[-1]
+        for field in ("currency", "minor_unit"):
+            if getattr(cmd, field) != last[field]:
+                reasons.append(reason(field, f"the cell's price book is in {last[field]!r}; "
+                                             f"{field} cannot change", code="currency_change"))
+    return reasons
+
+
 def expire_pending(ctx: Context, cmd: c.Tick) -> str | None:
     """Expire instances stuck pending past their pool's limit."""
     expired = 0
-    for key in list(ctx.world.waiting):
+    # Sorted: the dict's order is first access, which differs after a restart.
+    for key in sorted(ctx.world.waiting):
         cell, pool_name = key
         if cell != cmd.cell:
             continue
@@ -360,7 +386,34 @@ TICK_DECIDERS: list[Callable[[Context, c.Tick], str | None]] = [
     expire_pending, scaling.autoscale, billing.finalise_periods]
 
 
+def _tick_too_far(ctx: Context, cmd: c.Tick) -> list[dict[str, str]]:
+    """A Tick may move its cell's clock by a bounded step and close a bounded number of
+    periods; an operator's `catch_up: true` lifts both."""
+    if ctx.clock is None:  # a cell begins with an operator's pool or price book
+        return [reason("cell", f"no cell {cmd.cell!r}: nothing was ever accepted in it",
+                       code="unknown_cell")]
+    if cmd.catch_up:
+        return []
+    limits, reasons = ctx.limits, []
+    step = (cmd.now - ctx.clock).total_seconds()
+    if step > limits.max_tick_step_seconds:
+        reasons.append(reason("now", f"moves the cell's clock {step:.0f} s (from "
+                                     f"{ctx.clock.isoformat()}); at most "
+                                     f"{limits.max_tick_step_seconds} s per tick unless "
+                                     "catch_up is true", code="tick_too_far"))
+    meter = ctx.world.billing.cells.get(cmd.cell)
+    due = meter.due_periods(billing.micros(cmd.now), limits.max_periods_per_tick) \
+        if meter is not None else []
+    if len(due) > limits.max_periods_per_tick:
+        reasons.append(reason("now", f"would finalise more than {limits.max_periods_per_tick} "
+                                     f"periods (from {due[0]}) unless catch_up is true",
+                              code="tick_too_far"))
+    return reasons
+
+
 @handles(c.Tick)
 def tick(ctx: Context, cmd: c.Tick) -> str | None:
+    if reasons := _tick_too_far(ctx, cmd):
+        raise Rejected(reasons)
     notes = [note for decide in TICK_DECIDERS if (note := decide(ctx, cmd))]
     return "; ".join(notes) or None

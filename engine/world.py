@@ -24,21 +24,30 @@ from engine.domain.price_book import PriceBook
 from engine.placement_state import PoolPlacement
 
 Key = tuple[str, str]  # (cell, name)
+# What a cell-log entry carries beside its outcome.
+CELL_LOG_EXTRAS = frozenset({"principal", "command_type", "digest"})
+InstanceKey = tuple[str, str, str]  # (cell, account, instance_id): instance ids are per account
+Ref = tuple[str, str]  # (account, instance_id): an instance within its cell
+OutcomeKey = tuple[str, str]  # (principal, command_id): command ids are per principal
 
 
 class World:
     def __init__(self) -> None:
         self.aggregates: dict[UUID, Aggregate] = {}
-        self.instances: dict[Key, Instance] = {}
+        self.instances: dict[InstanceKey, Instance] = {}
         self.nodes: dict[Key, Node] = {}
         self.pools: dict[Key, Pool] = {}
         self.price_books: dict[str, PriceBook] = {}
         self.cell_logs: dict[str, CellLog] = {}
-        self.outcomes: dict[str, dict[str, Any]] = {}
-        self.node_instances: dict[Key, set[str]] = defaultdict(set)
+        self.outcomes: dict[OutcomeKey, dict[str, Any]] = {}
+        # Beside each recorded outcome: its command's type and content digest.
+        self.commands: dict[OutcomeKey, tuple[str, str]] = {}
+        # Each cell's clock: the newest time of an accepted command in it.
+        self.clocks: dict[str, datetime] = {}
+        self.node_instances: dict[Key, set[Ref]] = defaultdict(set)
         self.pool_nodes: dict[Key, dict[str, Node]] = defaultdict(dict)
         # Unschedulable instances per pool, oldest first (dicts keep insertion order).
-        self.waiting: dict[Key, dict[str, Instance]] = defaultdict(dict)
+        self.waiting: dict[Key, dict[Ref, Instance]] = defaultdict(dict)
         # Nodes asked for and not yet ready, per pool; each pool's placement arrays.
         self.coming: dict[Key, set[str]] = defaultdict(set)
         self.live: dict[Key, set[str]] = defaultdict(set)  # nodes not terminated or lost
@@ -53,8 +62,8 @@ class World:
 
     # --- lookups ---------------------------------------------------------------------
 
-    def instance(self, cell: str, name: str) -> Instance | None:
-        return self.instances.get((cell, name))
+    def instance(self, cell: str, account: str, name: str) -> Instance | None:
+        return self.instances.get((cell, account, name))
 
     def node(self, cell: str, node_id: str) -> Node | None:
         return self.nodes.get((cell, node_id))
@@ -69,8 +78,8 @@ class World:
         return self.cell_logs.get(cell)
 
     def instances_on(self, cell: str, node_id: str) -> list[Instance]:
-        return [self.instances[(cell, n)]
-                for n in sorted(self.node_instances[(cell, node_id)])]
+        return [self.instances[(cell, *ref)]
+                for ref in sorted(self.node_instances[(cell, node_id)])]
 
     def waiting_in(self, cell: str, pool: str) -> list[Instance]:
         return list(self.waiting[(cell, pool)].values())
@@ -82,7 +91,7 @@ class World:
             return
         self.aggregates[aggregate.id] = aggregate
         if isinstance(aggregate, Instance):
-            self.instances[(aggregate.cell, aggregate.name)] = aggregate
+            self.instances[(aggregate.cell, aggregate.account, aggregate.name)] = aggregate
         elif isinstance(aggregate, Node):
             self.nodes[(aggregate.cell, aggregate.node_id)] = aggregate
         elif isinstance(aggregate, Pool):
@@ -133,25 +142,47 @@ class World:
                 PoolPlacement(config["kind"], config["placement_policy"]))
             placement.policy = config["placement_policy"]
         elif isinstance(event, CellLog.CommandsHandled):
-            for outcome in event.outcomes:
-                self.outcomes[outcome["command_id"]] = outcome
+            for entry in event.outcomes:
+                self.remember(entry)
+            if any(entry["status"] == "accepted" for entry in event.outcomes):
+                # Only accepted commands move a clock (a batch of rejections carries it over).
+                clock = self.clocks.get(aggregate.cell)
+                self.clocks[aggregate.cell] = max(clock or event.timestamp, event.timestamp)
+
+    def remember(self, entry: dict[str, Any]) -> None:
+        """Index one cell-log entry: an outcome, plus (since command ids are per principal)
+        its command's principal, type and digest. Older entries have none: principal ""."""
+        outcome = {k: v for k, v in entry.items() if k not in CELL_LOG_EXTRAS}
+        key = (entry.get("principal", ""), entry["command_id"])
+        self.outcomes[key] = outcome
+        if "digest" in entry:
+            self.commands[key] = (entry["command_type"], entry["digest"])
+
+    def recorded(self, principal: str, command_id: str) -> OutcomeKey | None:
+        """The key of the outcome recorded for this principal's command id, if any (an entry
+        from before ids were per principal counts for every principal)."""
+        for key in ((principal, command_id), ("", command_id)):
+            if key in self.outcomes:
+                return key
+        return None
 
     def _observe_instance(self, instance: Instance) -> None:
         key = (instance.cell, instance.pool)
+        ref = (instance.account, instance.name)
         if instance.state == "unschedulable":
-            self.waiting[key][instance.name] = instance
+            self.waiting[key][ref] = instance
         else:
-            self.waiting[key].pop(instance.name, None)
+            self.waiting[key].pop(ref, None)
         if instance.node_id is not None:
             node_key = (instance.cell, instance.node_id)
             on_node = self.node_instances[node_key]
-            was_on = instance.name in on_node
+            was_on = ref in on_node
             placement = self.placements[(instance.cell, instance.pool)]
             if instance.state in ON_NODE and not was_on:
-                on_node.add(instance.name)
+                on_node.add(ref)
                 placement.allocate(instance.node_id, instance.demand)
             elif instance.state not in ON_NODE and was_on:
-                on_node.discard(instance.name)
+                on_node.discard(ref)
                 placement.release(instance.node_id, instance.demand)
             else:
                 return

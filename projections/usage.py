@@ -1,8 +1,8 @@
 """The meter read model (`usage`): billed intervals per instance, and the price books.
 
-Each instance's billed intervals follow DESIGN §3's truth table: an interval opens when the
-instance enters a billed state (starting, running, restarting) and closes when it leaves
-them, so restarts inside a running instance never open a second interval. Intervals are
+Each instance's billed intervals follow the truth table of docs/design.md §3.2: an interval
+opens when the instance enters a billed state (starting, running, restarting) and closes when
+it leaves them, so restarts inside a running instance never open a second interval. Intervals are
 exact epoch microseconds with the ids of the events that opened and closed them (for
 `cis invoices --explain`). Amounts are rated from them by the pure rating policy, so a query
 for "now" never needs the wall clock: it names its `as_of`.

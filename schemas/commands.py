@@ -7,13 +7,16 @@ reports from the infrastructure, `now` for ticks). This module imports nothing o
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from decimal import Decimal
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     AwareDatetime,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StringConstraints,
@@ -22,16 +25,131 @@ from pydantic import (
     model_validator,
 )
 
-SCHEMA_VERSION = 1
-MAX_CONTAINERS = 10
+from schemas.limits import (
+    MAX_ARG_CHARS,
+    MAX_ARGS,
+    MAX_CATALOGUE,
+    MAX_COMMAND_ID_CHARS,
+    MAX_CONTAINERS,
+    MAX_DECIMAL_CHARS,
+    MAX_ENV_NAME_CHARS,
+    MAX_ENV_VARS,
+    MAX_LABEL_CHARS,
+    MAX_MEMORY_MIB,
+    MAX_MILLICORES,
+    MAX_NODE_ENIS,
+    MAX_NODE_MODELS,
+    MAX_NODE_PODS,
+    MAX_NODE_SELECTOR,
+    MAX_POOL_LABELS,
+    MAX_POOL_NODES,
+    MAX_PORTS,
+    MAX_SECURITY_GROUPS,
+    MAX_TEXT_CHARS,
+    TIME_MAX,
+    TIME_MIN,
+)
 
+SCHEMA_VERSION = 1
+
+# Who may send a command; each role writes its own topic (cis.commands, cis.reports, cis.admin).
+Role = Literal["tenant", "agent", "operator"]
+
+
+def _in_window(value: datetime) -> datetime:
+    if not TIME_MIN <= value < TIME_MAX:
+        raise ValueError(f"time_window: must lie in [{TIME_MIN:%Y-%m-%d}, {TIME_MAX:%Y-%m-%d})")
+    return value
+
+
+# RFC 3339 with an offset, nothing else: no Unix seconds as a number or a string.
+RFC3339 = (r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,6})?"
+           r"([Zz]|[+-][0-9]{2}:[0-9]{2})$")
+
+
+def _rfc3339(value: object) -> object:
+    # Parsed here, so that strict validation (JSON input) sees a datetime, never a number.
+    if isinstance(value, datetime):
+        return value
+    if isinstance(value, str) and re.fullmatch(RFC3339, value):
+        try:
+            return datetime.fromisoformat(value.upper())
+        except ValueError:
+            pass  # e.g. month 13: said below
+    raise ValueError("not_rfc3339: must be an RFC 3339 date-time string with an offset, e.g. "
+                     "2026-01-01T00:00:00Z")
+
+
+# Every time a command speaks of is an RFC 3339 string inside the supported window
+# [TIME_MIN, TIME_MAX).
+Instant = Annotated[AwareDatetime, BeforeValidator(_rfc3339), AfterValidator(_in_window),
+                    Field(json_schema_extra={"pattern": RFC3339})]
+
+
+def _limit(name: str, **extra: object) -> Any:
+    """Names a limit of schemas.limits in the JSON Schema (`x-limit`)."""
+    return Field(json_schema_extra={"x-limit": name, **extra})
+
+
+# Text never holds control characters (NUL breaks PostgreSQL) nor lone surrogates (not
+# Unicode: pydantic refuses them as not a string).
+PRINTABLE = r"^[^\x00-\x1f\x7f-\x9f]*$"
 Name = Annotated[str, StringConstraints(pattern=r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")]
-Label = Annotated[str, StringConstraints(min_length=1, max_length=63)]
-CommandId = Annotated[str, StringConstraints(min_length=1, max_length=128)]
-ShortText = Annotated[str, StringConstraints(min_length=1, max_length=255)]
-Vcpu = Annotated[Decimal, Field(gt=0, le=64, max_digits=8, decimal_places=3)]
-Gib = Annotated[Decimal, Field(gt=0, le=512, max_digits=8, decimal_places=3)]
-Rate = Annotated[Decimal, Field(ge=0, max_digits=24, decimal_places=18)]
+Label = Annotated[str, StringConstraints(min_length=1, max_length=MAX_LABEL_CHARS,
+                                         pattern=PRINTABLE), _limit("MAX_LABEL_CHARS")]
+CommandId = Annotated[str, StringConstraints(min_length=1, max_length=MAX_COMMAND_ID_CHARS,
+                                             pattern=PRINTABLE), _limit("MAX_COMMAND_ID_CHARS")]
+ShortText = Annotated[str, StringConstraints(min_length=1, max_length=MAX_TEXT_CHARS,
+                                             pattern=PRINTABLE), _limit("MAX_TEXT_CHARS")]
+Arg = Annotated[str, StringConstraints(max_length=MAX_ARG_CHARS, pattern=PRINTABLE),
+                _limit("MAX_ARG_CHARS")]
+EnvName = Annotated[str, StringConstraints(
+    pattern=rf"^[A-Za-z_][A-Za-z0-9_]{{0,{MAX_ENV_NAME_CHARS - 1}}}$")]
+
+# A decimal is a JSON number or, exactly, a JSON string of ASCII digits ("0.5", "1E-7"):
+# no sign, no spaces, no other digits (Python's Decimal would take "٣" and " 1 "), and an
+# exponent of at most two digits ("0E-999999999" is zero, but no amount to compute with).
+DECIMAL = r"^[0-9]+(\.[0-9]+)?([eE][+-]?[0-9]{1,2})?$"
+
+
+def _decimal(value: object) -> object:
+    # Converted here, so that strict validation (JSON input) sees a Decimal.
+    if isinstance(value, Decimal):
+        return value
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return Decimal(repr(value))  # a float's shortest repr: 0.1, not 0.1000000000000000055…
+    if isinstance(value, str) and len(value) <= MAX_DECIMAL_CHARS \
+            and re.fullmatch(DECIMAL, value):
+        return Decimal(value)
+    raise ValueError(f"not_a_decimal: must be a JSON number or a decimal string such as "
+                     f"\"0.5\" (ASCII digits, at most {MAX_DECIMAL_CHARS} characters)")
+
+
+def _decimal_schema(schema: dict[str, Any]) -> None:
+    for branch in schema.get("anyOf", []):
+        if branch.get("type") == "string":
+            branch.update(pattern=DECIMAL, maxLength=MAX_DECIMAL_CHARS)
+
+
+def _strict_decimal(**bounds: Any) -> Any:
+    return Annotated[Decimal, Field(**bounds), BeforeValidator(_decimal),
+                     Field(json_schema_extra=_decimal_schema)]
+
+
+Vcpu = _strict_decimal(gt=0, le=64, max_digits=8, decimal_places=3)
+Gib = _strict_decimal(gt=0, le=512, max_digits=8, decimal_places=3)
+Rate = _strict_decimal(ge=0, max_digits=24, decimal_places=18)
+PricePerHour = _strict_decimal(ge=0, max_digits=12, decimal_places=6)
+
+
+def _not_bool(value: object) -> object:
+    if isinstance(value, bool):
+        raise ValueError("bool_not_number: must be a number, not a boolean")
+    return value
+
+
+# JSON's `true` is not the number 1 (pydantic's Literal[1] would take it, even strictly).
+SchemaVersion = Annotated[Literal[1], BeforeValidator(_not_bool)]
 
 
 class Strict(BaseModel):
@@ -39,7 +157,7 @@ class Strict(BaseModel):
 
 
 class CommandBase(Strict):
-    schema_version: Literal[1] = SCHEMA_VERSION
+    schema_version: SchemaVersion = SCHEMA_VERSION
     command_id: CommandId
     cell: Name
 
@@ -48,9 +166,23 @@ class CommandBase(Strict):
         """The time this command speaks of."""
         raise NotImplementedError
 
+    @property
+    def role(self) -> Role:
+        return COMMAND_ROLES[self.type]  # type: ignore[attr-defined]
+
+    @property
+    def principal(self) -> str:
+        """Who speaks: command ids are unique per principal (an account, a node's agent, or
+        the operator)."""
+        if self.role == "tenant":
+            return f"account:{self.account}"  # type: ignore[attr-defined]
+        if self.role == "agent":
+            return f"node:{self.node_id}"  # type: ignore[attr-defined]
+        return "operator"
+
 
 class Request(CommandBase):
-    issued_at: AwareDatetime
+    issued_at: Instant
 
     @property
     def at(self) -> datetime:
@@ -58,7 +190,7 @@ class Request(CommandBase):
 
 
 class Report(CommandBase):
-    occurred_at: AwareDatetime
+    occurred_at: Instant
 
     @property
     def at(self) -> datetime:
@@ -71,16 +203,12 @@ class Report(CommandBase):
 class Container(Strict):
     name: Name
     image: ShortText
-    command: list[Annotated[str, StringConstraints(max_length=4096)]] = Field(
-        default_factory=list, max_length=64
-    )
-    env: dict[Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")],
-              Annotated[str, StringConstraints(max_length=4096)]] = Field(
-        default_factory=dict, max_length=100
-    )
+    command: list[Arg] = Field(default_factory=list, max_length=MAX_ARGS,
+                               json_schema_extra={"x-limit": "MAX_ARGS"})
+    env: dict[EnvName, Arg] = Field(default_factory=dict, max_length=MAX_ENV_VARS,
+                                    json_schema_extra={"x-limit": "MAX_ENV_VARS"})
     ports: list[Annotated[int, Field(ge=1, le=65535)]] = Field(
-        default_factory=list, max_length=20
-    )
+        default_factory=list, max_length=MAX_PORTS, json_schema_extra={"x-limit": "MAX_PORTS"})
     vcpu: Vcpu
     memory_gib: Gib
 
@@ -88,7 +216,8 @@ class Container(Strict):
 class Network(Strict):
     vpc: Label
     subnet: Label
-    security_groups: list[Label] = Field(default_factory=list, max_length=5)
+    security_groups: list[Label] = Field(default_factory=list, max_length=MAX_SECURITY_GROUPS,
+                                         json_schema_extra={"x-limit": "MAX_SECURITY_GROUPS"})
 
 
 class CreateInstance(Request):
@@ -96,11 +225,13 @@ class CreateInstance(Request):
     account: Name
     instance_id: Name
     pool: Name
-    containers: list[Container] = Field(min_length=1, max_length=MAX_CONTAINERS)
+    containers: list[Container] = Field(min_length=1, max_length=MAX_CONTAINERS,
+                                        json_schema_extra={"x-limit": "MAX_CONTAINERS"})
     restart_policy: Literal["Always", "OnFailure", "Never"] = "Always"
     runtime: Literal["runc", "kata"] = "runc"
     network: Network
-    node_selector: dict[Label, Label] = Field(default_factory=dict, max_length=10)
+    node_selector: dict[Label, Label] = Field(default_factory=dict, max_length=MAX_NODE_SELECTOR,
+                                              json_schema_extra={"x-limit": "MAX_NODE_SELECTOR"})
 
     @field_validator("containers")
     @classmethod
@@ -136,24 +267,32 @@ class DeleteInstance(Request):
 
 class ReportInstanceStarting(Report):
     type: Literal["ReportInstanceStarting"] = "ReportInstanceStarting"
+    account: Name
     instance_id: Name
+    node_id: Name
 
 
 class ReportInstanceRunning(Report):
     type: Literal["ReportInstanceRunning"] = "ReportInstanceRunning"
+    account: Name
     instance_id: Name
+    node_id: Name
 
 
 class ReportContainerExited(Report):
     type: Literal["ReportContainerExited"] = "ReportContainerExited"
+    account: Name
     instance_id: Name
+    node_id: Name
     container: Name
     exit_code: Annotated[int, Field(ge=0, le=255)]
 
 
 class ReportInstanceTerminated(Report):
     type: Literal["ReportInstanceTerminated"] = "ReportInstanceTerminated"
+    account: Name
     instance_id: Name
+    node_id: Name
     reason: ShortText
 
 
@@ -174,12 +313,13 @@ class ReportNodeLost(Report):
 class NodeModel(Strict):
     """A VM shape an ASG can launch, e.g. `2C4G`."""
 
-    name: Annotated[str, StringConstraints(pattern=r"^[0-9]+C[0-9]+G$")]
-    millicores: Annotated[int, Field(gt=0, le=1_024_000)]
-    memory_mib: Annotated[int, Field(gt=0, le=16_777_216)]
-    enis: Annotated[int, Field(gt=0, le=1024)] = 8
-    pods: Annotated[int, Field(gt=0, le=1024)] = 110
-    price_per_hour: Annotated[Decimal, Field(ge=0, max_digits=12, decimal_places=6)] = Decimal(0)
+    name: Annotated[str, StringConstraints(max_length=MAX_LABEL_CHARS,
+                                           pattern=r"^[0-9]+C[0-9]+G$")]
+    millicores: Annotated[int, Field(gt=0, le=MAX_MILLICORES), _limit("MAX_MILLICORES")]
+    memory_mib: Annotated[int, Field(gt=0, le=MAX_MEMORY_MIB), _limit("MAX_MEMORY_MIB")]
+    enis: Annotated[int, Field(gt=0, le=MAX_NODE_ENIS), _limit("MAX_NODE_ENIS")] = 8
+    pods: Annotated[int, Field(gt=0, le=MAX_NODE_PODS), _limit("MAX_NODE_PODS")] = 110
+    price_per_hour: PricePerHour = Decimal(0)
     priority: Annotated[int, Field(ge=0, le=1000)] = 0
 
 
@@ -192,11 +332,14 @@ class ConfigurePool(Request):
     type: Literal["ConfigurePool"] = "ConfigurePool"
     pool: Name
     kind: Literal["dedicated", "shared"] = "dedicated"
-    node_models: list[NodeModel] = Field(min_length=1, max_length=20)
-    min_nodes: Annotated[int, Field(ge=0, le=100_000)] = 0
-    max_nodes: Annotated[int, Field(ge=0, le=100_000)] = 100
-    labels: dict[Label, Label] = Field(default_factory=dict, max_length=20)
-    spec_catalogue: list[CatalogueSpec] = Field(min_length=1, max_length=200)
+    node_models: list[NodeModel] = Field(min_length=1, max_length=MAX_NODE_MODELS,
+                                         json_schema_extra={"x-limit": "MAX_NODE_MODELS"})
+    min_nodes: Annotated[int, Field(ge=0, le=MAX_POOL_NODES), _limit("MAX_POOL_NODES")] = 0
+    max_nodes: Annotated[int, Field(ge=0, le=MAX_POOL_NODES), _limit("MAX_POOL_NODES")] = 100
+    labels: dict[Label, Label] = Field(default_factory=dict, max_length=MAX_POOL_LABELS,
+                                       json_schema_extra={"x-limit": "MAX_POOL_LABELS"})
+    spec_catalogue: list[CatalogueSpec] = Field(min_length=1, max_length=MAX_CATALOGUE,
+                                                json_schema_extra={"x-limit": "MAX_CATALOGUE"})
     pending_timeout_seconds: Annotated[int, Field(ge=1, le=86_400 * 7)] = 900
     placement_policy: Literal["first_fit", "best_fit", "worst_fit", "dot_product"] = "best_fit"
     # Autoscaling, with the Kubernetes Cluster Autoscaler's defaults.
@@ -204,7 +347,8 @@ class ConfigurePool(Request):
     scale_down_utilisation_threshold: Annotated[float, Field(gt=0, le=1)] = 0.5
     scale_down_unneeded_seconds: Annotated[int, Field(ge=0, le=86_400)] = 600
     disruption_budget: Annotated[int, Field(ge=0, le=10_000)] = 1
-    cpu_overhead_millicores: dict[Literal["runc", "kata"], Annotated[int, Field(ge=0)]] = Field(
+    cpu_overhead_millicores: dict[Literal["runc", "kata"], Annotated[
+        int, Field(ge=0, le=MAX_MILLICORES), _limit("MAX_MILLICORES")]] = Field(
         default_factory=lambda: {"runc": 0, "kata": 100}
     )
     # New nodes join cordoned and take no instances until an UncordonNode (an operator, or
@@ -238,7 +382,7 @@ class UncordonNode(Request):
 
 class PublishPriceBook(Request):
     type: Literal["PublishPriceBook"] = "PublishPriceBook"
-    effective_from: AwareDatetime
+    effective_from: Instant
     currency: Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")] = "USD"
     minor_unit: Annotated[int, Field(ge=0, le=4)] = 2
     rate_per_vcpu_second: Rate
@@ -270,7 +414,10 @@ class PublishPriceBook(Request):
 
 class Tick(CommandBase):
     type: Literal["Tick"] = "Tick"
-    now: AwareDatetime
+    now: Instant
+    # An operator's explicit catch-up: lets one Tick jump further, or finalise more periods,
+    # than the engine's limits allow an ordinary tick.
+    catch_up: bool = False
 
     @property
     def at(self) -> datetime:
@@ -306,3 +453,13 @@ COMMAND_TYPES: dict[str, type[CommandBase]] = {
 }
 
 command_adapter: TypeAdapter[Command] = TypeAdapter(Command)
+
+COMMAND_ROLES: dict[str, Role] = {
+    **dict.fromkeys(["CreateInstance", "StopInstance", "DeleteInstance"], "tenant"),
+    **dict.fromkeys(["ReportInstanceStarting", "ReportInstanceRunning", "ReportContainerExited",
+                     "ReportInstanceTerminated", "ReportNodeReady", "ReportNodeLost"], "agent"),
+    **dict.fromkeys(["ConfigurePool", "CordonNode", "UncordonNode", "PublishPriceBook", "Tick"],
+                    "operator"),
+}
+ROLE_TOPICS: dict[Role, str] = {"tenant": "cis.commands", "agent": "cis.reports",
+                                "operator": "cis.admin"}

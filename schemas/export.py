@@ -1,5 +1,5 @@
 """JSON Schema files for other languages: one per command the engine takes and per VM or Pod
-command it sends, plus the unions and the outcome envelope."""
+command it sends, plus the unions and the outcome envelope, each with the named limits."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from pydantic import TypeAdapter
 
 from schemas.commands import COMMAND_TYPES, Command
 from schemas.infra import INFRA_COMMAND_TYPES, InfraCommand
+from schemas.limits import named_limits
 from schemas.outcomes import Outcome
 
 
@@ -23,7 +24,10 @@ def export(directory: Path) -> list[Path]:
     written = []
     for name, schema in sorted(documents.items()):
         path = directory / f"{name}.schema.json"
-        schema = {"$schema": "https://json-schema.org/draft/2020-12/schema", **schema}
+        # `x-limits`: every named limit (schemas/limits.py), incl. those no field can carry:
+        # MAX_LINE_BYTES and MAX_DEPTH; a field's `x-limit` names the one it is bound by.
+        schema = {"$schema": "https://json-schema.org/draft/2020-12/schema", **schema,
+                  "x-limits": named_limits()}
         path.write_text(json.dumps(schema, indent=2, sort_keys=True) + "\n")
         written.append(path)
     return written

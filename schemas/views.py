@@ -22,7 +22,12 @@ class Projected(View):
     """How far the read models have followed the log: answers are as of this event."""
 
     position: int = Field(description="notification id of the last event applied")
-    at: str | None = Field(description="that event's time; the default as_of")
+    at: str | None = Field(default=None, description="that event's time; the default as_of")
+
+
+class Health(View):
+    status: Literal["ok"] = "ok"
+    projected: Projected
 
 
 class InstanceView(View):
@@ -46,11 +51,16 @@ class InstanceView(View):
     reason: str | None
 
 
+NEXT = Field(default=None, description="cursor of the next page (pass as `cursor`); "
+             "absent or null on the last page")
+
+
 class InstancesReport(View):
     schema_version: Literal[1] = SCHEMA_VERSION
     account: str
     projected: Projected
     instances: list[InstanceView]
+    next: str | None = NEXT
 
 
 class UsageLine(View):
@@ -70,7 +80,8 @@ class UsageReport(View):
     as_of: str | None
     projected: Projected
     instances: list[UsageLine]
-    totals: dict[str, Decimal]
+    totals: dict[str, Decimal] = Field(description="over every instance, not just this page")
+    next: str | None = NEXT
 
 
 class InvoiceLine(View):
@@ -119,6 +130,7 @@ class InvoicesReport(View):
     as_of: str | None
     projected: Projected
     invoices: list[InvoiceView]
+    next: str | None = NEXT
 
 
 class BilledInterval(View):
@@ -143,3 +155,19 @@ class ExplainReport(View):
     account: str
     projected: Projected
     lines: list[LineExplanation]
+
+
+class ProblemItem(View):
+    loc: list[str | int] = Field(description="where: e.g. [\"query\", \"as_of\"]")
+    msg: str
+    type: str | None = None
+
+
+class Problem(View):
+    """An error answer (RFC 9457, `application/problem+json`): every reason at once."""
+
+    type: str = "about:blank"
+    title: str
+    status: int
+    detail: str | None = None
+    errors: list[ProblemItem] | None = None

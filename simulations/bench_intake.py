@@ -34,10 +34,12 @@ from kafka.admin import KafkaAdminClient, NewTopic
 from adapters.cli_args import positive_int
 from adapters.kafka_io import Publisher
 from adapters.serve import ServeConfig, Server
+from schemas.commands import COMMAND_ROLES
 from simulations import workloads
 
 POOLS = 200
 SMALL_BATCH_COMMANDS = 2000
+ROLE_TOPIC_KEYS = {"tenant": "commands", "agent": "reports", "operator": "admin"}
 BASELINE_SAMPLES = 3  # batch 1 is one transaction per command: keep it short
 
 
@@ -82,15 +84,16 @@ def _topics(kafka: str, names: list[str]) -> None:
 def _intake(store: str, kafka: str, batch: int, workload: str, n: int,
             profile: bool, projections: str, outbox: str = "off") -> dict[str, Any]:
     tag = uuid.uuid4().hex[:8]
-    topics = {k: f"bench-{tag}-{batch}-{k}" for k in ("commands", "outcomes", "dlq", "vm",
-                                                      "pod")}
+    topics = {k: f"bench-{tag}-{batch}-{k}" for k in ("commands", "reports", "admin",
+                                                      "outcomes", "dlq", "vm", "pod")}
     _topics(kafka, list(topics.values()))
     setup, commands = _setup("az-1"), _commands(workload, n, "az-1")
     with Publisher(kafka, client_id="cis-bench") as publisher:
-        for command in [*setup, *commands]:
-            publisher.send_command(topics["commands"], command["cell"], command)
+        for command in setup:  # pools and price books are the operator's
+            publisher.send_command(topics["admin"], command["cell"], command)
         publisher.flush(timeout_s=120)
     config = ServeConfig(store=store, kafka=kafka, commands_topic=topics["commands"],
+                         reports_topic=topics["reports"], admin_topic=topics["admin"],
                          outcomes_topic=topics["outcomes"], dlq_topic=topics["dlq"],
                          batch_size=len(setup), poll_records=len(setup),
                          progress_interval_s=3600,
@@ -105,6 +108,12 @@ def _intake(store: str, kafka: str, batch: int, workload: str, n: int,
     try:
         # The set-up (price book, pools) is not timed.
         server.serve(until=lambda s: s.stats.commands >= len(setup))
+        # Tenants come once the cell is set up: on separate topics nothing else orders them.
+        with Publisher(kafka, client_id="cis-bench") as publisher:
+            for command in commands:  # each on its role's topic (ticks: the operator's)
+                role = COMMAND_ROLES[command["type"]]
+                publisher.send_command(topics[ROLE_TOPIC_KEYS[role]], command["cell"], command)
+            publisher.flush(timeout_s=120)
         server.config.batch_size = batch
         server.config.poll_records = ServeConfig.poll_records
         server.stats.seconds.clear()

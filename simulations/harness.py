@@ -20,7 +20,7 @@ from engine.domain.instance import Instance
 from engine.domain.node import Node
 from schemas.outcomes import Outcome
 
-# DESIGN §3: measured sandbox start times per runtime.
+# docs/design.md §3.7: measured sandbox start times per runtime.
 START_SECONDS = {"runc": 0.632, "kata": 1.249}
 NODE_BOOT_SECONDS = 45.0
 
@@ -83,7 +83,7 @@ class Harness:
             elif isinstance(event, Instance.Restarting):
                 inst = self._instance(event)
                 self._report(event.timestamp, event.backoff_seconds, inst.cell,
-                             "ReportInstanceRunning", instance_id=inst.name)
+                             "ReportInstanceRunning", **_about(inst))
             elif isinstance(event, Instance.Ended):
                 self._on_ended(event)
 
@@ -97,9 +97,9 @@ class Harness:
     def _on_scheduled(self, event: Instance.Scheduled) -> None:
         inst = self._instance(event)
         self._report(event.timestamp, 0.3, inst.cell, "ReportInstanceStarting",
-                     instance_id=inst.name)
+                     **_about(inst))
         self._report(event.timestamp, 0.3 + START_SECONDS[inst.runtime], inst.cell,
-                     "ReportInstanceRunning", instance_id=inst.name)
+                     "ReportInstanceRunning", **_about(inst))
 
     def _on_running(self, event: Instance.Running) -> None:
         inst = self._instance(event)
@@ -110,7 +110,7 @@ class Harness:
         if plan.ending == "crashloop":
             if inst.restarts < 3:
                 self._report(event.timestamp, plan.lifetime_s / 4, inst.cell,
-                             "ReportContainerExited", instance_id=inst.name,
+                             "ReportContainerExited", **_about(inst),
                              container=container, exit_code=137)
             else:
                 self._tenant(event.timestamp, plan.lifetime_s / 4, inst, "StopInstance")
@@ -119,7 +119,7 @@ class Harness:
         elif inst.restarts == 0:
             for name in inst.container_names:
                 self._report(event.timestamp, plan.lifetime_s, inst.cell,
-                             "ReportContainerExited", instance_id=inst.name, container=name,
+                             "ReportContainerExited", **_about(inst), container=name,
                              exit_code=0 if plan.ending == "succeed" else 1)
 
     def _on_ended(self, event: Instance.Ended) -> None:
@@ -139,3 +139,7 @@ class Harness:
                            "cell": inst.cell, "issued_at": when.isoformat(),
                            "account": inst.account, "instance_id": inst.name})
 
+
+def _about(inst: Instance) -> dict[str, Any]:
+    """What a node's report about an instance names: its account, id and node."""
+    return {"account": inst.account, "instance_id": inst.name, "node_id": inst.node_id}

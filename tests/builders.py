@@ -9,6 +9,11 @@ from typing import Any
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
 CELL = "az-1"
+ACCOUNT = "acme"
+NODE = "general-00001"  # the first node of the default pool
+# Reports about an instance name its account and the node they come from.
+INSTANCE_REPORTS = frozenset({"ReportInstanceStarting", "ReportInstanceRunning",
+                              "ReportContainerExited", "ReportInstanceTerminated"})
 _ids = itertools.count()
 
 CATALOGUE = [{"vcpu": "0.5", "memory_gib": "1"}, {"vcpu": "1", "memory_gib": "2"},
@@ -56,12 +61,15 @@ def tenant(kind: str, name: str, t: float, account: str = "acme") -> dict[str, A
 
 
 def report(kind: str, t: float, **fields: Any) -> dict[str, Any]:
+    """A report; one about an instance comes by default from `NODE`, about `ACCOUNT`'s."""
+    if kind in INSTANCE_REPORTS:
+        fields = {"account": ACCOUNT, "node_id": NODE, **fields}
     return {"type": kind, "command_id": cid(kind), "cell": CELL, "occurred_at": at(t),
             **fields}
 
 
-def tick(t: float) -> dict[str, Any]:
-    return {"type": "Tick", "command_id": cid("tick"), "cell": CELL, "now": at(t)}
+def tick(t: float, **extra: Any) -> dict[str, Any]:
+    return {"type": "Tick", "command_id": cid("tick"), "cell": CELL, "now": at(t), **extra}
 
 
 def lines(*commands: dict[str, Any]) -> list[str]:

@@ -27,8 +27,8 @@ def accepted(engine: Engine, *commands: dict[str, Any]) -> list[Outcome]:
     return outcomes
 
 
-def instance(engine: Engine, name: str) -> Instance:
-    found = engine.processor.world.instance(b.CELL, name)
+def instance(engine: Engine, name: str, account: str = b.ACCOUNT) -> Instance:
+    found = engine.processor.world.instance(b.CELL, account, name)
     assert found is not None
     return found
 

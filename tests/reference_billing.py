@@ -1,4 +1,4 @@
-"""Reference billing: the auditor's oracle for DESIGN.md §3, deliberately naive.
+"""Reference billing: the auditor's oracle for docs/design.md §3.3, deliberately naive.
 
 Second by second, plain Python and Decimal, no import of the production rating. Slow on
 purpose: it should be obviously right, not fast. Inputs are plain dicts and tuples:

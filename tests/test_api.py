@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import uvicorn
 
-from adapters import queries
+from adapters import queries, tokens
 from adapters.api import create_app
 from adapters.bootstrap import connect
 from simulations import workloads
@@ -42,11 +42,20 @@ def api(store_url: str) -> Iterator[str]:
     thread.join(10)
 
 
-def get(url: str) -> tuple[int, Any]:
+@pytest.fixture
+def operator(store_url: str) -> str:
+    with connect(store_url) as engine:
+        return tokens.create(engine.view, None)[1]
+
+
+def get(url: str, token: str | None = None) -> tuple[int, Any]:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
     try:
-        with urllib.request.urlopen(url, timeout=30) as response:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers),
+                                    timeout=30) as response:
             return response.status, json.loads(response.read())
     except urllib.error.HTTPError as error:
+        assert error.headers["Content-Type"] == "application/problem+json"
         return error.code, json.loads(error.read())
 
 
@@ -54,7 +63,8 @@ def decimals_as_text(value: Any) -> Any:
     return json.loads(json.dumps(value, default=str))
 
 
-def test_answers_are_the_queries_at_the_projected_position(store_url: str, api: str) -> None:
+def test_answers_are_the_queries_at_the_projected_position(store_url: str, api: str,
+                                                           operator: str) -> None:
     with connect(store_url) as engine:
         harness = simulate(engine, 30, seed=5, hours=10)
         engine.update_projections()
@@ -70,31 +80,32 @@ def test_answers_are_the_queries_at_the_projected_position(store_url: str, api: 
     status, health = get(f"{api}/v1/health")
     assert status == 200 and health["projected"]["position"] == projected_to
 
-    status, got = get(f"{api}/v1/accounts/acme/usage")
+    status, got = get(f"{api}/v1/accounts/acme/usage", operator)
     assert status == 200
     assert got["projected"]["position"] == projected_to
     assert {k: got[k] for k in ("account", "as_of", "instances", "totals")} == usage
     assert usage["instances"] and any(line["billed_seconds"] for line in usage["instances"])
 
-    status, got = get(f"{api}/v1/accounts/acme/invoices")
+    status, got = get(f"{api}/v1/accounts/acme/invoices", operator)
     assert status == 200 and got["invoices"] == decimals_as_text(invoices["invoices"])
-    status, got = get(f"{api}/v1/accounts/acme/instances")
+    status, got = get(f"{api}/v1/accounts/acme/instances", operator)
     assert status == 200
     assert {r["instance_id"] for r in got["instances"]} == {r["instance_id"] for r in rows}
 
-    status, got = get(f"{api}/v1/accounts/acme/invoices/explain?line=1")
+    status, got = get(f"{api}/v1/accounts/acme/invoices/explain?line=1", operator)
     assert status == 200 and got["lines"] and got["lines"][0]["intervals"]
     assert got["lines"][0]["intervals"][0]["opened_by"].startswith("instance/")
 
 
-def test_bad_queries_get_every_reason(store_url: str, api: str) -> None:
-    status, got = get(f"{api}/v1/accounts/acme/invoices?period=2026-13&as_of=2026-01-01T00:00")
-    assert status == 422
-    assert {tuple(d["loc"]) for d in got["detail"]} == {("query", "period"), ("query", "as_of")}
-    status, got = get(f"{api}/v1/accounts/Not_An_Account/usage")
-    assert status == 422 and got["detail"][0]["loc"] == ["path", "account"]
-    status, got = get(f"{api}/v1/accounts/acme/invoices/explain")
-    assert status == 422 and got["detail"][0]["loc"] == ["query", "line"]
+def test_bad_queries_get_every_reason(store_url: str, api: str, operator: str) -> None:
+    status, got = get(f"{api}/v1/accounts/acme/invoices?period=2026-13&as_of=2026-01-01T00:00",
+                      operator)
+    assert status == 422 and got["status"] == 422
+    assert {tuple(d["loc"]) for d in got["errors"]} == {("query", "period"), ("query", "as_of")}
+    status, got = get(f"{api}/v1/accounts/Not_An_Account/usage", operator)
+    assert status == 422 and got["errors"][0]["loc"] == ["path", "account"]
+    status, got = get(f"{api}/v1/accounts/acme/invoices/explain", operator)
+    assert status == 422 and got["errors"][0]["loc"] == ["query", "line"]
 
 
 def test_the_contract_is_published(store_url: str, api: str) -> None:

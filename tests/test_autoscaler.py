@@ -98,7 +98,8 @@ def test_empty_node_terminated_after_unneeded_time_not_before(engine: Engine) ->
 
 def test_underused_node_is_cordoned_then_terminated_when_empty(engine: Engine) -> None:
     _ready_pool_with(engine, 1)  # 1100 m of 4000: under 0.5
-    accepted(engine, b.report("ReportInstanceRunning", 11, instance_id="i0"), b.tick(700))
+    accepted(engine, b.report("ReportInstanceRunning", 11, instance_id="i0",
+                              node_id=nodes(engine)[0].node_id), b.tick(700))
     node = nodes(engine)[0]
     assert node.state == "cordoned"
     assert state(engine, "i0") == "running"  # never evicted

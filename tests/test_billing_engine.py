@@ -1,4 +1,4 @@
-"""Billing through the engine (DESIGN §3): the cases an auditor asks about first.
+"""Billing through the engine (docs/design.md §3.3–§3.4): the cases an auditor asks about first.
 
 Times are seconds after builders.T0 = 2026-03-01 00:00 UTC, a month boundary: negative
 times are February. The price: 0.5 vCPU / 1 GiB at 0.01 + 0.001 = 0.006 per second.
@@ -28,16 +28,17 @@ pytestmark = pytest.mark.parametrize("store_url", ["memory"], indirect=True)
 
 def cell(engine: Engine, *, book: dict[str, Any] | None = None, **pool: Any) -> None:
     """A price book in force since a day before T0 and a pool with one ready node (by
-    default a big shared one)."""
+    default a big shared one); the ticker has kept the cell's clock until just before T0."""
     publish = b.price_book(-DAY, **{**RATES, **(book or {})})
     pool = {"kind": "shared", "node_models": [BIG_NODE], **pool}
     accepted(engine, publish, b.pool(t=-DAY, min_nodes=1, **pool),
-             b.report("ReportNodeReady", -DAY + 1, node_id="general-00001"))
+             b.report("ReportNodeReady", -DAY + 1, node_id="general-00001"), b.tick(-3600))
 
 
 def running(engine: Engine, name: str, t: float, **create: Any) -> None:
     accepted(engine, b.create(name, t, **create),
-             b.report("ReportInstanceRunning", t, instance_id=name))
+             b.report("ReportInstanceRunning", t, instance_id=name,
+                      account=create.get("account", b.ACCOUNT)))
 
 
 def invoices(engine: Engine, as_of: float, account: str = "acme") -> dict[str, dict]:

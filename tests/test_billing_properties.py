@@ -114,7 +114,7 @@ def _step(kind: str, name: str, account: str, t: int) -> dict[str, Any]:
                            account)
         command["issued_at"] = at(t)
         return command
-    fields: dict[str, Any] = {"instance_id": name}
+    fields: dict[str, Any] = {"instance_id": name, "account": account}
     kinds = {"starting": "ReportInstanceStarting", "running": "ReportInstanceRunning",
              "terminated": "ReportInstanceTerminated"}
     if kind.startswith("exit"):
@@ -197,7 +197,25 @@ def scenarios(draw: st.DrawFn) -> Scenario:
     horizon = max(p for p, _, _ in commands)
     as_of = draw(st.sampled_from([horizon, max(times), B1 * US + 1800 * US,
                                   B2 * US + 7200 * US + 1]))
-    return Scenario(versions, sorted(commands, key=lambda c: (c[0], c[1])), as_of)
+    return Scenario(versions, _kept_current(sorted(commands, key=lambda c: (c[0], c[1]))),
+                    as_of)
+
+
+def _kept_current(commands: list[tuple[int, int, dict[str, Any]]]
+                  ) -> list[tuple[int, int, dict[str, Any]]]:
+    """A ticker keeps the cell's clock current (a command over a day ahead of it is refused):
+    an operator's catch-up tick just before any command that comes 20 h after the last."""
+    out, last = [], START * US
+    for arrival, seq, command in commands:
+        if arrival - last > 20 * 3600 * US:
+            heartbeat = b.tick(0, catch_up=True)
+            heartbeat["now"] = at(arrival - 1)
+            out.append((arrival - 1, -1, heartbeat))
+            last = arrival - 1
+        if command["type"] == "Tick":
+            last = arrival
+        out.append((arrival, seq, command))
+    return out
 
 
 def check(engine: Engine, scenario: Scenario) -> None:

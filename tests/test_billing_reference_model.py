@@ -1,4 +1,4 @@
-"""The auditor's model of finalisation and adjustments (DESIGN §3), written apart from the
+"""The auditor's model of finalisation and adjustments (docs/design.md §3.4), written apart from the
 engine: billed intervals straight from the log's event names and the truth table, amounts
 from the second-by-second oracle (tests/reference_billing.py), and its own book of what was
 billed. The property tests replay the engine's commands through it and demand agreement to
@@ -19,7 +19,7 @@ from tests import reference_billing as ref
 
 US = ref.MICROS
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-BILLED = {"starting", "running", "restarting"}  # DESIGN §3, the truth table
+BILLED = {"starting", "running", "restarting"}  # docs/design.md §3.2, the truth table
 STATES = {"Scheduled", "Unschedulable", "Starting", "Running", "Restarting", "Succeeded",
           "Failed", "Stopped", "Expired", "Deleted"}
 
@@ -69,7 +69,8 @@ def _with(instances: list[dict[str, Any]], cut: Any) -> list[dict[str, Any]]:
 
 
 class Auditor:
-    """Closes periods at ticks as DESIGN §3 says, keeping its own book of amounts billed."""
+    """Closes periods at ticks as docs/design.md §3.4 says, keeping its own book of amounts
+    billed."""
 
     def __init__(self, versions: list[dict[str, Any]]):
         self.versions = versions

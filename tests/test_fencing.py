@@ -33,7 +33,7 @@ def test_stale_writer_conflicts_and_decides_again(store_url: str) -> None:
         # `second` still believes the node is empty and the cell log is older.
         outcome = one(second, create_y)
         assert outcome.status == "accepted"
-        assert second.processor.world.instance(b.CELL, "x") is not None  # it reloaded
+        assert second.processor.world.instance(b.CELL, b.ACCOUNT, "x") is not None  # it reloaded
         shared = domain_snapshot(second), _stored(second)
     with connect("memory://") as alone:  # the same commands, one writer
         cell_with_ready_node(alone)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from collections.abc import Callable, Iterator
@@ -10,15 +11,21 @@ import pytest
 
 from adapters.kafka_io import (
     DLQ_REASON_HEADER,
+    DLQ_SHA256_HEADER,
+    DLQ_SIZE_HEADER,
+    DLQ_TRUNCATED_HEADER,
     BrokerUnavailable,
     CommandSource,
     PartitionCountMismatch,
     PositionOutOfRange,
     Publisher,
     Record,
+    RecordTooLarge,
     TopicNotFound,
+    TopicsSource,
     partition_for,
 )
+from schemas.limits import BROKER_MAX_MESSAGE_BYTES
 from simulations.tansu import Broker
 
 # Lets this file run before tests/conftest.py imports the fixtures; once it
@@ -168,7 +175,35 @@ def test_dlq_keeps_original_bytes_and_adds_reason(
     assert first.header("dlq.source.offset") == b"0"
     assert second.value == b"bare bytes"
     assert second.key == b"k"
-    assert second.headers == ((DLQ_REASON_HEADER, b"schema: unknown kind"),)
+    assert second.headers == (
+        (DLQ_REASON_HEADER, b"schema: unknown kind"),
+        (DLQ_SIZE_HEADER, b"10"),
+        (DLQ_SHA256_HEADER, hashlib.sha256(b"bare bytes").hexdigest().encode()),
+    )
+
+
+def test_dlq_cuts_a_record_too_large_to_fit_and_says_what_it_was(
+    kafka_broker: Broker, kafka_topic_factory: MakeTopic, publisher: Publisher
+) -> None:
+    dlq = kafka_topic_factory("dlq")
+    huge = bytes(range(256)) * (BROKER_MAX_MESSAGE_BYTES // 256 + 100)  # over 1 MiB
+    with pytest.raises(RecordTooLarge):  # what dead-lettering it whole did before
+        publisher.send(dlq, huge)
+    original = Record(topic="cmds", partition=3, offset=7, key=b"cell-1", value=huge,
+                      headers=(("trace", b"t" * 40_000),), timestamp_ms=0)
+    publisher.send_dlq(dlq, original, reason="not JSON: " + "x" * 5000)
+    publisher.flush()
+
+    with CommandSource(kafka_broker.bootstrap, dlq) as source:
+        source.seek(0, 0)
+        (record,) = _collect(source, 1)
+    assert record.header(DLQ_TRUNCATED_HEADER) == b"true"
+    assert huge.startswith(record.value) and len(record.value) < BROKER_MAX_MESSAGE_BYTES
+    assert record.header(DLQ_SIZE_HEADER) == str(len(huge)).encode()
+    assert record.header(DLQ_SHA256_HEADER) == hashlib.sha256(huge).hexdigest().encode()
+    assert record.header(DLQ_REASON_HEADER).startswith(b"not JSON: xxx")  # type: ignore
+    assert record.header("dlq.source.offset") == b"7"
+    assert record.header("trace") is None, "the original's huge headers make way for ours"
 
 
 def test_consumer_and_producer_survive_a_paused_broker(
@@ -255,3 +290,29 @@ def test_unknown_topic_and_missing_position_are_errors(
             source.poll_batch()
         with pytest.raises(ValueError):
             source.seek(7, 0)
+
+
+def test_one_source_reads_several_topics_keyed_by_topic_and_partition(
+    kafka_broker: Broker, kafka_topic_factory: MakeTopic, publisher: Publisher
+) -> None:
+    tenant, agent = kafka_topic_factory("t", partitions=2), kafka_topic_factory("a", partitions=2)
+    cell = "cell-3"
+    p = partition_for(cell, 2)
+    publisher.send_command(tenant, cell, {"n": 1})
+    publisher.send_command(agent, cell, {"n": 2})
+    publisher.send_command(agent, cell, {"n": 3})
+    publisher.flush()
+    with TopicsSource(kafka_broker.bootstrap, [tenant, agent], partitions=[p]) as source:
+        assert source.slots == ((tenant, p), (agent, p))
+        source.seek((tenant, p), 0)
+        source.seek((agent, p), 1)  # positions are per topic
+        got: dict[tuple[str, int], list[int]] = {}
+        deadline = time.monotonic() + _DEADLINE_S
+        while sum(map(len, got.values())) < 2 and time.monotonic() < deadline:
+            for slot, records in source.poll_batch(timeout_ms=200).items():
+                got.setdefault(slot, []).extend(json.loads(r.value)["n"] for r in records)
+        assert got == {(tenant, p): [1], (agent, p): [3]}
+        assert source.lag() == {(tenant, p): 0, (agent, p): 0}
+    other = kafka_topic_factory("o", partitions=3)
+    with pytest.raises(PartitionCountMismatch):  # a cell would live on two partition numbers
+        TopicsSource(kafka_broker.bootstrap, [tenant, other])

@@ -1,4 +1,4 @@
-"""The instance lifecycle of DESIGN §3: every transition, legal or not, on the engine."""
+"""The instance lifecycle of docs/design.md §3.1: every transition, legal or not, on the engine."""
 
 from __future__ import annotations
 
@@ -87,6 +87,9 @@ EXPECTED: dict[str, dict[str, str]] = {
                    "delete": "deleted"},
     **{ended: {"starting": S, "running": S, "exit0": S, "exit1": S, "terminated": S,
                "stop": R, "delete": "deleted"} for ended in ENDED},
+    # Expired while pending: it was never on a node, so no node may report on it.
+    "expired": {"starting": R, "running": R, "exit0": R, "exit1": R, "terminated": R,
+                "stop": R, "delete": "deleted"},
     "deleted": {"starting": S, "running": S, "exit0": S, "exit1": S, "terminated": S,
                 "stop": R, "delete": R},
 }

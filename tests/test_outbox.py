@@ -3,6 +3,7 @@ and a re-send after a crash is the same message (so consumers deduplicate by com
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from collections.abc import Callable
 
@@ -12,6 +13,7 @@ from adapters.bootstrap import Engine
 from adapters.infra_commands import InfraTranslator
 from adapters.kafka_io import Publisher
 from adapters.outbox import TRACKING_NAME, Outbox, OutboxTopics
+from adapters.serve_metrics import OutboxMetrics
 from engine.domain.instance import TERMINAL
 from schemas.infra import (
     DeletePod,
@@ -92,7 +94,7 @@ def test_outbox_sends_everything_and_resends_identically_after_a_crash(
         assert engine.view.max_tracking_id(TRACKING_NAME) \
             == engine.app.recorder.max_notification_id()
         # A stretch of the log that implies no command still moves the position.
-        accepted(engine, b.tick(10 ** 6))
+        accepted(engine, b.tick(10 ** 6, catch_up=True))  # weeks past the simulated day
         before = restarted.sent
         assert restarted.catch_up() > 0 and restarted.sent == before
     assert engine.view.max_tracking_id(TRACKING_NAME) == engine.app.recorder.max_notification_id()
@@ -110,3 +112,47 @@ def test_outbox_sends_everything_and_resends_identically_after_a_crash(
     assert len(records) > len(sent), "the first page was sent twice"
     assert {c.command_id: infra_command_adapter.validate_json(next(iter(v)))
             for c, v in ((expected[k], v) for k, v in sent.items())} == expected
+
+
+def test_a_command_too_large_for_the_broker_is_dead_lettered_and_the_rest_still_sent(
+        engine: Engine, kafka_broker: Broker, kafka_topic_factory: Callable[..., str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    simulate_day(engine)
+    expected = {c.command_id: c for cs in per_event(engine).values() for c in cs}
+    runs = [c for c in expected.values() if isinstance(c, RunPod)]
+    victim = runs[len(runs) // 3].command_id
+    translate = InfraTranslator.translate
+
+    def inflating(self: InfraTranslator, event: object) -> list[InfraCommandBase]:
+        # What a 1 MB CreateInstance once made of its RunPod (issue 11, item 17).
+        out = translate(self, event)
+        for c in out:
+            if c.command_id == victim:
+                c.manifest["metadata"]["annotations"]["cis.io/pad"] = "x" * 1_100_000
+        return out
+
+    monkeypatch.setattr(InfraTranslator, "translate", inflating)
+    vm, pod = kafka_topic_factory("vm", partitions=2), kafka_topic_factory("pod", partitions=2)
+    topics = OutboxTopics(vm=vm, pod=pod)
+    dlq = kafka_topic_factory("pod-dlq", partitions=1)  # stands for `<pod topic>.dlq`
+    monkeypatch.setattr(OutboxTopics, "dlq", staticmethod(
+        lambda topic: dlq if topic == pod else f"{topic}.dlq"))
+    metrics = OutboxMetrics()
+    with Publisher(kafka_broker.bootstrap, client_id="test-outbox") as publisher:
+        outbox = Outbox(engine, publisher, topics, metrics)
+        outbox.catch_up()
+        assert outbox.dead_letters == 1
+    assert engine.view.max_tracking_id(TRACKING_NAME) == engine.app.recorder.max_notification_id()
+    sent = {infra_command_adapter.validate_json(r.value).command_id
+            for t in (vm, pod) for r in h.read_topic(kafka_broker.bootstrap, t)}
+    assert sent == set(expected) - {victim}, "every other command, of every cell, went out"
+    (notice,) = h.read_topic(kafka_broker.bootstrap, dlq)
+    body = json.loads(notice.value)
+    assert body["command_id"] == victim and body["topic"] == pod
+    assert body["size"] > 1_100_000 and len(body["sha256"]) == 64
+    assert "too large" in body["reason"]
+    value = metrics.registry.get_sample_value
+    assert value("cis_outbox_dead_letters_total") == 1
+    assert value("cis_outbox_commands_sent_total") == len(expected) - 1 == outbox.sent
+    assert value("cis_outbox_position") == value("cis_outbox_log_end") \
+        == engine.app.recorder.max_notification_id()

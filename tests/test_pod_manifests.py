@@ -40,7 +40,7 @@ def test_every_pod_of_a_simulated_day_is_a_valid_kubernetes_pod() -> None:
             "one RunPod per placed instance"
         for run in runs:
             kubernetes_validate.validate(run.manifest, KUBERNETES, strict=True)
-            instance = world.instance(run.cell, run.instance_id)
+            instance = world.instance(run.cell, run.account, run.instance_id)
             assert instance is not None
             spec = run.manifest["spec"]
             assert spec["nodeName"] == instance.node_id == run.node_id

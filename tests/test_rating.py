@@ -1,4 +1,4 @@
-"""Rating (engine/policies/rating.py) against DESIGN.md §3 and the naive reference."""
+"""Rating (engine/policies/rating.py) against docs/design.md §3.3 and the naive reference."""
 
 from __future__ import annotations
 

@@ -66,3 +66,25 @@ def test_the_schemas_refuse_what_the_engine_refuses(tmp_path: Path) -> None:
     problems = {tuple(e.absolute_path) for e in commands.iter_errors(bad)}
     assert ("cell",) in problems or () in problems  # the union reports at its root
     assert not commands.is_valid(bad)
+
+
+def test_the_schemas_refuse_hostile_values_as_the_parser_does(tmp_path: Path) -> None:
+    """Strict types, printable text and named bounds are in the schema, not only the code."""
+    export(tmp_path)
+    commands = _validator(tmp_path, "Command")
+    tick = {"type": "Tick", "command_id": "t-1", "cell": "az-1", "now": "2026-01-01T00:00:00Z"}
+    pool = {"type": "ConfigurePool", "command_id": "p-1", "cell": "az-1",
+            "issued_at": "2026-01-01T00:00:00Z", "pool": "general",
+            "node_models": [{"name": "1C2G", "millicores": 1000, "memory_mib": 2048}],
+            "spec_catalogue": [{"vcpu": "0.5", "memory_gib": "1"}]}
+    assert commands.is_valid(tick) and commands.is_valid(pool)
+    for bad in [{**tick, "now": "1700000000"}, {**tick, "now": 1700000000},
+                {**tick, "schema_version": True}, {**tick, "command_id": "t\x00"},
+                {**tick, "command_id": "x" * 129},
+                {**pool, "cpu_overhead_millicores": {"runc": 2 ** 63}},
+                {**pool, "spec_catalogue": [{"vcpu": "\u0663", "memory_gib": "1"}]},
+                {**pool, "labels": {"tier": "a\x1bb"}}]:
+        assert not commands.is_valid(bad), bad
+    for name in ("Command", "Outcome", "CreateInstance"):
+        limits = json.loads((tmp_path / f"{name}.schema.json").read_text())["x-limits"]
+        assert {"MAX_LINE_BYTES", "MAX_DEPTH", "MAX_OUTCOME_BYTES"} <= set(limits)

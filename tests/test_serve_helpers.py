@@ -22,12 +22,19 @@ import pytest
 
 from adapters.bootstrap import connect
 from adapters.kafka_io import CommandSource, Publisher, Record
+from schemas.commands import COMMAND_ROLES
 from simulations import workloads
 from simulations.tansu import _die_with_parent
 
 CIS = str(Path(sys.executable).parent / "cis")
 # Guards against hangs only (the tests assert on content, never on timing).
 DEADLINE_S = 120.0
+# The node a workload's instance reports name (the workload cannot know placements; a
+# report naming another node is rejected, alike under `cis serve` and `cis apply`).
+GUESSED_NODE = "general-00001"
+# The topic (its key in a test's topics) each role writes.
+ROLE_TOPIC_KEYS = {"tenant": "commands", "agent": "reports", "operator": "admin"}
+ROLE_TOPICS = tuple(ROLE_TOPIC_KEYS.values())
 
 
 def workload(cells: Iterable[str], instances: int, seed: int = 3) -> list[dict[str, Any]]:
@@ -55,7 +62,8 @@ def workload(cells: Iterable[str], instances: int, seed: int = 3) -> list[dict[s
                 t = at + timedelta(seconds=dt)
                 timed.append((t, len(timed), {
                     "type": kind, "command_id": f"{cell}-{kind}-{name}", "cell": cell,
-                    "occurred_at": t.isoformat(), "instance_id": name}))
+                    "occurred_at": t.isoformat(), "account": create["account"],
+                    "instance_id": name, "node_id": GUESSED_NODE}))
             t = at + timedelta(seconds=600)
             timed.append((t, len(timed), {
                 "type": "StopInstance", "command_id": f"{cell}-stop-{name}", "cell": cell,
@@ -83,11 +91,69 @@ def keyed(commands: Iterable[dict[str, Any]]) -> list[tuple[str | None, bytes]]:
     return [(c.get("cell"), json.dumps(c).encode()) for c in commands]
 
 
+def role_of(command: dict[str, Any]) -> str:
+    return ROLE_TOPIC_KEYS[COMMAND_ROLES[command["type"]]]
+
+
+def produce_by_role(bootstrap: str, topics: dict[str, str],
+                    commands: Iterable[dict[str, Any]]) -> None:
+    """Each command to its role's topic, keyed by cell, in order."""
+    with Publisher(bootstrap, client_id="test-producer") as publisher:
+        for c in commands:
+            publisher.send(topics[role_of(c)], json.dumps(c).encode(),
+                           key=c["cell"].encode())
+        publisher.flush()
+
+
+def split_setup(commands: list[dict[str, Any]]
+                ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(price books and pools, the rest): an operator sets a cell up before its tenants
+    come; on separate topics, nothing else orders them."""
+    setup = [c for c in commands if c["type"] in ("PublishPriceBook", "ConfigurePool")]
+    return setup, [c for c in commands if c not in setup]
+
+
+def role_ends(bootstrap: str, topics: dict[str, str], partitions: int = 2
+              ) -> dict[str, dict[int, int]]:
+    """End offsets of the role topics, by topic name."""
+    return {topics[k]: end_offsets(bootstrap, topics[k], partitions) for k in ROLE_TOPICS}
+
+
+def consumed_all(store: str, ends: dict[str, dict[int, int]]) -> bool:
+    return all(consumed(store, topic, e) for topic, e in ends.items())
+
+
+def stored_total(store: str, ends: dict[str, dict[int, int]]) -> int:
+    """Records decided so far, over the topics and partitions of `ends`."""
+    stored = positions(store)
+    return sum(stored.get(f"kafka:{t}:{p}", -1) + 1 for t, e in ends.items() for p in e)
+
+
+def served_order(store: str) -> list[str]:
+    """Command ids in the order `cis serve` decided them (as its cell logs hold them):
+    records of different topics interleave as polls return them, so a reference `cis apply`
+    must take them in this order."""
+    order: list[str] = []
+    with connect(store) as engine:
+        for _, event in engine.app.read():
+            if type(event).__qualname__ == "CellLog.CommandsHandled":
+                order.extend(o["command_id"] for o in event.outcomes)
+    return order
+
+
+def in_served_order(store: str, commands: list[dict[str, Any]]) -> list[bytes]:
+    """`commands` as lines, in the order serve decided them (undecided ones last)."""
+    rank = {c: i for i, c in enumerate(served_order(store))}
+    ordered = sorted(commands, key=lambda c: rank.get(c["command_id"], len(rank)))
+    return [json.dumps(c).encode() for c in ordered]
+
+
 def serve_args(store: str, bootstrap: str, topics: dict[str, str], *extra: str) -> list[str]:
     """`cis serve` on these topics; without "vm" and "pod" topics, with the outbox off."""
     outbox = ["--vm-topic", topics["vm"], "--pod-topic", topics["pod"]] \
         if "vm" in topics and "pod" in topics else ["--outbox", "off"]
-    return [CIS, "serve", "--store", store, "--kafka", bootstrap,
+    roles = [a for k in ("reports", "admin") if k in topics for a in (f"--{k}-topic", topics[k])]
+    return [CIS, "serve", "--store", store, "--kafka", bootstrap, *roles,
             "--commands-topic", topics["commands"], "--outcomes-topic", topics["outcomes"],
             "--dlq-topic", topics["dlq"], "--progress-interval", "2", *outbox, *extra]
 
@@ -245,6 +311,7 @@ def snapshot(store: str) -> dict[str, Any]:
 
 def apply_reference(store: str, lines: list[bytes]) -> list[dict[str, Any]]:
     """`cis apply` of the same lines into another store; its printed outcomes."""
-    result = subprocess.run([CIS, "apply", "--store", store, "-"], input=b"\n".join(lines),
-                            capture_output=True, check=True, timeout=DEADLINE_S)
+    result = subprocess.run([CIS, "apply", "--role", "any", "--store", store, "-"],
+                            input=b"\n".join(lines), capture_output=True, check=True,
+                            timeout=DEADLINE_S)
     return [json.loads(line) for line in result.stdout.splitlines()]

@@ -11,22 +11,24 @@ from tests import test_serve_helpers as h
 
 def test_memory_store_projects_inline_without_rewriting_config(
         kafka_broker: Broker, kafka_topic_factory: Callable[..., str]) -> None:
-    topics = {name: kafka_topic_factory(name) for name in ("commands", "outcomes", "dlq")}
-    commands = h.workload(["az-1"], 3)
-    h.produce(kafka_broker.bootstrap, topics["commands"], h.keyed(commands))
+    topics = {name: kafka_topic_factory(name)
+              for name in ("commands", "reports", "admin", "outcomes", "dlq")}
+    setup, commands = h.split_setup(h.workload(["az-1"], 3))
+    h.produce_by_role(kafka_broker.bootstrap, topics, setup)
     config = ServeConfig(store="memory://", kafka=kafka_broker.bootstrap,
-                         commands_topic=topics["commands"], outcomes_topic=topics["outcomes"],
+                         commands_topic=topics["commands"], reports_topic=topics["reports"],
+                         admin_topic=topics["admin"], outcomes_topic=topics["outcomes"],
                          dlq_topic=topics["dlq"], projections="process",
                          projection_interval_s=0.0)
     server = Server(config)
-    done = len(commands) - 1  # offsets start at 0
-
     def consumed(s: Server) -> bool:
-        return s.processed.get(0, -1) >= done and s.engine is not None and bool(
-            s.engine.view.select(s.engine.projection("instances").tables[0]))
+        return s.stats.commands >= len(setup) + len(commands) and s.engine is not None \
+            and bool(s.engine.view.select(s.engine.projection("instances").tables[0]))
 
     try:
         server.start()
+        server.serve(until=lambda s: s.stats.commands >= len(setup))  # pools before tenants
+        h.produce_by_role(kafka_broker.bootstrap, topics, commands)
         assert server.projections == "inline", "a child process cannot see a memory store"
         assert server.projector is None
         server.serve(until=consumed)

@@ -9,7 +9,6 @@ it. `CIS_TEST_BROKER_PAUSE_S` sets the pause (default 12 s to keep CI short; the
 from __future__ import annotations
 
 import glob
-import json
 import os
 import shutil
 import socket
@@ -34,7 +33,7 @@ PAUSE_S = float(os.environ.get("CIS_TEST_BROKER_PAUSE_S", "12"))
 def _assert_served_like_apply(store: str, pg_database: PostgresTestDatabase, bootstrap: str,
                               topics: dict[str, str], commands: list[dict]) -> None:
     reference = pg_database.new_schema()
-    printed = h.apply_reference(reference, [json.dumps(c).encode() for c in commands])
+    printed = h.apply_reference(reference, h.in_served_order(store, commands))
     served, applied = h.snapshot(store), h.snapshot(reference)
     assert served["events"] == applied["events"], "events lost or duplicated"
     assert served["tables"] == applied["tables"]
@@ -57,7 +56,7 @@ def test_broker_pause(kafka_broker: Broker, kafka_topic_factory: Callable[..., s
     serve = h.ServeProcess(h.serve_args(store, kafka_broker.bootstrap, topics,
                                         "--tick-interval", "0", "--batch", "100"),
                            tmp_path / "serve.log")
-    h.produce(kafka_broker.bootstrap, topics["commands"], h.keyed(commands[:half]))
+    h.produce_by_role(kafka_broker.bootstrap, topics, commands[:half])
     h.wait_until(lambda: sum(v for k, v in h.positions(store).items()
                              if k.startswith("kafka:")) > 0, "first commands", process=serve)
     kafka_broker.pause()
@@ -67,10 +66,10 @@ def test_broker_pause(kafka_broker: Broker, kafka_topic_factory: Callable[..., s
         time.sleep(max(0.0, PAUSE_S - 5))
     finally:
         kafka_broker.resume()
-    h.produce(kafka_broker.bootstrap, topics["commands"], h.keyed(commands[half:]))
-    ends = h.end_offsets(kafka_broker.bootstrap, topics["commands"])
-    assert sum(ends.values()) == len(commands)
-    h.wait_until(lambda: h.consumed(store, topics["commands"], ends), "the rest", process=serve)
+    h.produce_by_role(kafka_broker.bootstrap, topics, commands[half:])
+    ends = h.role_ends(kafka_broker.bootstrap, topics)
+    assert sum(n for e in ends.values() for n in e.values()) == len(commands)
+    h.wait_until(lambda: h.consumed_all(store, ends), "the rest", process=serve)
     h.wait_until(lambda: _warned(serve, "broker available again"), "recovery", process=serve)
     assert serve.terminate() == 0
     _assert_served_like_apply(store, pg_database, kafka_broker.bootstrap, topics, commands)
@@ -141,7 +140,7 @@ def test_postgres_restart(kafka_broker: Broker, kafka_topic_factory: Callable[..
     topics = make_topics(kafka_topic_factory)
     commands = h.workload(CELLS, 250)
     half = len(commands) // 2
-    h.produce(kafka_broker.bootstrap, topics["commands"], h.keyed(commands[:half]))
+    h.produce_by_role(kafka_broker.bootstrap, topics, commands[:half])
     serve = h.ServeProcess(h.serve_args(store, kafka_broker.bootstrap, topics,
                                         "--tick-interval", "0", "--batch", "50"),
                            tmp_path / "serve.log")
@@ -149,9 +148,9 @@ def test_postgres_restart(kafka_broker: Broker, kafka_topic_factory: Callable[..
                              if k.startswith("kafka:")) > 300, "first commands", process=serve)
     private_postgres.stop()
     # Records that arrive while the store is down: serve must try, fail and back off.
-    h.produce(kafka_broker.bootstrap, topics["commands"], h.keyed(commands[half:]))
-    ends = h.end_offsets(kafka_broker.bootstrap, topics["commands"])
-    assert sum(ends.values()) == len(commands)
+    h.produce_by_role(kafka_broker.bootstrap, topics, commands[half:])
+    ends = h.role_ends(kafka_broker.bootstrap, topics)
+    assert sum(n for e in ends.values() for n in e.values()) == len(commands)
     try:
         # Reported while eventsourcing still retries inside, then our own back-off.
         h.wait_until(lambda: _warned(serve, "store not answering"), "the outage reported",
@@ -160,7 +159,7 @@ def test_postgres_restart(kafka_broker: Broker, kafka_topic_factory: Callable[..
                      "our own retry with back-off", process=serve)
     finally:
         private_postgres.start()
-    h.wait_until(lambda: h.consumed(store, topics["commands"], ends), "the rest", process=serve)
+    h.wait_until(lambda: h.consumed_all(store, ends), "the rest", process=serve)
     h.wait_until(lambda: _warned(serve, "store available again"), "recovery", process=serve)
     assert serve.terminate() == 0
     assert len(serve.events("serving")) == 1, "the engine rides out the outage, no restart"

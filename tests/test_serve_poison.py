@@ -1,4 +1,4 @@
-"""Bad input never stops the stream (DESIGN §2.5): garbage to the DLQ, the rest answered."""
+"""Bad input never stops the stream (docs/design.md §2.5): garbage to the DLQ, the rest answered."""
 
 from __future__ import annotations
 
@@ -38,23 +38,29 @@ def test_poison_stream_is_processed_to_the_end(
         kafka_broker: Broker, kafka_topic_factory: Callable[..., str],
         pg_database: PostgresTestDatabase, tmp_path: Path) -> None:
     topics = make_topics(kafka_topic_factory)
-    valid = h.keyed(h.workload([CELL], 15))
-    stream: list[tuple[str | None, bytes]] = []
-    for i, record in enumerate(valid):
-        stream.append(record)
-        if i % 10 == 3:
-            stream.extend(poison(i))
-    stream.append((None, b"\xc3\x28 keyless garbage"))
-    h.produce(kafka_broker.bootstrap, topics["commands"], stream)
-    ends = h.end_offsets(kafka_broker.bootstrap, topics["commands"])
-    assert sum(ends.values()) == len(stream)
-
+    setup, commands = h.split_setup(h.workload([CELL], 15))
     store = pg_database.new_schema()
     serve = h.ServeProcess(h.serve_args(store, kafka_broker.bootstrap, topics,
                                         "--tick-interval", "0", "--batch", "50"),
                            tmp_path / "serve.log")
-    h.wait_until(lambda: h.consumed(store, topics["commands"], ends), "the whole stream",
-                 process=serve)
+    h.produce_by_role(kafka_broker.bootstrap, topics, setup)
+    set_up = h.role_ends(kafka_broker.bootstrap, topics)
+    h.wait_until(lambda: h.consumed_all(store, set_up), "the set-up", process=serve)
+    # Poison on the tenants' topic, between valid commands on every role's topic.
+    stream: list[tuple[str | None, bytes]] = []
+    valid: list[tuple[str | None, bytes]] = []
+    for i, command in enumerate(commands):
+        h.produce_by_role(kafka_broker.bootstrap, topics, [command])
+        valid.append((CELL, json.dumps(command).encode()))
+        if i % 10 == 3:
+            stream.extend(poison(i))
+            h.produce(kafka_broker.bootstrap, topics["commands"], poison(i))
+    stream.append((None, b"\xc3\x28 keyless garbage"))
+    h.produce(kafka_broker.bootstrap, topics["commands"], stream[-1:])
+    ends = h.role_ends(kafka_broker.bootstrap, topics)
+    assert sum(n for e in ends.values() for n in e.values()) == len(setup) + len(valid) \
+        + len(stream)
+    h.wait_until(lambda: h.consumed_all(store, ends), "the whole stream", process=serve)
     assert serve.terminate() == 0
 
     garbage = [v for _, v in stream if _not_a_command(v)]
@@ -66,7 +72,8 @@ def test_poison_stream_is_processed_to_the_end(
         assert record.header(DLQ_SOURCE_OFFSET_HEADER) is not None
 
     published = h.read_topic(kafka_broker.bootstrap, topics["outcomes"])
-    assert len(published) == len(stream) - len(garbage), "one outcome per non-garbage record"
+    assert len(published) == len(setup) + len(valid) + len(stream) - len(garbage), \
+        "one outcome per non-garbage record"
     outcomes = [json.loads(r.value) for r in published]
     rejected = {o.get("command_id"): o for o in outcomes if o["status"] == "rejected"}
     for prefix in ("unknown-", "bad-fields-", "forbidden-"):
@@ -78,12 +85,12 @@ def test_poison_stream_is_processed_to_the_end(
 
     # Valid commands took effect exactly as `cis apply` of the same bytes decides them.
     reference = pg_database.new_schema()
-    h.apply_reference(reference, [v for _, v in stream if v and b"\n" not in v])
+    h.apply_reference(reference, h.in_served_order(store, [*setup, *commands]))
     served, applied = h.snapshot(store), h.snapshot(reference)
     assert served["events"] == applied["events"]
     assert served["tables"] == applied["tables"]
     accepted = {o["command_id"] for o in outcomes if o["status"] == "accepted"}
-    assert accepted == {json.loads(v)["command_id"] for _, v in valid} - set(rejected)
+    assert accepted == {c["command_id"] for c in [*setup, *commands]} - set(rejected)
     assert len(accepted) > len(valid) // 2
 
 

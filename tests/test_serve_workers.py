@@ -21,22 +21,21 @@ from tests.test_serve_helpers import reap_serve_processes  # noqa: F401 (autouse
 def test_killed_workers_are_revived_and_lose_nothing(
         kafka_broker: Broker, kafka_topic_factory: Callable[..., str],
         pg_database: PostgresTestDatabase, tmp_path: Path) -> None:
-    topics = make_topics(kafka_topic_factory, names=("commands", "outcomes", "dlq", "vm", "pod"))
+    topics = make_topics(kafka_topic_factory, names=("outcomes", "dlq", "vm", "pod"))
     commands = h.workload(CELLS, 20)
     half = len(commands) // 2
     store = pg_database.new_schema()
     serve = h.ServeProcess(h.serve_args(store, kafka_broker.bootstrap, topics,
                                         "--tick-interval", "0"), tmp_path / "serve.log")
-    h.produce(kafka_broker.bootstrap, topics["commands"], h.keyed(commands[:half]))
+    h.produce_by_role(kafka_broker.bootstrap, topics, commands[:half])
     h.wait_until(lambda: len(serve.events("outbox started")) == 1
                  and len(serve.events("projector started")) == 1, "both workers", process=serve)
     for name in ("outbox", "projector"):
         os.kill(serve.events(f"{name} started")[0]["pid"], signal.SIGKILL)
 
-    h.produce(kafka_broker.bootstrap, topics["commands"], h.keyed(commands[half:]))
-    ends = h.end_offsets(kafka_broker.bootstrap, topics["commands"])
-    h.wait_until(lambda: h.consumed(store, topics["commands"], ends), "all commands",
-                 process=serve)
+    h.produce_by_role(kafka_broker.bootstrap, topics, commands[half:])
+    ends = h.role_ends(kafka_broker.bootstrap, topics)
+    h.wait_until(lambda: h.consumed_all(store, ends), "all commands", process=serve)
     h.wait_until(lambda: len(serve.events("outbox started")) == 2
                  and len(serve.events("projector started")) == 2, "both workers revived",
                  process=serve)

@@ -1,4 +1,4 @@
-"""The container instance: its lifecycle as events (DESIGN §3).
+"""The container instance: its lifecycle as events (docs/design.md §3.1).
 
 requested → scheduled(node) → starting → running ⇄ restarting → succeeded | failed | stopped
 → deleted; also requested → unschedulable (then scheduled) and expired (stuck pending).
@@ -26,8 +26,9 @@ TERMINAL = ENDED | {"deleted"}
 
 class Instance(Recorded):
     @staticmethod
-    def create_id(cell: str, name: str) -> UUID:
-        return aggregate_id("instance", cell, name)
+    def create_id(cell: str, account: str, name: str) -> UUID:
+        # Instance ids are per account: two accounts may both name an instance `web-1`.
+        return aggregate_id("instance", cell, account, name)
 
     class Requested(Aggregate.Created):
         cell: str

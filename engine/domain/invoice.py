@@ -1,5 +1,5 @@
 """Invoices as facts: a finalised invoice per (cell, account, period), and each cell's
-billing calendar, which records the periods it has closed (DESIGN §3).
+billing calendar, which records the periods it has closed (docs/design.md §3.4).
 
 A finalised invoice is one creation event and never changes: corrections arrive as
 adjustment lines on a later invoice. Lines travel as JSON-ready dicts (Decimals as strings)

@@ -69,7 +69,9 @@ class Pool(Recorded):
     def billed_spec(self, vcpu: Decimal, memory_gib: Decimal) -> SpecChoice | SpecRejected:
         """The catalogue spec we bill for a requested one (tenants ask for few shapes)."""
         memo = self._memo()["specs"]
-        key = (vcpu, memory_gib)
+        # Keyed by spelling, not value: Decimal("49") == Decimal("49.0"), and the first
+        # spelling seen would otherwise leak into another command's rejection text.
+        key = (str(vcpu), str(memory_gib))
         if key not in memo:
             memo[key] = round_up(vcpu, memory_gib, self._memo()["catalogue"])
         return memo[key]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from decimal import Decimal
 
-# DESIGN §3's measured memory overhead per sandbox (MB, taken as MiB), like RuntimeClass
+# docs/design.md §3.7's measured memory overhead per sandbox (MB, taken as MiB), like RuntimeClass
 # overhead in Kubernetes.
 MEMORY_OVERHEAD_MIB = {"runc": 15, "kata": 136}
 DIMENSIONS = ("millicores", "memory_mib", "enis", "pods")

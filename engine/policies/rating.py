@@ -1,4 +1,4 @@
-"""Production rating: billed intervals -> invoice lines -> invoices (DESIGN.md §3).
+"""Production rating: billed intervals -> invoice lines -> invoices (docs/design.md §3.3).
 
 Pure functions over plain values. The work is per interval on integer seconds: intervals are
 turned into merged ranges of whole seconds, each range is cut at price-version changes and

@@ -1,4 +1,4 @@
-"""Round a requested (vCPU, GiB) up to the spec we bill (DESIGN.md §3).
+"""Round a requested (vCPU, GiB) up to the spec we bill (docs/design.md §3.3).
 
 The billed spec is the cheapest catalogue spec that holds both dimensions; ties go to the
 smaller vCPU, then the smaller memory. Rejections are data and list every reason, so a caller

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 
 from eventsourcing.persistence import Tracking
 from eventsourcing.popo import POPOTrackingRecorder
@@ -41,6 +42,21 @@ class MemoryView(POPOTrackingRecorder):
                     else:
                         rows[key] = dict(row)
             self._insert_tracking(tracking)
+
+    def put(self, table: Table, rows: Sequence[Row]) -> None:
+        """Upsert rows outside any projection (no tracking): the API's tokens."""
+        with self._database_lock:
+            stored = self.tables.setdefault(table.name, {})
+            for row in rows:
+                stored[table.key_of(row)] = dict(row)
+
+    def positions(self, names: Sequence[str]) -> dict[str, int]:
+        return {n: self.max_tracking_id(n) or 0 for n in names}
+
+    @contextmanager
+    def snapshot(self) -> Iterator[MemoryView]:
+        # One process, and nothing serves a memory store over HTTP: reads go straight in.
+        yield self
 
     def select(self, table: Table, where: dict[str, object] | None = None) -> list[Row]:
         rows = self.tables.get(table.name, {})

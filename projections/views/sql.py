@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from decimal import Decimal
 from typing import Any
 
+import psycopg
 from eventsourcing.persistence import Tracking
 from eventsourcing.postgres import PostgresTrackingRecorder
 from eventsourcing.sqlite import SQLiteTrackingRecorder
@@ -157,8 +159,58 @@ class _SqlViewMixin:
             cursor.execute(self._sql.select(table, where=list(where)), list(where.values()))
             return [_row(table, values) for values in cursor.fetchall()]
 
+    def put(self, table: Table, rows: Sequence[Row]) -> None:
+        """Upsert rows outside any projection (no tracking): the API's tokens."""
+        with self.datastore.transaction(commit=True) as cursor:
+            cursor.executemany(self._sql.upsert(table),
+                               [[row[c] for c in table.columns] for row in rows])
+
+    @contextmanager
+    def snapshot(self) -> Iterator[CursorView]:
+        """One read-only transaction: every select in it sees the same committed state
+        (SQLite in WAL mode: from its first read; PostgreSQL: REPEATABLE READ)."""
+        if self._sql.dialect == "sqlite":
+            with self.datastore.transaction(commit=False) as cursor:
+                yield CursorView(self, cursor)
+            return
+        with self.datastore.get_connection() as conn:
+            # One round trip: psycopg then begins with "BEGIN ISOLATION LEVEL REPEATABLE
+            # READ READ ONLY". Reset after: the connection goes back to a shared pool.
+            conn.isolation_level, conn.read_only = psycopg.IsolationLevel.REPEATABLE_READ, True
+            try:
+                with conn.transaction(force_rollback=True):
+                    yield CursorView(self, conn.cursor())
+            finally:
+                conn.isolation_level, conn.read_only = None, None
+
     def _tracking_table(self) -> str:
         raise NotImplementedError
+
+
+class CursorView:
+    """Selects inside one open transaction of a SQL view."""
+
+    def __init__(self, view: _SqlViewMixin, cursor: Any):
+        self._view, self._cursor = view, cursor
+
+    def select(self, table: Table, where: dict[str, object] | None = None) -> list[Row]:
+        where = where or {}
+        self._cursor.execute(self._view._sql.select(table, where=list(where)),
+                             list(where.values()))
+        return [_row(table, values) for values in self._cursor.fetchall()]
+
+    def max_tracking_id(self, name: str) -> int | None:
+        return self._view._max_tracking_id(name, self._cursor)  # type: ignore[attr-defined]
+
+    def positions(self, names: Sequence[str]) -> dict[str, int]:
+        """Each named projection's position (0 if none yet), in one statement."""
+        sql = self._view._sql
+        self._cursor.execute(
+            f"SELECT application_name AS name, MAX(notification_id) AS position FROM "
+            f"{sql.qualify(self._view._tracking_table())} WHERE application_name IN "
+            f"({', '.join(sql.mark for _ in names)}) GROUP BY application_name", list(names))
+        found = {row["name"]: row["position"] for row in self._cursor.fetchall()}
+        return {n: found.get(n) or 0 for n in names}
 
 
 class SQLiteView(_SqlViewMixin, SQLiteTrackingRecorder):

@@ -1,0 +1,62 @@
+"""Named limits of the public contract: every input is bounded, and each bound has a name
+that the JSON Schema, the README and the rejection reasons use. Imports nothing of ours."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+# Times a command or a query may speak of: [TIME_MIN, TIME_MAX).
+TIME_MIN = datetime(2000, 1, 1, tzinfo=UTC)
+TIME_MAX = datetime(2100, 1, 1, tzinfo=UTC)
+
+# Kafka's default maximum message size (message.max.bytes): nothing we send may exceed it.
+BROKER_MAX_MESSAGE_BYTES = 1_048_576
+
+# --- one input line (a Kafka record, a line of `cis apply`) ---------------------------------
+# Checked before any parsing. A maximal CreateInstance line yields a RunPod well under
+# BROKER_MAX_MESSAGE_BYTES (the manifest repeats what the tenant sent, plus a fixed frame).
+MAX_LINE_BYTES = 262_144
+# Nesting of arrays and objects; the deepest command is 4 deep (containers[].env{}).
+MAX_DEPTH = 32
+
+# --- text ---------------------------------------------------------------------------------
+MAX_COMMAND_ID_CHARS = 128
+MAX_LABEL_CHARS = 63  # a label key or value, a VPC, subnet or security group
+MAX_TEXT_CHARS = 255  # an image, a reason
+MAX_ARG_CHARS = 4096  # one command argument, one environment value
+MAX_ENV_NAME_CHARS = 128
+MAX_DECIMAL_CHARS = 64  # a decimal written as a JSON string
+
+# --- lists and maps -------------------------------------------------------------------------
+MAX_CONTAINERS = 10
+MAX_ARGS = 64
+MAX_ENV_VARS = 100
+MAX_PORTS = 20
+MAX_SECURITY_GROUPS = 5
+MAX_NODE_SELECTOR = 10
+MAX_NODE_MODELS = 20
+MAX_POOL_LABELS = 20
+MAX_CATALOGUE = 200
+
+# --- integers: every accepted value fits a signed 64-bit column ---------------------------
+MAX_MILLICORES = 1_024_000  # a node model's cores, a runtime's overhead per instance
+MAX_MEMORY_MIB = 16_777_216
+MAX_NODE_ENIS = 1024
+MAX_NODE_PODS = 1024
+MAX_POOL_NODES = 100_000
+
+# --- outcomes: one outcome stays under MAX_OUTCOME_BYTES of JSON ---------------------------
+MAX_OUTCOME_BYTES = 65_536
+MAX_OUTCOME_EVENTS = 50  # the first event ids; `events_total` counts them all
+MAX_OUTCOME_REASONS = 20  # the first reasons, then one that says how many more
+MAX_REASON_FIELD_CHARS = 100
+MAX_REASON_PROBLEM_CHARS = 240
+MAX_REASON_CODE_CHARS = 40
+MAX_NOTE_CHARS = 1000
+MAX_EVENT_ID_CHARS = 128
+
+
+def named_limits() -> dict[str, int]:
+    """Every integer limit of this module by name: the `x-limits` of the JSON Schemas."""
+    return {name: value for name, value in globals().items()
+            if name.startswith(("MAX_", "BROKER_")) and isinstance(value, int)}
