@@ -566,17 +566,6 @@ class Publisher:
             self._pending.append(future)
         return future
 
-    def send_outcome(
-        self,
-        topic: str,
-        command_id: str,
-        outcome: Mapping[str, Any] | bytes,
-        headers: Sequence[Header] = (),
-    ) -> FutureRecordMetadata:
-        """An outcome as JSON, keyed by command id."""
-        value = outcome if isinstance(outcome, bytes) else encode_json(outcome)
-        return self.send(topic, value, key=command_id.encode("utf-8"), headers=headers)
-
     def send_command(
         self,
         topic: str,

@@ -134,19 +134,6 @@ def test_single_partition_assignment_sees_only_its_cells(
         assert [r.value for r in got] == [b"raw-bytes-" + c.encode() for c in mine]
 
 
-def test_outcome_is_json_keyed_by_command_id(
-    kafka_broker: Broker, kafka_topic_factory: MakeTopic, publisher: Publisher
-) -> None:
-    topic = kafka_topic_factory("outcomes")
-    publisher.send_outcome(topic, "cmd-42", {"status": "accepted", "cost": 12})
-    publisher.flush()
-    with CommandSource(kafka_broker.bootstrap, topic) as source:
-        source.seek(0, 0)
-        (record,) = _collect(source, 1)
-    assert record.key == b"cmd-42"
-    assert json.loads(record.value) == {"status": "accepted", "cost": 12}
-
-
 def test_dlq_keeps_original_bytes_and_adds_reason(
     kafka_broker: Broker, kafka_topic_factory: MakeTopic, publisher: Publisher
 ) -> None:

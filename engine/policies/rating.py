@@ -30,8 +30,6 @@ from types import MappingProxyType
 
 from engine.policies.spec_catalogue import Spec
 
-BilledSpec = Spec
-
 US_PER_S = 1_000_000
 DEFAULT_GRACE_SECONDS = 3600
 
@@ -214,19 +212,6 @@ def finalises_at(period: str, prices: PriceBook | Sequence[PriceVersion]) -> int
     _, end = period_bounds(period)
     v = _book(prices).in_force(end - 1)
     return end + (v.grace_seconds if v is not None else DEFAULT_GRACE_SECONDS)
-
-
-def is_finalised(period: str, now: int, prices: PriceBook | Sequence[PriceVersion]) -> bool:
-    return now >= finalises_at(period, prices)
-
-
-def open_period(now: int, prices: PriceBook | Sequence[PriceVersion]) -> str:
-    """The earliest period not yet finalised at `now`: where adjustments land."""
-    i = _month_index(now)
-    book = _book(prices)
-    while i > 0 and not is_finalised(_PERIODS[i - 1], now, book):
-        i -= 1
-    return _PERIODS[i]
 
 
 # --- Rating -----------------------------------------------------------------------------------
