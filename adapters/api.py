@@ -2,7 +2,8 @@
 
 Every `/v1/accounts/{account}/…` route needs `Authorization: Bearer <token>`: a token of that
 account, or an operator token (`cis tokens create`). Missing, unknown, expired or revoked
-tokens get 401, another account's token 403; every error is RFC 9457 problem+json. It never
+tokens get 401, another account's token 403; `/v1/nodes` (the fleet) needs an operator token
+(an account's gets 403); every error is RFC 9457 problem+json. It never
 writes: `cis serve` (or `cis project`) keeps the projections current, and every answer says
 how far they have followed the log (`projected`), which is also the default `as_of`, so an
 answer is always one consistent point of the log, never the wall clock. Lists are paged
@@ -13,12 +14,13 @@ from __future__ import annotations
 
 import logging
 import sys
+import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import anyio
 import anyio.to_thread
@@ -34,11 +36,13 @@ from adapters import queries, tokens
 from adapters.bootstrap import Engine, connect
 from adapters.metrics import HttpMetrics, exposition, new_registry
 from projections.instances import iso
+from projections.nodes import NODE_STATES
 from schemas.views import (
     ExplainReport,
     Health,
     InstancesReport,
     InvoicesReport,
+    NodesReport,
     Problem,
     Projected,
     UsageReport,
@@ -67,6 +71,9 @@ AsOf = Annotated[AwareDatetime | None, Query(
     "inside [TIME_MIN, TIME_MAX) and at most QUERY_AS_OF_AHEAD past the projected position")]
 Period = Annotated[str | None, Query(pattern=r"^[0-9]{4}-(0[1-9]|1[0-2])$",
                                      description="a calendar month, YYYY-MM (UTC)")]
+Name = Annotated[str | None, Query(pattern=r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")]
+NodeState = Annotated[Literal[NODE_STATES] | None, Query(  # type: ignore[valid-type]
+    description="only nodes in this state")]
 Limit = Annotated[int, Query(ge=1, le=queries.QUERY_PAGE_MAX,
                              description="items per page (QUERY_PAGE_MAX at most)")]
 Cursor = Annotated[str | None, Query(max_length=1024, pattern=r"^[A-Za-z0-9_-]+$",
@@ -135,13 +142,41 @@ def create_app(store: str) -> FastAPI:
     app = FastAPI(title="CIS query API", version="1", lifespan=lifespan,
                   description=__doc__.split("\n\n", 1)[1] if __doc__ else None)
 
+    # A slot is held until the thread's work ends, not until its caller gives up: the
+    # limiter lets go of an abandoned thread at the time-out, so it alone would let
+    # stragglers pile up without bound.
+    slots = {id(limiter): threading.BoundedSemaphore(int(limiter.total_tokens))
+             for limiter in (query_threads, health_threads, auth_threads)}
+
     async def in_thread(threads: anyio.CapacityLimiter, fn: Callable[..., R], *args: Any
                         ) -> R:
-        # The thread cannot be stopped, but the client gets its answer at the limit; the
-        # capacity limiter keeps such stragglers from piling up past its size.
+        # The thread cannot be stopped, but the client gets its answer at the limit.
+        slot = slots[id(threads)]
         with anyio.move_on_after(queries.QUERY_TIMEOUT_S):
-            return await anyio.to_thread.run_sync(fn, *args, limiter=threads,
-                                                  abandon_on_cancel=True)
+            while not slot.acquire(blocking=False):  # every slot busy, maybe abandoned
+                await anyio.sleep(0.005)
+
+            started = threading.Event()
+            once = threading.Lock()
+
+            def release() -> None:
+                if once.acquire(blocking=False):  # exactly once, whoever gets here first
+                    slot.release()
+
+            def run() -> R:
+                started.set()
+                try:
+                    return fn(*args)
+                finally:
+                    release()
+
+            try:
+                return await anyio.to_thread.run_sync(run, limiter=threads,
+                                                      abandon_on_cancel=True)
+            except BaseException:
+                if not started.is_set():  # cancelled before a thread took it
+                    release()
+                raise
         raise ApiProblem(503, "Service Unavailable", "no answer within QUERY_TIMEOUT_S "
                          f"({queries.QUERY_TIMEOUT_S:g} s)", headers={"Retry-After": "5"})
 
@@ -161,9 +196,21 @@ def create_app(store: str) -> FastAPI:
             raise ApiProblem(403, "Forbidden", "the token is for another account")
         return verdict
 
+    async def operator_only(credentials: Credentials) -> tokens.Grant:
+        """Operator routes (every account's data, and the fleet): an operator token."""
+        verdict = await in_thread(auth_threads, verify,
+                                  credentials.credentials if credentials else None)
+        if isinstance(verdict, str):
+            raise ApiProblem(401, "Unauthorized", UNAUTHORISED[verdict],
+                             headers={"WWW-Authenticate": "Bearer"})
+        if verdict.account is not None:
+            raise ApiProblem(403, "Forbidden", "an operator token is needed")
+        return verdict
+
     # A default, not an Annotated alias: route annotations are strings, resolved at module
     # level, where this closure is not.
     needs_token = Depends(authorised)
+    needs_operator = Depends(operator_only)
 
     def read(query: QueryFn, exclude_none: bool) -> Response:
         engine = engines[0]
@@ -247,6 +294,18 @@ def create_app(store: str) -> FastAPI:
                                        cursor, limit)
             return InstancesReport(account=account, projected=where, instances=rows,
                                    next=after)
+        return await answer(query)
+
+    @app.get("/v1/nodes", responses=PROBLEMS, response_model=NodesReport)
+    async def nodes(cell: Name = None, pool: Name = None, state: NodeState = None,
+                    limit: Limit = queries.QUERY_PAGE_DEFAULT, cursor: Cursor = None,
+                    _: tokens.Grant = needs_operator) -> Response:
+        """Every node (operator token only): model, pool, ASG, state, hold, allocation per
+        dimension, the instances on it, and idle time up to the projected position."""
+        def query(r: queries.Reader, where: Projected, at: datetime | None) -> NodesReport:
+            rows, after = queries.page(queries.nodes(r, cell, pool, state, at),
+                                       lambda x: [x["cell"], x["node_id"]], cursor, limit)
+            return NodesReport(projected=where, nodes=rows, next=after)
         return await answer(query)
 
     @app.get("/v1/accounts/{account}/usage", responses=PROBLEMS, response_model=UsageReport)

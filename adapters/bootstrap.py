@@ -19,6 +19,7 @@ from engine.limits import EngineLimits
 from engine.processor import CommandProcessor, Item
 from projections.instances import InstancesProjection
 from projections.invoices import InvoicesProjection
+from projections.nodes import NodesProjection
 from projections.projection import RowProjection
 from projections.runner import catch_up, rebuild
 from projections.usage import UsageProjection
@@ -32,7 +33,7 @@ VIEW_CLASSES: dict[str, type] = {"memory": MemoryView, "sqlite": SQLiteView,
 
 
 def all_projections() -> list[RowProjection]:
-    return [InstancesProjection(), UsageProjection(), InvoicesProjection()]
+    return [InstancesProjection(), UsageProjection(), InvoicesProjection(), NodesProjection()]
 
 
 @dataclass
@@ -99,8 +100,10 @@ def _one_creator(store: Store) -> Iterator[None]:
 
 
 LIMIT_VARIABLES = {"CIS_MAX_SKEW_SECONDS": "max_skew_seconds",
+                   "CIS_MAX_TENANT_SKEW_SECONDS": "max_tenant_skew_seconds",
                    "CIS_MAX_TICK_STEP_SECONDS": "max_tick_step_seconds",
-                   "CIS_MAX_PERIODS_PER_TICK": "max_periods_per_tick"}
+                   "CIS_MAX_PERIODS_PER_TICK": "max_periods_per_tick",
+                   "CIS_PLACEMENT_WINDOW": "placement_window"}
 
 
 def engine_limits(env: Mapping[str, str]) -> EngineLimits:

@@ -13,14 +13,19 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
+import psycopg
+from eventsourcing.persistence import IntegrityError, PersistenceError
 from tqdm import tqdm
 
 from adapters import queries
 from adapters.bootstrap import Engine, connect, tune_gc
-from adapters.cli_args import account_name, positive_int, store_arg, timestamp
+from adapters.cli_args import ACCOUNT, account_name, positive_int, store_arg, timestamp
 from adapters.queries import QueryError
 from adapters.stores import STORE_DOWN, BadConfiguration
+from engine.policies.demand import DIMENSIONS
+from projections.nodes import NODE_STATES
 from schemas.limits import MAX_LINE_BYTES
+from schemas.outcomes import NotACommand, Outcome, Reason, parse_command
 
 # Modules that add subcommands: each has `register(subparsers)`.
 EXTENSIONS: list[str] = ["adapters.cli_kafka", "adapters.cli_bench", "adapters.cli_billing",
@@ -45,12 +50,21 @@ def _lines(source: TextIO) -> Iterator[bytes]:
 def cmd_apply(args: argparse.Namespace) -> int:
     source = sys.stdin if args.file == "-" else open(args.file, "rb")  # noqa: SIM115
     role = None if args.role == "any" else args.role  # any: trusted, every command type
+    undecided = 0
     with source, connect(args.store) as engine, tqdm(
             desc="commands", unit="cmd", disable=None, file=sys.stderr) as bar:
         batch: list[bytes] = []
 
         def flush() -> None:
-            for outcome in engine.apply(batch, role=role):
+            nonlocal undecided
+            try:
+                outcomes = engine.apply(batch, role=role)
+            except IntegrityError:
+                # Another writer kept changing these cells (one writer per cell is the rule):
+                # nothing of the batch was stored; each line still gets its answer.
+                outcomes = [not_decided(raw) for raw in batch]
+                undecided += len(batch)
+            for outcome in outcomes:
                 print(outcome.to_json())
             bar.update(len(batch))
             batch.clear()
@@ -61,8 +75,28 @@ def cmd_apply(args: argparse.Namespace) -> int:
                 flush()
         if batch:
             flush()
-        engine.update_projections()
+        try:
+            engine.update_projections()
+        except IntegrityError:  # another process projected the same events meanwhile
+            print("cis: projections were being updated by another process; left to it",
+                  file=sys.stderr)
+    if undecided:
+        print(f"cis: {undecided} line(s) not decided (another writer owns their cell): send "
+              "them again", file=sys.stderr)
+        return 3
     return 0
+
+
+def not_decided(raw: bytes) -> Outcome:
+    """The answer for a line whose batch could not be stored: rejected, not recorded, so the
+    same command may simply be sent again."""
+    try:
+        command_id = parse_command(raw).command_id
+    except NotACommand as exc:
+        command_id = exc.outcome.command_id
+    return Outcome.rejected(command_id, [Reason(
+        field="$", code="write_conflict",
+        problem="not decided: another writer changed this cell meanwhile; send it again")])
 
 
 def _print_table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> None:
@@ -82,6 +116,32 @@ def cmd_instances(args: argparse.Namespace) -> int:
     else:
         _print_table(rows, ["cell", "instance_id", "account", "state", "node_id",
                             "billed_vcpu", "billed_memory_gib", "restarts", "state_since"])
+    return 0
+
+
+def name_arg(text: str) -> str:
+    """A cell or pool name as commands spell it."""
+    if not ACCOUNT.fullmatch(text):
+        raise argparse.ArgumentTypeError(
+            f"not a cell or pool name: {text!r} (lowercase letters, digits and -, 1-63)")
+    return text
+
+
+def cmd_nodes(args: argparse.Namespace) -> int:
+    with connect(args.store) as engine:
+        engine.update_projections()
+        rows = queries.nodes(engine, args.cell, args.pool, args.state)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    for row in rows:  # one column per dimension: used/capacity
+        row.update({d: f"{a['used']}/{'-' if a['capacity'] is None else a['capacity']}"
+                    for d, a in row["allocation"].items()})
+        row["hold"], row["n"] = row["held_by"], len(row["instances"])
+    seen = {d for row in rows for d in row["allocation"]}
+    dimensions = [d for d in DIMENSIONS if d in seen] + sorted(seen - set(DIMENSIONS))
+    _print_table(rows, ["cell", "node_id", "pool", "model", "asg", "state", "hold",
+                        *dimensions, "n", "idle_seconds"])
     return 0
 
 
@@ -129,9 +189,13 @@ def cmd_api(args: argparse.Namespace) -> int:
 
 
 def cmd_schema_export(args: argparse.Namespace) -> int:
-    from schemas.export import export
+    from adapters.pods import runtime_classes
+    from schemas.export import export, export_runtime_classes
 
     for path in export(Path(args.dir)):
+        print(path)
+    # The RuntimeClass objects Pods name (the seed's runtime profiles and cpu overheads).
+    for path in export_runtime_classes(Path(args.dir), runtime_classes()):
         print(path)
     return 0
 
@@ -182,6 +246,20 @@ def build_parser() -> argparse.ArgumentParser:
     inst.add_argument("--json", action="store_true", help="print JSON")
     inst.set_defaults(func=cmd_instances)
 
+    nodes = sub.add_parser(
+        "nodes", help="nodes: model, pool, ASG, state, hold, allocation, idle time",
+        description="The operator's view of the nodes: per node its model, pool, ASG (node "
+        "group), state and hold (who keeps it cordoned), allocation per dimension as "
+        "used/capacity (millicores, memory_mib, enis, pods), N instances on it, and how long "
+        "it has held none (IDLE_SECONDS, up to the newest projected event; - if busy, not "
+        "yet ready, or gone). --json adds the instances, labels and times.")
+    store_arg(nodes)
+    nodes.add_argument("--cell", type=name_arg, help="only this cell's nodes")
+    nodes.add_argument("--pool", type=name_arg, help="only this pool's nodes")
+    nodes.add_argument("--state", choices=NODE_STATES, help="only nodes in this state")
+    nodes.add_argument("--json", action="store_true", help="print JSON")
+    nodes.set_defaults(func=cmd_nodes)
+
     usage = sub.add_parser("usage", help="billed seconds and amounts of an account",
                            description="Billed seconds and amounts per instance, accrued "
                            "up to --as-of (default: the time of the newest event).")
@@ -202,11 +280,12 @@ def build_parser() -> argparse.ArgumentParser:
     api = sub.add_parser(
         "api", help="serve the read-only HTTP query API (instances, usage, invoices)",
         description="Serves GET /v1/accounts/{account}/instances, /usage, /invoices and "
-        "/invoices/explain, and /v1/health, from the projections (OpenAPI at /openapi.json, "
-        "browsable at /docs), and Prometheus metrics at /metrics. Read-only: `cis serve` or "
-        "`cis project` keeps the projections current; each answer states the log position "
-        "it reflects. Account routes need `Authorization: Bearer TOKEN` (`cis tokens "
-        "create`); lists are paged; queries are bounded (as_of window, periods, time).")
+        "/invoices/explain, /v1/nodes (operator token) and /v1/health, from the projections "
+        "(OpenAPI at /openapi.json, browsable at /docs), and Prometheus metrics at /metrics. "
+        "Read-only: `cis serve` or `cis project` keeps the projections current; each answer "
+        "states the log position it reflects. Account routes need `Authorization: Bearer "
+        "TOKEN` (`cis tokens create`); lists are paged; queries are bounded (as_of window, "
+        "periods, time).")
     store_arg(api)
     api.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
     api.add_argument("--port", type=positive_int, default=8080, help="port (default 8080)")
@@ -215,7 +294,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     schema = sub.add_parser("schema", help="the public contract as JSON Schema")
     schema_sub = schema.add_subparsers(dest="schema_command", required=True, metavar="ACTION")
-    export = schema_sub.add_parser("export", help="write one JSON Schema file per command")
+    export = schema_sub.add_parser("export", help="write one JSON Schema file per command, "
+                                    "and the Kubernetes RuntimeClass objects Pods name")
     export.add_argument("dir", help="directory to write into (created if missing)")
     export.set_defaults(func=cmd_schema_export)
 
@@ -237,7 +317,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         raise SystemExit(code)
     except (BadConfiguration, QueryError) as exc:
         sys.exit(f"cis: {exc}")
-    except (*STORE_DOWN, sqlite3.OperationalError) as exc:
+    except (*STORE_DOWN, sqlite3.DatabaseError, psycopg.Error, PersistenceError) as exc:
         # A store that cannot be opened (or went away): one line, not a traceback.
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         sys.exit(f"cis: cannot use the store {_redacted(getattr(args, 'store', ''))}: {first}")
@@ -247,3 +327,5 @@ def main(argv: Sequence[str] | None = None) -> None:
         # The reader went away (`cis invoices … | head`): stop quietly, as Unix tools do.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         sys.exit(141)
+    except OSError as exc:  # a directory given as a file, no permission, …
+        sys.exit(f"cis: {exc.filename or ''}: {exc.strerror or exc}")

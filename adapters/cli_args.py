@@ -68,3 +68,13 @@ def account_name(text: str) -> str:
         raise argparse.ArgumentTypeError(
             f"not an account name: {text!r} (lowercase letters, digits and -, 1-63)")
     return text
+
+
+def partitions(text: str) -> list[int] | None:
+    """`all` (None) or a list of partition numbers like `0,1,3`."""
+    if text == "all":
+        return None
+    try:
+        return sorted({int(p) for p in text.split(",") if p.strip()})
+    except ValueError:
+        raise argparse.ArgumentTypeError("give 'all' or a list like 0,1,3") from None

@@ -27,7 +27,7 @@ def cmd_pack(args: argparse.Namespace) -> int:
     from simulations.bench_packing import pack_file
 
     try:
-        result = pack_file(args.file, args.policy, online=args.online)
+        result = pack_file(args.file, args.policy, online=args.online, window=args.window)
     except (ValueError, KeyError) as exc:  # a malformed file or an unknown policy
         raise SystemExit(f"cis pack: {exc}") from None
     return _emit(result, args.json)
@@ -42,6 +42,10 @@ def cmd_bench_apply(args: argparse.Namespace) -> int:
 def cmd_bench_placement(args: argparse.Namespace) -> int:
     from simulations.bench_placement import bench_placement
 
+    if args.window is not None:
+        from simulations.bench_placement import bench_window
+
+        return _emit(bench_window(args.nodes, args.window), args.json)
     return _emit(bench_placement(args.nodes, policy=args.policy), args.json)
 
 
@@ -53,7 +57,7 @@ def cmd_bench_packing(args: argparse.Namespace) -> int:
             args.data, args.policies, families=args.families or FAMILIES,
             processes=args.processes,
             every=args.every, limit=args.limit, only_with_opt=args.only_with_opt,
-            iterations=args.iterations)
+            iterations=args.iterations, windows=args.window)
     except (KeyError, OSError) as exc:  # an unknown policy or family, a missing data folder
         raise SystemExit(f"cis bench packing: {exc}") from None
     return _emit(result, args.json)
@@ -64,6 +68,10 @@ def _names(text: str) -> list[str]:
     if not names:
         raise argparse.ArgumentTypeError("give one name or more, separated by commas")
     return names
+
+
+def _windows(text: str) -> list[int]:
+    return [positive_int(n) for n in _names(text)]
 
 
 def cmd_bench_rating(args: argparse.Namespace) -> int:
@@ -89,6 +97,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     mode.add_argument("--online", action="store_true",
                       help="items in file order, no look-ahead")
     mode.add_argument("--offline", action="store_true", help="may sort and search (default)")
+    mode.add_argument("--window", type=positive_int, default=None, metavar="K",
+                      help="the engine's batch placement: items in file order, K at a time "
+                      "(1 = one-by-one best fit)")
     pack.add_argument("--json", action="store_true", help="print one JSON line")
     pack.set_defaults(func=cmd_pack)
 
@@ -105,6 +116,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     placement = group.add_parser("placement", help="placements/s in a shared pool of N nodes")
     placement.add_argument("--nodes", type=positive_int, default=10_000)
     placement.add_argument("--policy", default="best_fit")
+    placement.add_argument("--window", type=positive_int, default=None, metavar="K",
+                           help="batch placement: plan K demands at a time (best fit); "
+                           "also counts decisions that differ from one by one")
     placement.add_argument("--json", action="store_true")
     placement.set_defaults(func=cmd_bench_placement)
 
@@ -133,6 +147,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                          help="worker processes (default: up to 2)")
     packing.add_argument("--iterations", type=positive_int, default=None,
                          help="offline local-search budget per instance (default: by size)")
+    packing.add_argument("--window", type=_windows, default=None, metavar="K[,K...]",
+                         help="also (or, without --policies, only) the engine's batch "
+                         "placement at these window sizes, e.g. 1,50,100")
     packing.add_argument("--json", action="store_true")
     packing.set_defaults(func=cmd_bench_packing)
 

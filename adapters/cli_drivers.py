@@ -12,7 +12,13 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from adapters.cli_args import log_level_arg, non_negative_float, positive_float, positive_int
+from adapters.cli_args import (
+    log_level_arg,
+    non_negative_float,
+    partitions,
+    positive_float,
+    positive_int,
+)
 
 DEFAULTS = {"vm": "cis.vm-commands", "pod": "cis.pod-commands", "reports": "cis.reports"}
 
@@ -38,15 +44,6 @@ def _pairs(kind: type) -> Any:
     return parse
 
 
-def _partitions(text: str) -> list[int] | None:
-    if text == "all":
-        return None
-    try:
-        return sorted({int(p) for p in text.split(",") if p.strip()})
-    except ValueError:
-        raise argparse.ArgumentTypeError("give 'all' or a list like 0,1,3") from None
-
-
 def _common(parser: argparse.ArgumentParser, topic: str) -> None:
     parser.add_argument("--kafka", required=True, metavar="HOST:PORT", help="bootstrap broker")
     parser.add_argument("--state", required=True, type=Path, metavar="FILE",
@@ -58,7 +55,7 @@ def _common(parser: argparse.ArgumentParser, topic: str) -> None:
                         help=f"where reports go, keyed by cell (default {DEFAULTS['reports']})")
     parser.add_argument("--dlq-topic", default=None,
                         help=f"dead letters (default {DEFAULTS[topic]}.dlq)")
-    parser.add_argument("--partitions", type=_partitions, default=None, metavar="all|0,1",
+    parser.add_argument("--partitions", type=partitions, default=None, metavar="all|0,1",
                         help="partitions of the commands topic this worker owns (default all)")
     parser.add_argument("--max-attempts", type=positive_int, default=5,
                         help="attempts at a command before it is dead-lettered (default 5)")
@@ -120,6 +117,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     sim.add_argument("--lose-node", action="append", type=_pairs(float), default=[],
                      metavar="NODE_ID=SECONDS", help="the node's VM is lost this long after "
                      "it booted; repeatable")
+    sim.add_argument("--world", type=Path, default=None, metavar="FILE",
+                     help="keep the simulated VMs in this JSON file, so they outlive "
+                     "the worker (as a real cloud's would); default: in memory")
     cloud.set_defaults(func=cmd_cloud)
 
     pods = kinds.add_parser(
@@ -145,6 +145,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     sim.add_argument("--exit", action="append", type=_pairs(str), default=[],
                      metavar="INSTANCE=SECONDS:CODE", help="the instance's first container "
                      "exits with CODE this long after it started; repeatable")
+    sim.add_argument("--world", type=Path, default=None, metavar="FILE",
+                     help="keep the simulated Pods in this JSON file, so they outlive "
+                     "the worker (as a real cluster's would); default: in memory")
     pods.set_defaults(func=cmd_pods)
 
     bench = kinds.add_parser(
@@ -154,11 +157,22 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "commands/s each way and the VMs left behind (should be 0). loop: the demo's day of "
         "N instances through the engine, the outbox's translation and the simulated "
         "infrastructure behind the ports, in one process; prints the wall time and the "
-        "latency from CreateInstance to running in simulated seconds.")
-    bench.add_argument("kind", choices=["aws", "loop"])
+        "latency from CreateInstance to running in simulated seconds. kafka: the loop "
+        "through a tansu broker it starts, with `cis serve` and both simulated drivers as "
+        "processes: N CreateInstance at --rate per second into a shared kata pool; prints "
+        "the wall-clock latency from each command's send to the engine's accepted outcome "
+        "of the driver's running report.")
+    bench.add_argument("kind", choices=["aws", "loop", "kafka"])
     bench.add_argument("-n", type=positive_int, default=200,
-                       help="commands each way (aws) or instances (loop); default 200")
+                       help="commands each way (aws) or instances (loop, kafka); default 200")
     bench.add_argument("--seed", type=int, default=7, help="the loop's scenario seed")
+    bench.add_argument("--rate", type=positive_float, default=20.0,
+                       help="kafka: CreateInstance commands per second (default 20)")
+    bench.add_argument("--boot-seconds", type=non_negative_float, default=0.0,
+                       help="kafka: the simulated VMs' boot time (default 0: the loop alone)")
+    bench.add_argument("--store", default=None,
+                       help="kafka: cis serve's store (default: SQLite in a temporary "
+                       "directory)")
     bench.set_defaults(func=cmd_bench)
 
 
@@ -190,9 +204,10 @@ def cmd_cloud(args: argparse.Namespace) -> int:
     else:
         from adapters.drivers.simulated import Failures, SimulatedInfrastructure
 
-        driver = SimulatedInfrastructure(wall_clock, boot_seconds=args.boot_seconds,
-                                         failures=Failures(boot_failures=set(args.fail_boot),
-                                                           node_losses=dict(args.lose_node)))
+        driver = _world(SimulatedInfrastructure(
+            wall_clock, boot_seconds=args.boot_seconds,
+            failures=Failures(boot_failures=set(args.fail_boot),
+                              node_losses=dict(args.lose_node))), args.world)
     ledger = Ledger(args.state)
     return _run(args, CloudHandler(driver, ledger), ledger,
                 observe_interval_s=args.observe_interval)
@@ -225,16 +240,27 @@ def cmd_pods(args: argparse.Namespace) -> int:
                 raise SystemExit(f"cis driver pods: --exit {instance}={spec}: give "
                                  "SECONDS:CODE") from None
         starts = {**START_SECONDS, **dict(args.start_seconds)}
-        driver = SimulatedInfrastructure(wall_clock, start_seconds=starts,
-                                         failures=Failures(exits=exits))
+        driver = _world(SimulatedInfrastructure(wall_clock, start_seconds=starts,
+                                                failures=Failures(exits=exits)), args.world)
     return _run(args, PodHandler(driver), Ledger(args.state), observe_timeout_s=1.0,
                 poll_timeout_ms=200)
+
+
+def _world(infra: Any, path: Path | None) -> Any:
+    """The simulation in memory, or kept in `path` across restarts of the worker."""
+    if path is None:
+        return infra
+    from adapters.drivers.simulated_world import PersistedWorld
+
+    return PersistedWorld(infra, path)
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
     from simulations.bench_drivers import main as bench
 
-    return bench(args.kind, args.n, args.seed)
+    options = {"rate": args.rate, "boot_s": args.boot_seconds, "store": args.store} \
+        if args.kind == "kafka" else {}
+    return bench(args.kind, args.n, args.seed, **options)
 
 
 def _run(args: argparse.Namespace, handler: Any, ledger: Any, **config: Any) -> int:

@@ -17,6 +17,7 @@ from typing import Any
 from adapters.cli_args import (
     log_level_arg,
     non_negative_float,
+    partitions,
     positive_float,
     positive_int,
     store_arg,
@@ -62,15 +63,6 @@ def _stop_on_signals(stop: Callable[[], None], logger: str, then: str) -> None:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-
-
-def _partitions(text: str) -> list[int] | None:
-    if text == "all":
-        return None
-    try:
-        return sorted({int(p) for p in text.split(",") if p.strip()})
-    except ValueError:
-        raise argparse.ArgumentTypeError("give 'all' or a list like 0,1,3") from None
 
 
 def _topic_args(parser: argparse.ArgumentParser, *names: str) -> None:
@@ -188,7 +180,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "SIGINT stops after the open batch.")
     store_arg(serve)
     serve.add_argument("--kafka", required=True, metavar="HOST:PORT", help="bootstrap broker")
-    serve.add_argument("--partitions", type=_partitions, default=None, metavar="all|0,1",
+    serve.add_argument("--partitions", type=partitions, default=None, metavar="all|0,1",
                        help="partitions this process owns, the same numbers on each role "
                        "topic (default: all); cells are keyed to partitions, so this picks "
                        "the cells it writes. The role topics must have equal partition counts")

@@ -56,8 +56,8 @@ def pod_report(fact: PodObservation) -> CommandBase:
         fields.update(container=fact.container, exit_code=fact.exit_code)
     elif fact.report == "terminated":
         fields["reason"] = (fact.reason or "terminated")[:255]
-    # Issue 14: instance reports will carry a per-instance sequence; once the contract has
-    # the field, the driver's ordering of an instance's facts goes with every report.
-    if "sequence" in model.model_fields:
+    # The driver's ordering of an instance's facts goes with every report: the engine takes
+    # a report numbered no higher than one it applied as stale (issue 14).
+    if fact.sequence is not None:
         fields["sequence"] = fact.sequence
     return model(**fields)

@@ -75,6 +75,7 @@ class InfraTranslator:
         if isinstance(event, Instance.Scheduled):
             placed = self._placed(event)
             placed.node_id = event.node_id
+            placed.spec.attachment = event.attachment  # its ENI, for the Pod's annotations
             fields = _instance_fields(event, placed.spec)
             return [RunPod(**fields, node_id=event.node_id,
                            manifest=pod_manifest(placed.spec, event.node_id, fields["caused_by"]))]

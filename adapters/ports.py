@@ -43,7 +43,8 @@ class PodObservation:
     `key` names the fact stably (the same fact observed again, e.g. after a restart of the
     worker, has the same key), so the report's command_id is stable and the engine
     deduplicates it. `sequence` orders an instance's facts (restarts count up); the engine
-    will take it with its reports (issue 14).
+    takes a report numbered no higher than one it applied as stale. None: the driver cannot
+    order this fact against the instance's others (the engine then decides by state).
     """
 
     report: PodReport
@@ -53,7 +54,7 @@ class PodObservation:
     node_id: str
     at: datetime
     key: str
-    sequence: int = 0
+    sequence: int | None = 0
     container: str | None = None
     exit_code: int | None = None
     reason: str | None = None

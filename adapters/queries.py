@@ -26,6 +26,7 @@ from projections.invoices import (
     finalised_invoice,
     open_invoices,
 )
+from projections.nodes import GONE, NODE_IDLE, NODE_INSTANCES, NODES
 from projections.usage import PRICE_BOOKS, USAGE, price_book, rate_usage
 from schemas.limits import TIME_MAX, TIME_MIN
 
@@ -140,6 +141,57 @@ def instances(engine: Reader, account: str | None = None) -> list[dict[str, Any]
 
 def states(engine: Reader) -> Counter[str]:
     return Counter(row["state"] for row in engine.view.select(INSTANCES))
+
+
+def _time(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def nodes(engine: Reader, cell: str | None = None, pool: str | None = None,
+          state: str | None = None, as_of: datetime | None = None) -> list[dict[str, Any]]:
+    """Per node (operator view): model, pool, ASG, state and hold, allocation per dimension
+    (used of capacity), the instances on it, and how long it has held none (`idle_seconds`
+    up to `as_of`, default the time of the nodes projection's position; none for a node not
+    yet ready, busy, or gone)."""
+    if as_of is None:
+        as_of = event_time(engine, engine.view.max_tracking_id("nodes"))
+    where = {k: v for k, v in (("cell", cell), ("pool", pool), ("state", state)) if v}
+    on: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for row in engine.view.select(NODE_INSTANCES, {"cell": cell} if cell else None):
+        if row["node_id"] is not None:
+            on.setdefault((row["cell"], row["node_id"]), []).append(row)
+    left = {(r["cell"], r["node_id"]): r["last_left_at"]
+            for r in engine.view.select(NODE_IDLE, {"cell": cell} if cell else None)}
+    out = []
+    for node in engine.view.select(NODES, where):
+        key = (node["cell"], node["node_id"])
+        here = sorted(on.get(key, []), key=lambda r: (r["account"], r["instance_id"]))
+        capacity: dict[str, int] = json.loads(node["capacity"])
+        used = dict.fromkeys(capacity, 0)
+        for row in here:
+            for dimension, amount in json.loads(row["demand"]).items():
+                used[dimension] = used.get(dimension, 0) + amount
+        idle_since = None
+        if not here and node["ready_at"] is not None and node["state"] not in GONE:
+            idle_since = max(_time(t) for t in (node["ready_at"], left.get(key)) if t)
+        idle_seconds = None
+        if idle_since is not None and as_of is not None:
+            idle_seconds = max(0, int((as_of - idle_since).total_seconds()))
+        out.append({
+            "cell": node["cell"], "node_id": node["node_id"], "pool": node["pool"],
+            "model": node["model"], "asg": node["asg"], "state": node["state"],
+            "held_by": node["held_by"], "reason": node["reason"],
+            "labels": json.loads(node["labels"]),
+            "allocation": {d: {"used": used[d], "capacity": capacity.get(d)}
+                           for d in sorted(used)},
+            "instances": [{"account": r["account"], "instance_id": r["instance_id"],
+                           "state": r["state"], "placed_at": r["placed_at"]} for r in here],
+            "requested_at": node["requested_at"], "ready_at": node["ready_at"],
+            "state_since": node["state_since"], "ended_at": node["ended_at"],
+            "idle_since": iso(idle_since) if idle_since else None, "idle_seconds": idle_seconds,
+        })
+    out.sort(key=lambda n: (n["cell"], n["node_id"]))
+    return out
 
 
 def usage(engine: Reader, account: str, as_of: datetime | None = None) -> dict[str, Any]:
@@ -272,7 +324,8 @@ def explain(engine: Reader, account: str, line: str, period: str | None = None,
         (v,) = [i for i, pv in enumerate(book.versions) if pv.version == x["price_version"]]
         lo = max(lo, book.starts[v])
         hi = min(hi, book.starts[v + 1]) if v + 1 < len(book.starts) else hi
-        (row,) = engine.view.select(USAGE, {"cell": invoice["cell"],
+        # Instance ids are per account: another account may use the same name in the cell.
+        (row,) = engine.view.select(USAGE, {"cell": invoice["cell"], "account": account,
                                             "instance_id": x["instance_id"]})
         intervals = []
         for t0, t1, *ids in json.loads(row["intervals"]):

@@ -29,6 +29,7 @@ class Submitted:
     sent: list[str] = field(default_factory=list)  # command ids, in input order
     invalid: list[Invalid] = field(default_factory=list)
     outcomes: dict[str, Outcome] = field(default_factory=dict)
+    principals: dict[str, str] = field(default_factory=dict)  # command id -> who sent it
 
     @property
     def missing(self) -> list[str]:
@@ -75,6 +76,7 @@ def submit(kafka: str, lines: Iterable[bytes], role: Role, topic: str | None = N
             for command, raw in commands:
                 publisher.send_command(topic, command.cell, raw)
                 result.sent.append(command.command_id)
+                result.principals[command.command_id] = command.principal
             publisher.flush()
         if watcher is not None and wait_s is not None:
             _collect(watcher, result, time.monotonic() + wait_s)
@@ -99,4 +101,8 @@ def _collect(source: CommandSource, result: Submitted, deadline: float) -> None:
             for record in records:
                 key = record.key.decode("utf-8", "replace") if record.key else None
                 if key in wanted and key not in result.outcomes:
-                    result.outcomes[key] = Outcome.model_validate_json(record.value)
+                    outcome = Outcome.model_validate_json(record.value)
+                    # Ids are per principal: another tenant's outcome under the same id is
+                    # not ours.
+                    if outcome.principal in (None, result.principals.get(key)):
+                        result.outcomes[key] = outcome

@@ -8,15 +8,17 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 from engine import billing, scaling
 from engine.context import Context, Rejected, reason
+from engine.domain.account import Account
 from engine.domain.instance import ENDED, ON_NODE, PENDING, TERMINAL, Instance
 from engine.domain.node import AT_START, BY_OPERATOR, GONE, Node
 from engine.domain.pool import Pool
 from engine.domain.price_book import PriceBook
-from engine.policies import restart
+from engine.policies import quotas, restart, runtimes, timeouts
 from engine.policies.demand import demand_of
 from engine.policies.spec_catalogue import Spec, SpecRejected
 from engine.world import World
@@ -39,14 +41,39 @@ def handles(command_type: type) -> Callable[[Handler], Handler]:
 # --- tenant requests -------------------------------------------------------------------
 
 
-def _billed_spec(pool: Pool | None, cmd: c.CreateInstance) -> tuple[Spec | None, list[dict]]:
-    if pool is None:
+def _version_in_force(book: PriceBook | None, at: datetime) -> dict[str, Any] | None:
+    """The price book's version in force at `at` (versions take effect in order)."""
+    if book is None:
+        return None
+    return next((v for v in reversed(book.versions)
+                 if v["effective_from"] <= at.timestamp()), None)
+
+
+def _rates(version: dict[str, Any], runtime: str) -> tuple[Decimal, Decimal]:
+    rates = version.get("runtime_rates", {}).get(runtime) or version
+    return Decimal(rates["rate_per_vcpu_second"]), Decimal(rates["rate_per_gib_second"])
+
+
+def _billed_spec(pool: Pool | None, cmd: c.CreateInstance, runtime: str,
+                 version: dict[str, Any] | None) -> tuple[Spec | None, list[dict]]:
+    """Round-up by the cell's own prices: the cheapest catalogue spec that covers the
+    request under the version in force at the command's time (the runtime's rates if the
+    version has some); ties go to the smaller vCPU, then the smaller memory."""
+    if pool is None or version is None:
         return None, []
-    choice = pool.billed_spec(cmd.vcpu, cmd.memory_gib)
+    choice = pool.billed_spec(cmd.vcpu, cmd.memory_gib, _rates(version, runtime), runtime)
     if isinstance(choice, SpecRejected):
         return None, [reason("containers", f"{r.message} (spec outside the catalogue)")
                       for r in choice.reasons]
     return choice.billed, []
+
+
+def _billed_note(cmd: c.CreateInstance, billed: Spec, version: dict[str, Any]) -> str | None:
+    if (billed.vcpu, billed.memory_gib) == (cmd.vcpu, cmd.memory_gib):
+        return None
+    return (f"billed as {billed.vcpu} vCPU / {billed.memory_gib} GiB (asked "
+            f"{cmd.vcpu} vCPU / {cmd.memory_gib} GiB; cheapest covering spec at price "
+            f"version {version['number']})")
 
 
 @handles(c.CreateInstance)
@@ -58,38 +85,61 @@ def create_instance(ctx: Context, cmd: c.CreateInstance) -> str | None:
         reasons.append(reason("pool", f"no pool {cmd.pool!r} in cell {cmd.cell!r}"))
     if world.instance(cmd.cell, cmd.account, cmd.instance_id) is not None:
         reasons.append(reason("instance_id", f"instance {cmd.instance_id!r} already exists"))
-    book = world.price_book(cmd.cell)
-    if book is None or not any(v["effective_from"] <= cmd.issued_at.timestamp()
-                               for v in book.versions):
+    version = _version_in_force(world.price_book(cmd.cell), cmd.issued_at)
+    if version is None:
         reasons.append(reason("cell", f"no price book in force in cell {cmd.cell!r}"))
-    billed, spec_reasons = _billed_spec(pool, cmd)
+    runtime = cmd.runtime or "runc"
+    if pool is not None:
+        runtime = cmd.runtime or runtimes.DEFAULT_BY_KIND[pool.config["kind"]]
+        if problem := runtimes.isolation_problem(pool.config["kind"], runtime):
+            reasons.append(reason("runtime", problem, code="runtime_not_isolated"))
+    billed, spec_reasons = _billed_spec(pool, cmd, runtime, version)
     reasons += spec_reasons
     demand: dict[str, int] = {}
     if pool is not None and billed is not None:
-        overhead = pool.config["cpu_overhead_millicores"]
-        demand = demand_of(billed.vcpu, billed.memory_gib, cmd.runtime, overhead)
+        demand = demand_of(billed.vcpu, billed.memory_gib, runtime, pool.config)
         if pool.smallest_model(demand) is None:
             reasons.append(reason("containers", f"no node model of pool {cmd.pool!r} holds "
                                                 f"{demand} (spec plus runtime overhead)"))
+    reasons += _account_admission(world, cmd, billed)
     if reasons:
         raise Rejected(reasons)
-    assert pool is not None and billed is not None
+    assert pool is not None and billed is not None and version is not None
     instance = Instance.create(
         cmd.issued_at, cell=cmd.cell, name=cmd.instance_id, account=cmd.account, pool=cmd.pool,
-        containers=[ct.model_dump(mode="json") for ct in cmd.containers],
-        restart_policy=cmd.restart_policy, runtime=cmd.runtime,
+        # Init containers first, marked: they run to completion before the others start.
+        containers=[*({**ct.model_dump(mode="json"), "init": True}
+                      for ct in cmd.init_containers),
+                    *(ct.model_dump(mode="json") for ct in cmd.containers)],
+        restart_policy=cmd.restart_policy, runtime=runtime,
         network=cmd.network.model_dump(mode="json"), node_selector=dict(cmd.node_selector),
         requested_vcpu=cmd.vcpu, requested_memory_gib=cmd.memory_gib,
         billed_vcpu=billed.vcpu, billed_memory_gib=billed.memory_gib, demand=demand,
+        retry_budget=cmd.retry_budget.model_dump(),
     )
     ctx.touch(instance, f"instance/{instance.name}")
+    note = _billed_note(cmd, billed, version)
+    if problem := scaling.selector_problem(pool, demand, instance.node_selector):
+        # No node group can ever hold it: say so now, and ask the ASG for nothing.
+        instance.mark_unschedulable([reason("node_selector", problem,
+                                            code="unsatisfiable_selector")], cmd.issued_at)
+        ctx.touch(instance, f"instance/{instance.name}")
+        return "; ".join(filter(None, [f"unschedulable: {problem}", note]))
     not_placed = scaling.try_place(ctx, pool, instance, cmd.issued_at)
     if not_placed:
         instance.mark_unschedulable(not_placed, cmd.issued_at)
         ctx.touch(instance, f"instance/{instance.name}")
         scaling.scale_out(ctx, pool, cmd.issued_at, recent=SCALE_OUT_RECENT)
-        return "unschedulable: waits for capacity"
-    return None
+        return "; ".join(filter(None, ["unschedulable: waits for capacity", note]))
+    return note
+
+
+def _account_admission(world: World, cmd: c.CreateInstance, billed: Spec | None
+                       ) -> list[dict[str, str]]:
+    """The account's vCPU quota and launch rate (engine/policies/quotas.py)."""
+    return quotas.admission_reasons(world.accounts, cmd.cell, cmd.account,
+                                    billed.vcpu if billed is not None else cmd.vcpu,
+                                    cmd.issued_at)
 
 
 def _tenant_instance(world: World, cmd: c.StopInstance | c.DeleteInstance) -> Instance:
@@ -153,27 +203,102 @@ def _stale(instance: Instance) -> str:
     return f"stale report: instance is {instance.state}"
 
 
+def _out_of_order(instance: Instance, cmd: c.InstanceReport) -> str | None:
+    """A report whose sequence is not above the highest applied is stale (issue 14)."""
+    if cmd.sequence is None or instance.sequence is None or cmd.sequence > instance.sequence:
+        return None
+    return (f"stale report: sequence {cmd.sequence} is not above {instance.sequence}, "
+            "already applied")
+
+
+def _no_change(ctx: Context, instance: Instance, cmd: c.InstanceReport,
+               note: str | None = None) -> str:
+    """A report the instance's state makes a no-op. Its sequence still counts: the node has
+    seen this far, so anything it numbered lower is older news (a run reported while
+    already running makes the exit before it stale). An ended instance changes no more."""
+    if instance.state not in TERMINAL and cmd.sequence is not None and (
+            instance.sequence is None or cmd.sequence > instance.sequence):
+        instance.sequenced(cmd.sequence, max(cmd.occurred_at, instance.state_since))
+        ctx.touch(instance, f"instance/{instance.name}")
+    return note or _stale(instance)
+
+
+def _applied(ctx: Context, instance: Instance, cmd: c.InstanceReport, at: datetime) -> None:
+    """Record the report's sequence (if any) once it changed the instance."""
+    if cmd.sequence is not None:
+        instance.sequenced(cmd.sequence, at)
+    ctx.touch(instance, f"instance/{instance.name}")
+
+
+def _start_if_scheduled(instance: Instance, cmd: c.InstanceReport, at: datetime) -> None:
+    """A report that overtook (or outlived) the starting report implies it: starting since
+    the Pod's startTime if the report says, else since this report."""
+    if instance.state == "scheduled":
+        instance.start(max(cmd.started_at or at, instance.state_since))
+
+
 @handles(c.ReportInstanceStarting)
 def instance_starting(ctx: Context, cmd: c.ReportInstanceStarting) -> str | None:
     instance = _reported_instance(ctx.world, cmd)
+    if stale := _out_of_order(instance, cmd):
+        return stale
     if instance.state != "scheduled":
-        return _stale(instance)
-    instance.start(max(cmd.occurred_at, instance.state_since))
-    ctx.touch(instance, f"instance/{instance.name}")
+        return _no_change(ctx, instance, cmd)
+    at = max(cmd.occurred_at, instance.state_since)
+    instance.start(at)
+    _applied(ctx, instance, cmd, at)
     return None
 
 
 @handles(c.ReportInstanceRunning)
 def instance_running(ctx: Context, cmd: c.ReportInstanceRunning) -> str | None:
     instance = _reported_instance(ctx.world, cmd)
+    if stale := _out_of_order(instance, cmd):
+        return stale
     if instance.state not in ("scheduled", "starting", "restarting"):
-        return _stale(instance)
+        return _no_change(ctx, instance, cmd)
     at = max(cmd.occurred_at, instance.state_since)
-    if instance.state == "scheduled":  # the starting report is late or lost
-        instance.start(at)
-    instance.run(at)
-    ctx.touch(instance, f"instance/{instance.name}")
+    if instance.state == "restarting" and instance.backoff_until is not None \
+            and at < instance.backoff_until:
+        # CrashLoopBackOff is enforced: no run begins before the back-off ends. A run
+        # reported earlier is held: the instance stays restarting (billed alike) and runs
+        # from the back-off's end once a Tick or a later report reaches it; an exit before
+        # then is a crash during the back-off. Never dated ahead of the cell's time, so a
+        # storm of early reports cannot push its timeline (and its bill) into the future.
+        if not instance.run_held:
+            instance.hold_run(at)
+        _applied(ctx, instance, cmd, at)
+        return (f"held: back-off until {instance.backoff_until.isoformat()} after restart "
+                f"{instance.restarts}; runs from then")
+    if not _release_held_run(instance, at):  # a held run began at the back-off's end
+        _start_if_scheduled(instance, cmd, at)
+        instance.run(at)
+    _applied(ctx, instance, cmd, at)
     return None
+
+
+def _release_held_run(instance: Instance, now: datetime) -> bool:
+    """A held run begins at the back-off's end once `now` has reached it."""
+    until = instance.backoff_until
+    if instance.run_held and instance.state == "restarting" and until is not None \
+            and until <= now:
+        instance.run(until)
+        return True
+    return False
+
+
+def _restart_or_fail(instance: Instance, cmd: c.ReportContainerExited, at: datetime) -> None:
+    budget = instance.retry_budget
+    used = instance.restarts_within(budget["window_seconds"], at)
+    if restart.budget_exhausted(used, budget):
+        instance.end(Instance.Failed, f"retry_budget_exhausted: {used} restarts in "
+                                      f"{budget['window_seconds']} s (budget "
+                                      f"{budget['restarts']}); container {cmd.container} "
+                                      f"exited {cmd.exit_code}", at)
+        return
+    ran = (at - instance.state_since).total_seconds() if instance.state == "running" else None
+    backoff, streak = restart.next_backoff(instance.backoff_streak, ran)
+    instance.restart(cmd.container, cmd.exit_code, backoff, at, streak=streak)
 
 
 @handles(c.ReportContainerExited)
@@ -181,25 +306,28 @@ def container_exited(ctx: Context, cmd: c.ReportContainerExited) -> str | None:
     instance = _reported_instance(ctx.world, cmd)
     if cmd.container not in instance.container_names:
         raise Rejected([reason("container", f"instance has no container {cmd.container!r}")])
+    if stale := _out_of_order(instance, cmd):
+        return stale
     if instance.state not in ON_NODE:
-        return _stale(instance)
+        return _no_change(ctx, instance, cmd)
     if cmd.container in instance.completed:
-        return f"stale report: container {cmd.container} already completed"
+        return _no_change(ctx, instance, cmd,
+                          f"stale report: container {cmd.container} already completed")
     at = max(cmd.occurred_at, instance.state_since)
-    if instance.state == "scheduled":
-        instance.start(at)
+    _start_if_scheduled(instance, cmd, at)
+    _release_held_run(instance, at)
     decision = restart.decide_exit(instance.restart_policy, cmd.exit_code, cmd.container,
-                                   instance.container_names, instance.completed)
+                                   instance.container_names, instance.completed,
+                                   instance.init_container_names)
     if decision == "restart":
-        instance.restart(cmd.container, cmd.exit_code, restart.backoff_seconds(instance.restarts),
-                         at)
+        _restart_or_fail(instance, cmd, at)
     else:
         instance.complete_container(cmd.container, cmd.exit_code, at)
         if decision == "succeed":
             instance.end(Instance.Succeeded, "all containers completed", at)
         elif decision == "fail":
             instance.end(Instance.Failed, f"container {cmd.container} exited {cmd.exit_code}", at)
-    ctx.touch(instance, f"instance/{instance.name}")
+    _applied(ctx, instance, cmd, at)
     _place_waiting_if_freed(ctx, instance, at)
     return None
 
@@ -207,9 +335,16 @@ def container_exited(ctx: Context, cmd: c.ReportContainerExited) -> str | None:
 @handles(c.ReportInstanceTerminated)
 def instance_terminated(ctx: Context, cmd: c.ReportInstanceTerminated) -> str | None:
     instance = _reported_instance(ctx.world, cmd)
+    if stale := _out_of_order(instance, cmd):
+        return stale
     if instance.state not in ON_NODE:
-        return _stale(instance)
-    _end(ctx, instance, Instance.Failed, cmd.reason, cmd.occurred_at)
+        return _no_change(ctx, instance, cmd)
+    at = max(cmd.occurred_at, instance.state_since)
+    if cmd.started_at is not None:  # without it, a scheduled instance never began: unbilled
+        _start_if_scheduled(instance, cmd, at)
+    if cmd.sequence is not None:
+        instance.sequenced(cmd.sequence, at)
+    _end(ctx, instance, Instance.Failed, cmd.reason, at)
     return None
 
 
@@ -319,14 +454,35 @@ def uncordon_node(ctx: Context, cmd: c.UncordonNode) -> str | None:
     return None
 
 
+@handles(c.SetAccountQuota)
+def set_account_quota(ctx: Context, cmd: c.SetAccountQuota) -> str | None:
+    limits = (cmd.vcpu, cmd.launch_burst, cmd.launch_rate_per_second)
+    account = ctx.world.accounts.account(cmd.cell, cmd.account)
+    if account is None:
+        account = Account.create(cmd.issued_at, cell=cmd.cell, account=cmd.account)
+    elif account.limits == limits:
+        return "unchanged"
+    account.set_limits(*limits, at=cmd.issued_at)
+    ctx.touch(account, f"account/{cmd.account}")
+    used = ctx.world.accounts.vcpu.get((cmd.cell, cmd.account), 0)
+    if cmd.vcpu is not None and used > cmd.vcpu:
+        return (f"the account's live instances hold {used} vCPU, above the new quota: they "
+                "keep running, new ones are refused until it is under")
+    return None
+
+
 @handles(c.PublishPriceBook)
 def publish_price_book(ctx: Context, cmd: c.PublishPriceBook) -> str | None:
     book = ctx.world.price_book(cmd.cell)
     effective_from = int(cmd.effective_from.timestamp())
     reasons = []
-    if effective_from < cmd.issued_at.timestamp():
+    # Never retroactive, measured against the cell's clock too: a backdated issued_at must not
+    # reprice time already accrued.
+    now = max(cmd.issued_at, ctx.clock) if ctx.clock is not None else cmd.issued_at
+    if effective_from < now.timestamp():
         reasons.append(reason("effective_from", "prices are never retroactive: effective_from "
-                                                "is before issued_at"))
+                                                f"is before {now.isoformat()} (issued_at or the "
+                                                "cell's clock)", "retroactive_price"))
     if book is not None and book.versions and effective_from <= book.versions[-1][
             "effective_from"]:
         reasons.append(reason("effective_from", "must be later than the effective_from of "
@@ -381,9 +537,51 @@ def expire_pending(ctx: Context, cmd: c.Tick) -> str | None:
     return f"expired {expired} instance(s)" if expired else None
 
 
+def time_out_starts(ctx: Context, cmd: c.Tick) -> str | None:
+    """Fail instances stuck scheduled or starting past their pool's limit, at the deadline
+    (billing stops there); their Pods are deleted (the outbox's DeletePod on Failed) and
+    their room goes to waiting instances at the tick's time. Also begins the runs held
+    until their back-off's end (one scan of the instances on nodes does both)."""
+    overdue: list[tuple[datetime, str, str, Instance]] = []
+    held: list[tuple[str, str, Instance]] = []
+    world, waits = ctx.world, timeouts.LIMITS.keys()
+    for (cell, _), refs in world.node_instances.items():
+        if cell != cmd.cell:
+            continue
+        for account, name in refs:
+            instance = world.instances[(cell, account, name)]
+            if instance.run_held:
+                held.append((account, name, instance))
+            elif instance.state in waits:  # most are running: nothing more to look at
+                pool = world.pools[(cell, instance.pool)]
+                due = timeouts.deadline(instance.state, instance.state_since, pool.config)
+                if due is not None and due <= cmd.now:
+                    overdue.append((due, account, name, instance))
+    # Sorted: the index's order is first access, which differs after a restart.
+    released = 0
+    for _, _, instance in sorted(held, key=lambda h: h[:2]):
+        if _release_held_run(instance, cmd.now):  # its back-off is over: it runs
+            ctx.touch(instance, f"instance/{instance.name}")
+            released += 1
+    pools: set[str] = set()
+    for due, _, _, instance in sorted(overdue, key=lambda o: o[:3]):
+        pool = world.pool(cmd.cell, instance.pool)
+        assert pool is not None
+        instance.end(Instance.Failed, timeouts.why(instance.state, pool.config), due)
+        ctx.touch(instance, f"instance/{instance.name}")
+        pools.add(instance.pool)
+    for name in sorted(pools):
+        pool = world.pool(cmd.cell, name)
+        assert pool is not None
+        scaling.place_waiting(ctx, pool, cmd.now)
+    notes = [f"timed out {len(overdue)} start(s)" if overdue else "",
+             f"{released} held run(s) began" if released else ""]
+    return "; ".join(filter(None, notes)) or None
+
+
 # Periodic decisions, in order; each returns a note or None.
 TICK_DECIDERS: list[Callable[[Context, c.Tick], str | None]] = [
-    expire_pending, scaling.autoscale, billing.finalise_periods]
+    expire_pending, time_out_starts, scaling.autoscale, billing.finalise_periods]
 
 
 def _tick_too_far(ctx: Context, cmd: c.Tick) -> list[dict[str, str]]:

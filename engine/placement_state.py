@@ -8,13 +8,15 @@ that holds it) keep, per model, the set of empty eligible nodes instead of an in
 
 from __future__ import annotations
 
+import heapq
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from engine.policies.demand import DIMENSIONS
 from engine.policies.node_index import NodeIndex
-from engine.policies.placement import POLICIES, Placed, Unplaceable
+from engine.policies.placement import POLICIES, Placed, Unplaceable, utilisation_score_row
 
 
 @dataclass(frozen=True)
@@ -22,6 +24,20 @@ class Choice:
     node_id: str
     policy: str
     score: float
+    eni_index: int | None = None  # the ENI device index the instance gets on the node
+
+    def attachment(self, network: dict[str, Any]) -> dict[str, Any] | None:
+        return None if self.eni_index is None else eni_attachment(self.eni_index, network)
+
+
+def eni_attachment(eni_index: int, network: dict[str, Any]) -> dict[str, Any]:
+    """What the `Scheduled` event records of the instance's network interface: its own ENI
+    (device index; 0 is the node's primary ENI), its primary address (IP slot 0), and the
+    subnet and security groups the ENI is created in. An ENI is never shared: security groups
+    attach to an ENI, and each instance has its own (awsvpc, as Fargate tasks)."""
+    return {"eni_index": eni_index, "ip_slot": 0, "vpc": network["vpc"],
+            "subnet": network["subnet"],
+            "security_groups": list(network.get("security_groups", []))}
 
 
 @dataclass(frozen=True)
@@ -42,6 +58,13 @@ class PoolPlacement:
         self.instances: list[int] = []
         self.takes_work: list[bool] = []  # ready and not cordoned
         self.free_by_model: dict[str, dict[int, None]] = {}  # dedicated: empty eligible nodes
+        # ENI device indices per node: 1.. handed out in order; released ones are reused
+        # lowest first (a heap), so the index an instance gets is a function of the log.
+        self.next_eni: list[int] = []
+        self.freed_enis: list[list[int]] = []
+        # Batch placement (engine/batch_plan.py): (node index, demand) planned for the create
+        # being decided; taken by the next choose() if that node still holds that demand.
+        self.hint: tuple[int, tuple[int, ...]] | None = None
 
     # --- kept current from events ----------------------------------------------------
 
@@ -55,23 +78,57 @@ class PoolPlacement:
         self.labels.append(labels)
         self.instances.append(0)
         self.takes_work.append(False)
+        self.next_eni.append(1)
+        self.freed_enis.append([])
 
     def set_takes_work(self, node_id: str, takes_work: bool) -> None:
         i = self.position[node_id]
         self.takes_work[i] = takes_work
         self._refresh(i)
 
-    def allocate(self, node_id: str, demand: dict[str, int]) -> None:
+    def allocate(self, node_id: str, demand: dict[str, int], eni_index: int | None = None
+                 ) -> int:
+        """Take the demand and an ENI (the recorded one; the lowest free one for events from
+        before ENIs were recorded). Answers the ENI's device index."""
         i = self.position[node_id]
         self.index.allocate(i, [demand[d] for d in DIMENSIONS])
         self.instances[i] += 1
         self._refresh(i)
+        return self._take_eni(i, eni_index)
 
-    def release(self, node_id: str, demand: dict[str, int]) -> None:
+    def release(self, node_id: str, demand: dict[str, int], eni_index: int | None = None
+                ) -> None:
         i = self.position[node_id]
         self.index.release(i, [demand[d] for d in DIMENSIONS])
         self.instances[i] -= 1
         self._refresh(i)
+        if eni_index is not None and eni_index < self.next_eni[i]:
+            heapq.heappush(self.freed_enis[i], eni_index)
+
+    def attachment(self, node_id: str, network: dict[str, Any]) -> dict[str, Any]:
+        """The ENI an instance placed on `node_id` now gets (for any path that schedules
+        without `choose`: pass it to `Instance.schedule(..., attachment=...)`)."""
+        return eni_attachment(self.lowest_free_eni(node_id), network)
+
+    def lowest_free_eni(self, node_id: str) -> int:
+        i = self.position[node_id]
+        freed = self.freed_enis[i]
+        return freed[0] if freed else self.next_eni[i]
+
+    def _take_eni(self, i: int, eni_index: int | None) -> int:
+        freed = self.freed_enis[i]
+        if eni_index is None:
+            eni_index = freed[0] if freed else self.next_eni[i]
+        if freed and freed[0] == eni_index:
+            heapq.heappop(freed)
+        elif eni_index >= self.next_eni[i]:
+            for skipped in range(self.next_eni[i], eni_index):  # only from foreign choices
+                heapq.heappush(freed, skipped)
+            self.next_eni[i] = eni_index + 1
+        elif eni_index in freed:
+            freed.remove(eni_index)
+            heapq.heapify(freed)
+        return eni_index
 
     def _refresh(self, i: int) -> None:
         eligible = self.takes_work[i] and (self.kind == "shared" or self.instances[i] == 0)
@@ -90,9 +147,12 @@ class PoolPlacement:
         if self.kind == "dedicated":
             for i in self.free_by_model.get(model, {}):
                 if _matches(self.labels[i], selector):
-                    return Choice(self.node_ids[i], "dedicated-smallest-model", 0.0)
+                    return Choice(self.node_ids[i], "dedicated-smallest-model", 0.0,
+                                  self.lowest_free_eni(self.node_ids[i]))
             return NoRoom([{"field": "node", "problem": f"no empty ready node of model {model}"
                             + (" matching the node selector" if selector else "")}])
+        if self.hint is not None and (hinted := self._hinted(demand, selector)) is not None:
+            return hinted
         row = np.array([demand[d] for d in DIMENSIONS], dtype=np.int64)
         if selector:
             mask = self.index.eligible & np.array(
@@ -102,9 +162,23 @@ class PoolPlacement:
         else:
             decision = self.index.place(row, self.policy)
         if isinstance(decision, Placed):
-            return Choice(self.node_ids[decision.node_index], decision.policy, decision.score)
+            node_id = self.node_ids[decision.node_index]
+            return Choice(node_id, decision.policy, decision.score,
+                          self.lowest_free_eni(node_id))
         assert isinstance(decision, Unplaceable)
         return NoRoom([{"field": dim, "problem": problem} for dim, problem in decision.reasons])
+
+    def _hinted(self, demand: dict[str, int], selector: dict[str, str]) -> Choice | None:
+        """The batch's planned node, if it still holds exactly this demand (one use)."""
+        (i, planned), self.hint = self.hint, None  # type: ignore[misc]
+        row = [demand[d] for d in DIMENSIONS]
+        if selector or tuple(row) != planned or not self.index.eligible[i] or not (
+                self.index.fits(i, row)):
+            return None
+        node_id = self.node_ids[i]
+        score = utilisation_score_row(self.index.capacity[i].tolist(),
+                                      self.index.allocated[i].tolist(), row)
+        return Choice(node_id, f"{self.policy}+batch", score, self.lowest_free_eni(node_id))
 
     def free(self, node_id: str) -> dict[str, int]:
         i = self.position[node_id]
@@ -112,11 +186,19 @@ class PoolPlacement:
         return {d: int(free[k]) for k, d in enumerate(DIMENSIONS)}
 
     def utilisation(self, node_id: str) -> float:
-        """The node's highest allocated share over cpu and memory (for scale-in)."""
+        """The node's highest allocated share over every dimension -- cpu, memory, ENIs and
+        pod slots (for scale-in): a node whose ENIs are all taken is full, however idle its
+        cpu. (Each share is one correctly rounded division: no summation order to vary.)"""
         i = self.position[node_id]
-        cap = self.index.capacity[i]
-        alloc = self.index.allocated[i]
-        return float(max(alloc[0] / cap[0], alloc[1] / cap[1]))
+        cap = self.index.capacity[i].tolist()
+        alloc = self.index.allocated[i].tolist()
+        return max(a / c for a, c in zip(alloc, cap, strict=True))
+
+    def allocation(self, node_id: str) -> dict[str, tuple[int, int]]:
+        """(allocated, capacity) per dimension."""
+        i = self.position[node_id]
+        return {d: (int(self.index.allocated[i][k]), int(self.index.capacity[i][k]))
+                for k, d in enumerate(DIMENSIONS)}
 
 
 def _matches(labels: dict[str, str], selector: dict[str, str]) -> bool:

@@ -18,14 +18,17 @@ import json
 import logging
 from collections import defaultdict
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 import orjson
 from eventsourcing.persistence import IntegrityError, Tracking
 
+from engine import batch_plan
 from engine.application import CisApplication
 from engine.domain.cell_log import CellLog
+from engine.domain.instance import Instance
 from engine.handlers import HANDLERS, Context, Rejected
 from engine.limits import EngineLimits
 from engine.world import World
@@ -96,34 +99,55 @@ class CommandProcessor:
         events: list[Any] = []
         handled: dict[str, list[dict[str, Any]]] = defaultdict(list)
         clocks = dict(world.clocks)  # moved by this batch's accepted commands only
-        for index, item in enumerate(items):
-            parsed = _parse(item)
+        parsed_items = [_parse(item) for item in items]
+        # Batch placement: the batch's creates planned together (K = placement_window; 1 is
+        # one by one). Each create is still decided in order; see engine/batch_plan.py.
+        hints = batch_plan.plan_batch(world, [
+            (i, p) for i, p in enumerate(parsed_items)
+            if isinstance(p, CommandBase) and i not in crashed
+            and (role is None or p.role == role)
+            and world.recorded(p.principal, p.command_id) is None],
+            self.limits.placement_window)
+        for index, parsed in enumerate(parsed_items):
             if isinstance(parsed, Outcome):
                 outcomes.append(parsed)
                 continue
             command = parsed
             if role is not None and command.role != role:
                 # Not recorded: a command on the wrong topic must not squat its id.
-                outcomes.append(_wrong_topic(command, role))
+                outcomes.append(_wrong_topic(command, role).model_copy(
+                    update={"principal": command.principal}))
                 continue
             digest = content_digest(command)
             key = world.recorded(command.principal, command.command_id)
             if key is not None:
-                outcomes.append(_repeat(world, key, command, digest))
+                outcomes.append(_repeat(world, key, command, digest).model_copy(
+                    update={"principal": command.principal}))
                 continue
             clock = clocks.get(command.cell)
+            claimed = command.at
+            recorded_before = len(events)
+            if command.role == "tenant" and clock is not None and claimed < clock:
+                # No tenant acts in the past: a backdated stop must not cancel billed time.
+                command = command.model_copy(update={"issued_at": clock})
             if index in crashed:
                 outcome = Outcome.rejected(command.command_id, [Reason(
                     field="$", problem=f"internal error: {crashed[index]!r}")])
             elif skew := _too_early(command, clock, self.limits):
                 outcome = Outcome.rejected(command.command_id, [skew])
             else:
-                outcome = self._handle(Context(world, self.limits, clock), command, index,
-                                       events)
-            # A tenant's time is only its claim: it may run ahead by the skew, but only the
-            # infrastructure (agents' reports) and operators (ticks) move the clock, so no
-            # tenant can walk a cell's "now" forward for everyone else.
-            if outcome.status == "accepted" and (command.role != "tenant" or clock is None):
+                armed = batch_plan.arm(world, hints.get(index))
+                try:
+                    outcome = self._handle(Context(world, self.limits, clock), command, index,
+                                           events)
+                finally:
+                    batch_plan.disarm(armed)
+            if command.at != claimed and outcome.status == "accepted":
+                outcome = outcome.model_copy(update={"note": "; ".join(filter(None, [
+                    outcome.note, f"takes effect at the cell's clock {command.at.isoformat()}, "
+                                  "not at its earlier issued_at"]))})
+            outcome = outcome.model_copy(update={"principal": command.principal})
+            if moves_clock(command, outcome, clock, events[recorded_before:]):
                 clocks[command.cell] = max(clock or command.at, command.at)
             outcomes.append(outcome)
             entry = {**outcome.model_dump(mode="json", exclude_none=True),
@@ -160,16 +184,50 @@ class CommandProcessor:
                        events=ctx.event_ids, note=note)
 
 
+# Bookkeeping a report may record without anything having happened: a higher sequence, a run
+# reported during a back-off. Neither is evidence that time passed.
+NO_CHANGE = (Instance.Sequenced, Instance.RunHeld)
+
+
+def moves_clock(command: CommandBase, outcome: Outcome, clock: datetime | None,
+                recorded: Sequence[Any]) -> bool:
+    """A tenant's time is only its claim: it may run ahead by the skew but never moves the
+    clock. An agent's report moves it only when it changed something (a stale report is no
+    evidence of time passing), an operator's accepted command always. So neither a tenant nor
+    a stream of no-op reports can walk a cell's "now" forward for everyone else."""
+    if outcome.status != "accepted":
+        return False
+    if clock is None:
+        return True  # a new cell's first accepted command
+    if command.role == "tenant":
+        return False
+    return command.role == "operator" or any(not isinstance(e, NO_CHANGE) for e in recorded)
+
+
 def content_digest(command: CommandBase) -> str:
     """SHA-256 (its first 128 bits) of a command's canonical content: the same command,
     however spelled (key order, time zone notation), has the same digest."""
-    content = command.model_dump(mode="json")
+    content = _canonical(command.model_dump())
     try:
         canonical = orjson.dumps(content, option=orjson.OPT_SORT_KEYS)
     except orjson.JSONEncodeError:  # a lone surrogate (parsing refuses one; a model may not)
         canonical = json.dumps(content, sort_keys=True, separators=(",", ":"),
                                ensure_ascii=False).encode("utf-8", "surrogatepass")
     return hashlib.sha256(canonical).hexdigest()[:32]  # 128 bits: kept for every command
+
+
+def _canonical(value: Any) -> Any:
+    """Plain JSON values with one spelling per meaning: times in UTC, decimals normalised
+    ("0.50" and "0.5" are one price), so an honest retry through another serialiser matches."""
+    if isinstance(value, dict):
+        return {k: _canonical(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_canonical(v) for v in value]
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).isoformat()
+    if isinstance(value, Decimal):
+        return format(value.normalize(), "f") if value else "0"
+    return value
 
 
 def _wrong_topic(command: CommandBase, role: Role) -> Outcome:
@@ -201,12 +259,13 @@ def _too_early(command: CommandBase, clock: datetime | None, limits: EngineLimit
     if clock is None or isinstance(command, Tick):
         return None
     ahead = (command.at - clock).total_seconds()
-    if ahead <= limits.max_skew_seconds:
+    most = limits.max_tenant_skew_seconds if command.role == "tenant" else limits.max_skew_seconds
+    if ahead <= most:
         return None
     field = {"issued_at", "occurred_at"} & type(command).model_fields.keys()
     return Reason(field=next(iter(field), "$"), code="clock_skew",
                   problem=f"{ahead:.0f} s ahead of the cell's clock ({clock.isoformat()}); at "
-                          f"most {limits.max_skew_seconds} s")
+                          f"most {most} s")
 
 
 def _parse(item: Item) -> CommandBase | Outcome:

@@ -16,19 +16,53 @@ from engine.policies.demand import DIMENSIONS
 from schemas.commands import Tick
 
 
-def model_for(pool: Pool, instance: Instance) -> dict[str, Any]:
-    model = pool.smallest_model(instance.demand)
-    assert model is not None  # checked when the instance was accepted
-    return model
+def group_labels(pool: Pool, model: str) -> dict[str, str]:
+    """The labels every node of a node group (a pool's model) carries."""
+    return {**pool.config["labels"], "model": model, "pool": pool.pool}
+
+
+def _matches(labels: dict[str, str], selector: dict[str, str]) -> bool:
+    return all(labels.get(k) == v for k, v in selector.items())
+
+
+def groups_for(pool: Pool, demand: dict[str, int], selector: dict[str, str]
+               ) -> list[dict[str, Any]]:
+    """The node models (groups) whose nodes hold `demand` and satisfy `selector`, smallest
+    first: the only groups scale-out may ask for this instance."""
+    return sorted((m for m in pool.config["node_models"]
+                   if all(demand[d] <= m[d] for d in DIMENSIONS)
+                   and _matches(group_labels(pool, m["name"]), selector)),
+                  key=lambda m: (m["millicores"], m["memory_mib"], m["name"]))
+
+
+def selector_problem(pool: Pool, demand: dict[str, int], selector: dict[str, str]
+                     ) -> str | None:
+    """Why no node group of the pool can ever hold an instance with this selector."""
+    if not selector or groups_for(pool, demand, selector):
+        return None
+    return (f"no node group of pool {pool.pool!r} matches node_selector "
+            f"{dict(sorted(selector.items()))} and holds {demand}")
+
+
+def model_for(pool: Pool, instance: Instance) -> dict[str, Any] | None:
+    """A dedicated instance's model: the smallest that holds it and its selector."""
+    if not instance.node_selector:
+        return pool.smallest_model(instance.demand)
+    return next(iter(groups_for(pool, instance.demand, instance.node_selector)), None)
 
 
 def try_place(ctx: Context, pool: Pool, instance: Instance, at: datetime) -> list[dict]:
     """Schedule the instance if a node has room; answer the reasons if none has."""
+    model = model_for(pool, instance)
+    if model is None:
+        return [{"field": "node_selector", "code": "unsatisfiable_selector",
+                 "problem": "no node group matches the node selector"}]
     choice = ctx.world.placements[(pool.cell, pool.pool)].choose(
-        instance.demand, instance.node_selector, model_for(pool, instance)["name"])
+        instance.demand, instance.node_selector, model["name"])
     if isinstance(choice, NoRoom):
         return choice.reasons
-    instance.schedule(choice.node_id, choice.policy, choice.score, at)
+    instance.schedule(choice.node_id, choice.policy, choice.score, at,
+                      attachment=choice.attachment(instance.network))
     ctx.touch(instance, f"instance/{instance.name}")
     return []
 
@@ -50,7 +84,7 @@ def request_node(ctx: Context, pool: Pool, model: dict[str, Any], why: str,
     node_id = pool.want_node(model["name"], why, at)
     ctx.touch(pool, f"pool/{pool.pool}")
     capacity = {d: model[d] for d in DIMENSIONS}
-    labels = {**pool.config["labels"], "model": model["name"], "pool": pool.pool}
+    labels = group_labels(pool, model["name"])
     node = Node.create(at, cell=pool.cell, node_id=node_id, pool=pool.pool,
                        model=model["name"], capacity=capacity, labels=labels, reason=why)
     ctx.touch(node, f"node/{node_id}")
@@ -73,16 +107,26 @@ def scale_out(ctx: Context, pool: Pool, at: datetime, recent: int | None = None)
     waiting = (list(values) if recent is None
                else list(islice(reversed(values), recent))[::-1])
     dedicated = pool.config["kind"] == "dedicated"
-    pending = [autoscaling.Pending(i.name, i.demand,
-                                   model_for(pool, i)["name"] if dedicated else None)
-               for i in waiting]
+    pending = []
+    for i in waiting:
+        # Only the groups that satisfy the instance's selector may be asked for it; an
+        # instance none satisfies asks for nothing (it was said unschedulable).
+        groups = groups_for(pool, i.demand, i.node_selector)
+        if groups:
+            pending.append(autoscaling.Pending(
+                i.name, i.demand, groups[0]["name"] if dedicated else None,
+                frozenset(m["name"] for m in groups) if i.node_selector else None))
+    if not pending:
+        return
     nodes = world.pool_nodes[key]
     # On their way: nodes asked for, and nodes held at start until they are set up.
     starting = [n for n in sorted(world.cordoned[key]) if nodes[n].cordoned_by == AT_START]
-    coming = [nodes[n].capacity for n in [*sorted(world.coming[key]), *starting]
-              if not dedicated or nodes[n].model == pending[0].model]
-    plan = autoscaling.plan_scale_out(pending, coming, pool.config["node_models"], room,
-                                      pool.config["expander"], pool.config["kind"])
+    # Every model's: a dedicated instance counts only on a node of its own model (below).
+    on_way = [*sorted(world.coming[key]), *starting]
+    plan = autoscaling.plan_scale_out(pending, [nodes[n].capacity for n in on_way],
+                                      pool.config["node_models"], room,
+                                      pool.config["expander"], pool.config["kind"],
+                                      coming_models=[nodes[n].model for n in on_way])
     if plan is None:
         return
     model = pool.model(plan.model)
@@ -101,6 +145,7 @@ def _uncordon_under_pressure(ctx: Context, pool: Pool, at: datetime) -> None:
         free = placement.free(node.node_id)
         wanting = [i.name for i in world.waiting_in(*key)
                    if all(i.demand[d] <= free[d] for d in DIMENSIONS)
+                   and _matches(node.labels, i.node_selector)
                    and (pool.config["kind"] == "shared" or not world.node_instances[
                        (pool.cell, node.node_id)])]
         if wanting:

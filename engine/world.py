@@ -22,6 +22,7 @@ from engine.domain.node import GONE, TAKES_WORK, Node
 from engine.domain.pool import Pool
 from engine.domain.price_book import PriceBook
 from engine.placement_state import PoolPlacement
+from engine.policies.quotas import AccountUsage
 
 Key = tuple[str, str]  # (cell, name)
 # What a cell-log entry carries beside its outcome.
@@ -53,12 +54,17 @@ class World:
         self.live: dict[Key, set[str]] = defaultdict(set)  # nodes not terminated or lost
         self.cordoned: dict[Key, set[str]] = defaultdict(set)
         self.placements: dict[Key, PoolPlacement] = {}
+        # The ENI device index each instance on a node holds (recorded, or given on replay of
+        # events from before ENIs were recorded).
+        self.enis: dict[InstanceKey, int] = {}
         # Since when each node has been under its pool's scale-down threshold (event time).
         self.unneeded_since: dict[Key, datetime] = {}
         # Further derived state (the billing meter, placement arrays) observes every event.
         self.observers: list[Callable[[Any, Any], None]] = []
         self.billing = BillingMeter()  # billed intervals per instance, for finalisation
         self.observers.append(self.billing.observe)
+        self.accounts = AccountUsage()  # per account: limits, live vCPU, launch bucket
+        self.observers.append(self.accounts.observe)
 
     # --- lookups ---------------------------------------------------------------------
 
@@ -178,12 +184,15 @@ class World:
             on_node = self.node_instances[node_key]
             was_on = ref in on_node
             placement = self.placements[(instance.cell, instance.pool)]
+            eni = (instance.attachment or {}).get("eni_index")
             if instance.state in ON_NODE and not was_on:
                 on_node.add(ref)
-                placement.allocate(instance.node_id, instance.demand)
+                self.enis[(instance.cell, *ref)] = placement.allocate(
+                    instance.node_id, instance.demand, eni)
             elif instance.state not in ON_NODE and was_on:
                 on_node.discard(ref)
-                placement.release(instance.node_id, instance.demand)
+                placement.release(instance.node_id, instance.demand,
+                                  self.enis.pop((instance.cell, *ref), eni))
             else:
                 return
             self._track_need(instance.cell, instance.pool, instance.node_id,

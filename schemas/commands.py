@@ -26,6 +26,7 @@ from pydantic import (
 )
 
 from schemas.limits import (
+    MAX_ACCOUNT_VCPU,
     MAX_ARG_CHARS,
     MAX_ARGS,
     MAX_CATALOGUE,
@@ -34,7 +35,10 @@ from schemas.limits import (
     MAX_DECIMAL_CHARS,
     MAX_ENV_NAME_CHARS,
     MAX_ENV_VARS,
+    MAX_INIT_CONTAINERS,
     MAX_LABEL_CHARS,
+    MAX_LAUNCH_BURST,
+    MAX_LAUNCH_RATE,
     MAX_MEMORY_MIB,
     MAX_MILLICORES,
     MAX_NODE_ENIS,
@@ -44,13 +48,23 @@ from schemas.limits import (
     MAX_POOL_LABELS,
     MAX_POOL_NODES,
     MAX_PORTS,
+    MAX_REPORT_SEQUENCE,
+    MAX_RETRY_RESTARTS,
+    MAX_RETRY_WINDOW_SECONDS,
+    MAX_RUNTIME_IMAGE_MB,
+    MAX_RUNTIME_START_MS,
     MAX_SECURITY_GROUPS,
     MAX_TEXT_CHARS,
+    MAX_TIMEOUT_SECONDS,
     TIME_MAX,
     TIME_MIN,
 )
 
 SCHEMA_VERSION = 1
+
+# Container runtimes (engine/policies/runtimes.py has their profiles): plain containers, and
+# two sandboxes with a micro-VM per Pod.
+RuntimeName = Literal["runc", "kata", "hyper"]
 
 # Who may send a command; each role writes its own topic (cis.commands, cis.reports, cis.admin).
 Role = Literal["tenant", "agent", "operator"]
@@ -93,7 +107,9 @@ def _limit(name: str, **extra: object) -> Any:
 
 # Text never holds control characters (NUL breaks PostgreSQL) nor lone surrogates (not
 # Unicode: pydantic refuses them as not a string).
-PRINTABLE = r"^[^\x00-\x1f\x7f-\x9f]*$"
+# No control characters, and none of the invisible ones that reorder or break a line where
+# the text is shown (line/paragraph separators, bidirectional overrides and isolates).
+PRINTABLE = r"^[^\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]*$"
 Name = Annotated[str, StringConstraints(pattern=r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")]
 Label = Annotated[str, StringConstraints(min_length=1, max_length=MAX_LABEL_CHARS,
                                          pattern=PRINTABLE), _limit("MAX_LABEL_CHARS")]
@@ -145,10 +161,13 @@ PricePerHour = _strict_decimal(ge=0, max_digits=12, decimal_places=6)
 def _not_bool(value: object) -> object:
     if isinstance(value, bool):
         raise ValueError("bool_not_number: must be a number, not a boolean")
+    if isinstance(value, float):
+        raise ValueError("int_type: must be the integer 1, not a fraction")
     return value
 
 
-# JSON's `true` is not the number 1 (pydantic's Literal[1] would take it, even strictly).
+# JSON's `true` (or `1.0`) is not the integer 1 (pydantic's Literal[1] would take both, even
+# strictly).
 SchemaVersion = Annotated[Literal[1], BeforeValidator(_not_bool)]
 
 
@@ -213,11 +232,28 @@ class Container(Strict):
     memory_gib: Gib
 
 
+# Cloud resource ids (vpc-…, subnet-…, sg-…): no commas, spaces or slashes, so a list of
+# them never reads as more entries where it is joined (a Pod annotation).
+NetworkId = Annotated[str, StringConstraints(
+    min_length=1, max_length=MAX_LABEL_CHARS,
+    pattern=r"^[A-Za-z0-9]([A-Za-z0-9._:-]*[A-Za-z0-9])?$"), _limit("MAX_LABEL_CHARS")]
+
+
 class Network(Strict):
-    vpc: Label
-    subnet: Label
-    security_groups: list[Label] = Field(default_factory=list, max_length=MAX_SECURITY_GROUPS,
+    vpc: NetworkId
+    subnet: NetworkId
+    security_groups: list[NetworkId] = Field(default_factory=list, max_length=MAX_SECURITY_GROUPS,
                                          json_schema_extra={"x-limit": "MAX_SECURITY_GROUPS"})
+
+
+class RetryBudget(Strict):
+    """At most `restarts` restarts in any `window_seconds`; one more fails the instance
+    with `retry_budget_exhausted`."""
+
+    restarts: Annotated[int, Field(ge=0, le=MAX_RETRY_RESTARTS),
+                        _limit("MAX_RETRY_RESTARTS")] = 10
+    window_seconds: Annotated[int, Field(ge=1, le=MAX_RETRY_WINDOW_SECONDS),
+                              _limit("MAX_RETRY_WINDOW_SECONDS")] = 3600
 
 
 class CreateInstance(Request):
@@ -228,10 +264,20 @@ class CreateInstance(Request):
     containers: list[Container] = Field(min_length=1, max_length=MAX_CONTAINERS,
                                         json_schema_extra={"x-limit": "MAX_CONTAINERS"})
     restart_policy: Literal["Always", "OnFailure", "Never"] = "Always"
-    runtime: Literal["runc", "kata"] = "runc"
+    retry_budget: RetryBudget = Field(default_factory=RetryBudget)
+    # Omitted: the pool's default, runc on a dedicated pool and kata on a shared one (a
+    # shared pool takes only sandboxed runtimes: kata, hyper).
+    runtime: RuntimeName | None = None
     network: Network
     node_selector: dict[Label, Label] = Field(default_factory=dict, max_length=MAX_NODE_SELECTOR,
                                               json_schema_extra={"x-limit": "MAX_NODE_SELECTOR"})
+
+    # Run one after another to completion before `containers` start (Kubernetes
+    # initContainers); billed like the rest (the spec is the larger of their largest and the
+    # containers' sum, as Kubernetes sizes a Pod).
+    init_containers: list[Container] = Field(
+        default_factory=list, max_length=MAX_INIT_CONTAINERS,
+        json_schema_extra={"x-limit": "MAX_INIT_CONTAINERS"})
 
     @field_validator("containers")
     @classmethod
@@ -241,13 +287,24 @@ class CreateInstance(Request):
             raise ValueError("container names must be unique within an instance")
         return containers
 
+    @model_validator(mode="after")
+    def _init_names_apart(self) -> CreateInstance:
+        names = [c.name for c in [*self.init_containers, *self.containers]]
+        if len(set(names)) != len(names):
+            raise ValueError("container names must be unique within an instance (init "
+                             "containers included)")
+        return self
+
     @property
     def vcpu(self) -> Decimal:
-        return sum((c.vcpu for c in self.containers), Decimal(0))
+        # Kubernetes' effective request: init containers run alone, before the others.
+        return max([sum((c.vcpu for c in self.containers), Decimal(0)),
+                    *(c.vcpu for c in self.init_containers)])
 
     @property
     def memory_gib(self) -> Decimal:
-        return sum((c.memory_gib for c in self.containers), Decimal(0))
+        return max([sum((c.memory_gib for c in self.containers), Decimal(0)),
+                    *(c.memory_gib for c in self.init_containers)])
 
 
 class StopInstance(Request):
@@ -265,34 +322,46 @@ class DeleteInstance(Request):
 # --- reports from the infrastructure ---------------------------------------------------
 
 
-class ReportInstanceStarting(Report):
+class InstanceReport(Report):
+    """A node's report about one instance on it.
+
+    `sequence` orders one instance's reports (the kubelet's Pod resourceVersion, or the
+    agent's counter): a report whose sequence is not above the highest applied is stale, an
+    accepted no-op. Absent: unordered (the instance's state alone decides). `started_at`
+    (the Pod's status.startTime) lets a report that overtakes the starting report bill the
+    instance from when it really began starting.
+    """
+
+    account: Name
+    instance_id: Name
+    node_id: Name
+    sequence: Annotated[int, Field(ge=0, le=MAX_REPORT_SEQUENCE),
+                        _limit("MAX_REPORT_SEQUENCE")] | None = None
+    started_at: Instant | None = None
+
+    @model_validator(mode="after")
+    def _started_before(self) -> InstanceReport:
+        if self.started_at is not None and self.started_at > self.occurred_at:
+            raise ValueError("started_at must not be after occurred_at")
+        return self
+
+
+class ReportInstanceStarting(InstanceReport):
     type: Literal["ReportInstanceStarting"] = "ReportInstanceStarting"
-    account: Name
-    instance_id: Name
-    node_id: Name
 
 
-class ReportInstanceRunning(Report):
+class ReportInstanceRunning(InstanceReport):
     type: Literal["ReportInstanceRunning"] = "ReportInstanceRunning"
-    account: Name
-    instance_id: Name
-    node_id: Name
 
 
-class ReportContainerExited(Report):
+class ReportContainerExited(InstanceReport):
     type: Literal["ReportContainerExited"] = "ReportContainerExited"
-    account: Name
-    instance_id: Name
-    node_id: Name
     container: Name
     exit_code: Annotated[int, Field(ge=0, le=255)]
 
 
-class ReportInstanceTerminated(Report):
+class ReportInstanceTerminated(InstanceReport):
     type: Literal["ReportInstanceTerminated"] = "ReportInstanceTerminated"
-    account: Name
-    instance_id: Name
-    node_id: Name
     reason: ShortText
 
 
@@ -323,6 +392,17 @@ class NodeModel(Strict):
     priority: Annotated[int, Field(ge=0, le=1000)] = 0
 
 
+class RuntimeProfile(Strict):
+    """What a runtime costs: sandbox start, its own image, memory beside the containers."""
+
+    start_ms: Annotated[int, Field(ge=0, le=MAX_RUNTIME_START_MS),
+                        _limit("MAX_RUNTIME_START_MS")]
+    image_mb: Annotated[int, Field(ge=0, le=MAX_RUNTIME_IMAGE_MB),
+                        _limit("MAX_RUNTIME_IMAGE_MB")]
+    memory_overhead_mib: Annotated[int, Field(ge=0, le=MAX_MEMORY_MIB),
+                                   _limit("MAX_MEMORY_MIB")]
+
+
 class CatalogueSpec(Strict):
     vcpu: Vcpu
     memory_gib: Gib
@@ -341,16 +421,26 @@ class ConfigurePool(Request):
     spec_catalogue: list[CatalogueSpec] = Field(min_length=1, max_length=MAX_CATALOGUE,
                                                 json_schema_extra={"x-limit": "MAX_CATALOGUE"})
     pending_timeout_seconds: Annotated[int, Field(ge=1, le=86_400 * 7)] = 900
+    # How long an instance may stay scheduled (no starting report) and starting (no running
+    # report) before it fails with start_timeout at that deadline.
+    scheduled_timeout_seconds: Annotated[int, Field(ge=1, le=MAX_TIMEOUT_SECONDS),
+                                         _limit("MAX_TIMEOUT_SECONDS")] = 300
+    starting_timeout_seconds: Annotated[int, Field(ge=1, le=MAX_TIMEOUT_SECONDS),
+                                        _limit("MAX_TIMEOUT_SECONDS")] = 600
     placement_policy: Literal["first_fit", "best_fit", "worst_fit", "dot_product"] = "best_fit"
     # Autoscaling, with the Kubernetes Cluster Autoscaler's defaults.
     expander: Literal["least-waste", "price", "priority"] = "least-waste"
     scale_down_utilisation_threshold: Annotated[float, Field(gt=0, le=1)] = 0.5
     scale_down_unneeded_seconds: Annotated[int, Field(ge=0, le=86_400)] = 600
     disruption_budget: Annotated[int, Field(ge=0, le=10_000)] = 1
-    cpu_overhead_millicores: dict[Literal["runc", "kata"], Annotated[
+    cpu_overhead_millicores: dict[RuntimeName, Annotated[
         int, Field(ge=0, le=MAX_MILLICORES), _limit("MAX_MILLICORES")]] = Field(
-        default_factory=lambda: {"runc": 0, "kata": 100}
+        default_factory=lambda: {"runc": 0, "kata": 100, "hyper": 100}
     )
+    # Per-runtime profiles replacing the seed's (engine/policies/runtimes.py), e.g.
+    # {"kata": {"start_ms": 900, "image_mb": 62, "memory_overhead_mib": 128}}; a runtime
+    # left out keeps the seed's profile.
+    runtime_profiles: dict[RuntimeName, RuntimeProfile] = Field(default_factory=dict)
     # New nodes join cordoned and take no instances until an UncordonNode (an operator, or
     # an agent that finished setting the node up), like Karpenter's startup taints. Until
     # then the autoscaler counts them as capacity on its way.
@@ -391,7 +481,7 @@ class PublishPriceBook(Request):
     grace_seconds: Annotated[int, Field(ge=0, le=86_400 * 31)] = 3600
     # Per-runtime rates replacing both base rates, e.g. {"kata": {"rate_per_vcpu_second":
     # "0.0000137", "rate_per_gib_second": "0.0000015"}}.
-    runtime_rates: dict[Literal["runc", "kata"], dict[
+    runtime_rates: dict[RuntimeName, dict[
         Literal["rate_per_vcpu_second", "rate_per_gib_second"], Rate]] = Field(
         default_factory=dict)
 
@@ -410,6 +500,32 @@ class PublishPriceBook(Request):
         if value.microsecond:
             raise ValueError("effective_from must be a whole second")
         return value
+
+
+def _limited_decimal(limit: str, **bounds: Any) -> Any:
+    """A strict decimal whose bound is a named limit (one schema callable does both: pydantic
+    drops a callable composed with a dict)."""
+    def schema(schema: dict[str, Any]) -> None:
+        _decimal_schema(schema)
+        schema["x-limit"] = limit
+    return Annotated[Decimal, Field(**bounds), BeforeValidator(_decimal),
+                     Field(json_schema_extra=schema)]
+
+
+class SetAccountQuota(Request):
+    """An operator sets an account's limits in the cell. Each command states them all: a
+    field left out goes back to its default (no vCPU quota: unlimited)."""
+
+    type: Literal["SetAccountQuota"] = "SetAccountQuota"
+    account: Name
+    # Billed vCPU of the account's live instances, the new one included; None: unlimited.
+    vcpu: _limited_decimal("MAX_ACCOUNT_VCPU", ge=0, le=MAX_ACCOUNT_VCPU, max_digits=10,
+                           decimal_places=3) | None = None
+    # The launch token bucket (Fargate's published RunTask rate: burst 100, 20 per second).
+    launch_burst: Annotated[int, Field(ge=1, le=MAX_LAUNCH_BURST),
+                            _limit("MAX_LAUNCH_BURST")] = 100
+    launch_rate_per_second: _limited_decimal("MAX_LAUNCH_RATE", gt=0, le=MAX_LAUNCH_RATE,
+                                             max_digits=10, decimal_places=3) = Decimal(20)
 
 
 class Tick(CommandBase):
@@ -438,6 +554,7 @@ Command = Annotated[
     | CordonNode
     | UncordonNode
     | PublishPriceBook
+    | SetAccountQuota
     | Tick,
     Field(discriminator="type"),
 ]
@@ -448,7 +565,7 @@ COMMAND_TYPES: dict[str, type[CommandBase]] = {
         CreateInstance, StopInstance, DeleteInstance, ReportInstanceStarting,
         ReportInstanceRunning, ReportContainerExited, ReportInstanceTerminated,
         ReportNodeReady, ReportNodeLost, ConfigurePool, CordonNode, UncordonNode,
-        PublishPriceBook, Tick,
+        PublishPriceBook, SetAccountQuota, Tick,
     )
 }
 
@@ -458,7 +575,8 @@ COMMAND_ROLES: dict[str, Role] = {
     **dict.fromkeys(["CreateInstance", "StopInstance", "DeleteInstance"], "tenant"),
     **dict.fromkeys(["ReportInstanceStarting", "ReportInstanceRunning", "ReportContainerExited",
                      "ReportInstanceTerminated", "ReportNodeReady", "ReportNodeLost"], "agent"),
-    **dict.fromkeys(["ConfigurePool", "CordonNode", "UncordonNode", "PublishPriceBook", "Tick"],
+    **dict.fromkeys(["ConfigurePool", "CordonNode", "UncordonNode", "PublishPriceBook",
+                     "SetAccountQuota", "Tick"],
                     "operator"),
 }
 ROLE_TOPICS: dict[Role, str] = {"tenant": "cis.commands", "agent": "cis.reports",

@@ -31,3 +31,16 @@ def export(directory: Path) -> list[Path]:
         path.write_text(json.dumps(schema, indent=2, sort_keys=True) + "\n")
         written.append(path)
     return written
+
+
+def export_runtime_classes(directory: Path, classes: list[dict]) -> list[Path]:
+    """Kubernetes RuntimeClass objects (adapters.pods.runtime_classes), one JSON file each
+    (`RuntimeClass-<name>.json`, which kubectl and kubernetes-validate read as YAML): the
+    classes a Pod's `runtimeClassName` names, with the overhead placement counts."""
+    directory.mkdir(parents=True, exist_ok=True)
+    written = []
+    for runtime_class in classes:
+        path = directory / f"RuntimeClass-{runtime_class['metadata']['name']}.json"
+        path.write_text(json.dumps(runtime_class, indent=2, sort_keys=True) + "\n")
+        written.append(path)
+    return written

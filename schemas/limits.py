@@ -29,6 +29,7 @@ MAX_DECIMAL_CHARS = 64  # a decimal written as a JSON string
 
 # --- lists and maps -------------------------------------------------------------------------
 MAX_CONTAINERS = 10
+MAX_INIT_CONTAINERS = 10
 MAX_ARGS = 64
 MAX_ENV_VARS = 100
 MAX_PORTS = 20
@@ -44,6 +45,15 @@ MAX_MEMORY_MIB = 16_777_216
 MAX_NODE_ENIS = 1024
 MAX_NODE_PODS = 1024
 MAX_POOL_NODES = 100_000
+MAX_ACCOUNT_VCPU = 1_000_000  # an account's vCPU quota in a cell
+MAX_LAUNCH_BURST = 100_000  # an account's launch token bucket: its size ...
+MAX_LAUNCH_RATE = 100_000  # ... and its refill, tokens per second
+MAX_TIMEOUT_SECONDS = 604_800  # a pool's start timeouts (issue 14): at most a week
+MAX_RETRY_RESTARTS = 10_000  # an instance's retry budget: restarts allowed per window
+MAX_RETRY_WINDOW_SECONDS = 604_800
+MAX_REPORT_SEQUENCE = 2**63 - 1  # a report's per-instance sequence (a resourceVersion)
+MAX_RUNTIME_START_MS = 600_000  # a runtime profile's sandbox start
+MAX_RUNTIME_IMAGE_MB = 65_536  # a runtime profile's own image
 
 # --- outcomes: one outcome stays under MAX_OUTCOME_BYTES of JSON ---------------------------
 MAX_OUTCOME_BYTES = 65_536

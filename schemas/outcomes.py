@@ -53,6 +53,9 @@ class Outcome(BaseModel):
     model_config = ConfigDict(frozen=True)
     schema_version: Literal[1] = SCHEMA_VERSION
     command_id: Annotated[str | None, Field(max_length=MAX_COMMAND_ID_CHARS)] = None
+    # Who sent it (`account:A`, `node:N`, `operator`): ids are unique per principal, so two
+    # tenants' outcomes under one command_id are told apart by this (None: unreadable line).
+    principal: Annotated[str | None, Field(max_length=MAX_COMMAND_ID_CHARS)] = None
     status: Literal["accepted", "rejected"]
     # The first MAX_OUTCOME_EVENTS event ids; `events_total` counts them all when there were
     # more (an outcome stays under MAX_OUTCOME_BYTES, so under any broker's message limit).

@@ -63,6 +63,49 @@ class InstancesReport(View):
     next: str | None = NEXT
 
 
+class Allocation(View):
+    used: int = Field(description="summed over the instances on the node")
+    capacity: int | None = Field(description="the node model's (null: a dimension only "
+                                 "instances state)")
+
+
+class NodeInstance(View):
+    account: str
+    instance_id: str
+    state: str
+    placed_at: str | None
+
+
+class NodeView(View):
+    cell: str
+    node_id: str
+    pool: str
+    model: str
+    asg: str = Field(description="the node group it was launched in: `{cell}-{pool}-{model}`")
+    state: str = Field(description="requested, ready, cordoned, terminated or lost")
+    held_by: str | None = Field(description="who holds it cordoned (operator, start); null if "
+                                "not held (the autoscaler's own cordons are no hold)")
+    reason: str | None = Field(description="why it reached its state")
+    labels: dict[str, str]
+    allocation: dict[str, Allocation] = Field(
+        description="per dimension (millicores, memory_mib, enis, pods): used of capacity")
+    instances: list[NodeInstance]
+    requested_at: str
+    ready_at: str | None
+    state_since: str
+    ended_at: str | None
+    idle_since: str | None = Field(description="since when it has held no instance (ready, "
+                                   "empty); null if busy, not yet ready, or gone")
+    idle_seconds: int | None = Field(description="idle_since up to the projected position")
+
+
+class NodesReport(View):
+    schema_version: Literal[1] = SCHEMA_VERSION
+    projected: Projected
+    nodes: list[NodeView]
+    next: str | None = NEXT
+
+
 class UsageLine(View):
     cell: str
     instance_id: str

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from engine.policies.batch import pack_windows
 from engine.policies.packing import (
     BEST_ONLINE,
     OFFLINE_POLICIES,
@@ -22,6 +23,7 @@ from simulations.vbp import KnownOptimum, read_summary, read_vbp
 
 FAMILIES = ("Panigrahy", "New", "Triplet")
 BEST = "best"  # policy name meaning "the best we have for that mode"
+WINDOW = "window"  # policy name prefix: the engine's batch placement, windowK
 
 
 SAFETY_CAP_S = 10.0  # wall-clock cap only; the search itself is budgeted in iterations
@@ -55,8 +57,10 @@ def known_bound(k: KnownOptimum | None) -> int | None:
 
 def pack_file(path: str | Path, policy: str | None = None, online: bool = False,
               time_budget: float = SAFETY_CAP_S, known_lower_bound: int | None = None,
-              iterations: int | None = None) -> dict:
+              iterations: int | None = None, window: int | None = None) -> dict:
     """Pack one `.vbp` file. Without a policy: best online rule / full offline portfolio.
+    With `window`: the engine's batch placement, items in file order in windows of that
+    many (`engine.policies.batch.pack_windows`; 1 is one-by-one best fit).
 
     Offline search stops at `known_lower_bound`, looked up in the family's summary CSV next
     to the data when not given (absent file or row: only the trivial bound is used)."""
@@ -66,7 +70,9 @@ def pack_file(path: str | Path, policy: str | None = None, online: bool = False,
     if known_lower_bound is None and not online:
         known_lower_bound = known_bound(_summary_for(p))
     t0 = time.perf_counter()
-    if online:
+    if window is not None:
+        packing = pack_windows(inst.items, inst.capacity, window)
+    elif online:
         packing = pack_online(inst.items, inst.capacity, policy or BEST_ONLINE)
     else:
         packing = pack_offline(inst.items, inst.capacity, policy=policy, time_budget=time_budget,
@@ -79,7 +85,8 @@ def pack_file(path: str | Path, policy: str | None = None, online: bool = False,
         "bins": packing.bins,
         "seconds": round(time.perf_counter() - t0, 4),
         "policy": packing.policy if policy is None else policy,
-        "mode": "online" if online else "offline",
+        "mode": "window" if window is not None else "online" if online else "offline",
+        "window": window,
         "lower_bound": known_lower_bound,
         "assignment": list(packing.assignment),
     }
@@ -96,7 +103,11 @@ def _task(args: tuple[str, str, list[tuple[str, bool]], float, int | None, int |
     out = []
     for policy, online in runs:
         c0 = time.process_time()
-        r = pack_file(path, None if policy == BEST else policy, online, budget, lb, iterations)
+        if policy.startswith(WINDOW):
+            r = pack_file(path, window=int(policy.removeprefix(WINDOW)))
+        else:
+            r = pack_file(path, None if policy == BEST else policy, online, budget, lb,
+                          iterations)
         out.append((policy, online, r["bins"], r["seconds"], time.process_time() - c0))
     return family, Path(path).stem, out
 
@@ -104,13 +115,16 @@ def _task(args: tuple[str, str, list[tuple[str, bool]], float, int | None, int |
 def bench_packing(data_dir: str | Path, policies: list[str] | None = None, progress: bool = True,
                   families: tuple[str, ...] = FAMILIES, time_budget: float = SAFETY_CAP_S,
                   processes: int | None = None, limit: int | None = None, every: int = 1,
-                  only_with_opt: bool = False, iterations: int | None = None) -> dict:
+                  only_with_opt: bool = False, iterations: int | None = None,
+                  windows: list[int] | None = None) -> dict:
     """Mean bins/OPT and #instances at OPT per family, policy and mode.
 
     `policies` may mix online rules and offline greedy names (each runs in its own mode);
     None runs the best of each mode. Offline search stops early at the csv's bound (LB, or
     OPT where known) and is otherwise budgeted in iterations, so figures do not depend on
     machine load; `time_budget` is a per-instance wall-clock safety cap.
+    `windows` adds the engine's batch placement at each window size K (policy `windowK`,
+    mode `online`: items in file order, K at a time).
     Sampling for quick runs: `only_with_opt` keeps instances with a known OPT, then every
     `every`-th file is kept, then `limit` caps instances per family.
     """
@@ -128,6 +142,9 @@ def bench_packing(data_dir: str | Path, policies: list[str] | None = None, progr
         else:
             raise KeyError(f"unknown policy {p!r}; online {ONLINE_RULES}, "
                            f"offline {OFFLINE_POLICIES}")
+    if windows and policies is None:
+        runs = []  # --window alone: just the windows
+    runs += [(f"{WINDOW}{k}", True) for k in windows or []]
     tasks = []
     summaries = {}
     for fam in families:

@@ -17,6 +17,7 @@ import time
 
 import numpy as np
 
+from engine.policies.batch import _greedy, plan_window
 from engine.policies.node_index import NodeIndex
 from engine.policies.placement import POLICIES, Placed
 
@@ -148,6 +149,79 @@ def run_index(
         index.release(node, old)
     times.append(time.perf_counter() - t0)
     return decisions, times
+
+
+def run_windows(
+    index: NodeIndex, window: int, stream: list[list[int]], victims: list[float],
+    live: list[tuple[int, list[int]]], chunk: int = 1000, compare: bool = False,
+) -> tuple[list[int], list[float], int]:
+    """The steady-state loop with batch placement: each window of `window` demands is planned
+    together (engine.policies.batch.plan_window), then allocated, then as many random live
+    instances are released. Returns (decisions, seconds per `chunk` operations, decisions
+    that differ from one-by-one best fit on the same state; counted only with `compare`)."""
+    decisions: list[int] = []
+    times: list[float] = []
+    differ = 0
+    done = 0
+    t0 = time.perf_counter()
+    for lo in range(0, len(stream), window):
+        part = stream[lo : lo + window]
+        plan = plan_window(index, part)
+        if compare:
+            alone, _, _ = _greedy(index, part, range(len(part)))
+            differ += sum(a != p for a, p in zip(alone, plan.nodes, strict=True))
+        for dem, node in zip(part, plan.nodes, strict=True):
+            if node is None:
+                decisions.append(-1)
+                continue
+            index.allocate(node, dem)
+            live.append((node, dem))
+            decisions.append(node)
+        for v in victims[lo : lo + window]:
+            j = int(v * len(live))
+            live[j], live[-1] = live[-1], live[j]
+            node, old = live.pop()
+            index.release(node, old)
+        done += len(part)
+        if done >= chunk:
+            t1 = time.perf_counter()
+            times.append((t1 - t0) * chunk / done)  # per `chunk` operations
+            t0, done = t1, 0
+    if done:
+        times.append((time.perf_counter() - t0) * chunk / done)
+    return decisions, times, differ
+
+
+def bench_window(nodes: int, window: int, placements: int = 20_000, fill: float = 0.7,
+                 seed: int = 0, prefill: str | None = None, chunk: int = 1000) -> dict:
+    """Placements per second with batch placement in windows of `window` (best fit), on the
+    same pool and stream as `bench_placement`, and how often a window's decisions differ
+    from one-by-one best fit (counted in a second, untimed run over the same stream)."""
+    st = prepare(nodes, "best_fit", placements, fill, seed, prefill)
+    cpu0 = time.process_time()
+    decisions, times, _ = run_windows(st["index"], window, st["stream"], st["victims"],
+                                      st["live"], chunk)
+    cpu_s = time.process_time() - cpu0
+    total = sum(times) * 1.0
+    again = prepare(nodes, "best_fit", placements, fill, seed, prefill)
+    _, _, differ = run_windows(again["index"], window, again["stream"], again["victims"],
+                               again["live"], chunk, compare=True)
+    best = min(times[:-1] or times)
+    return {
+        "nodes": nodes,
+        "policy": f"best_fit, window {window}",
+        "window": window,
+        "placements": placements,
+        "placements_per_s": round(placements / total, 1) if total > 0 else None,
+        "best_chunk_placements_per_s": round(chunk / best, 1),
+        "cpu_time_placements_per_s": round(placements / max(cpu_s, 1e-9), 1),
+        "unplaceable": decisions.count(-1),
+        "decisions_differing_from_one_by_one": differ,
+        "share_differing_from_one_by_one": round(differ / max(placements, 1), 4),
+        "fill": fill,
+        "prefill": st["prefill"],
+        "load_average_1m": round(os.getloadavg()[0], 2),
+    }
 
 
 class _Replay:

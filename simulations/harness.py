@@ -18,10 +18,9 @@ from typing import Any
 from adapters.bootstrap import Engine
 from engine.domain.instance import Instance
 from engine.domain.node import Node
+from engine.policies.runtimes import START_SECONDS  # the seed's, docs/design.md §3.7
 from schemas.outcomes import Outcome
 
-# docs/design.md §3.7: measured sandbox start times per runtime.
-START_SECONDS = {"runc": 0.632, "kata": 1.249}
 NODE_BOOT_SECONDS = 45.0
 
 
@@ -44,6 +43,8 @@ class Harness:
     _seq: Iterable[int] = field(default_factory=itertools.count)
     _position: int = 0
     _ids: Iterable[int] = field(default_factory=itertools.count)
+    # Each instance's report counter, as a node agent keeps it (issue 14: ordered reports).
+    _sequences: dict[tuple[str, str, str], int] = field(default_factory=dict)
 
     def submit(self, at: datetime, command: dict[str, Any]) -> None:
         heapq.heappush(self._queue, (at, next(self._seq), command))  # type: ignore[call-overload]
@@ -130,6 +131,9 @@ class Harness:
 
     def _report(self, at: datetime, after_s: float, cell: str, kind: str, **fields: Any) -> None:
         when = at + timedelta(seconds=after_s)
+        if "instance_id" in fields:
+            key = (cell, fields["account"], fields["instance_id"])
+            fields["sequence"] = self._sequences[key] = self._sequences.get(key, -1) + 1
         self.submit(when, {"type": kind, "command_id": f"sim-{next(self._ids)}", "cell": cell,
                            "occurred_at": when.isoformat(), **fields})
 

@@ -113,6 +113,7 @@ def test_the_contract_is_published(store_url: str, api: str) -> None:
     assert status == 200
     assert set(spec["paths"]) == {
         "/v1/health", "/v1/accounts/{account}/instances", "/v1/accounts/{account}/usage",
-        "/v1/accounts/{account}/invoices", "/v1/accounts/{account}/invoices/explain"}
+        "/v1/accounts/{account}/invoices", "/v1/accounts/{account}/invoices/explain",
+        "/v1/nodes"}
     assert {"UsageReport", "InvoicesReport", "ExplainReport"} <= set(
         spec["components"]["schemas"])

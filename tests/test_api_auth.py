@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from adapters import queries, tokens
+from adapters.api import QUERY_THREADS
 from adapters.bootstrap import connect
 from tests.helpers import simulate
 from tests.test_api import api, get, operator  # noqa: F401 (fixtures)
@@ -128,6 +129,38 @@ def test_a_slow_query_blocks_neither_health_nor_other_readers_and_times_out(
     release.set()
     (status, got), = result
     assert status == 503 and "QUERY_TIMEOUT_S" in got["detail"]
+
+
+def test_abandoned_slow_queries_never_run_more_than_the_query_threads(
+        filled: str, api: str, operator: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    release = threading.Event()
+    running, most = [0], [0]
+    lock = threading.Lock()
+    real = queries.invoices
+
+    def slow(*args: Any, **kw: Any) -> Any:
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        try:
+            release.wait(30)
+            return real(*args, **kw)
+        finally:
+            with lock:
+                running[0] -= 1
+    monkeypatch.setattr(queries, "invoices", slow)
+    monkeypatch.setattr(queries, "QUERY_TIMEOUT_S", 1.0)
+    results: list[int] = []
+    clients = [threading.Thread(target=lambda: results.append(
+        get(f"{api}/v1/accounts/acme/invoices", operator)[0])) for _ in range(3 * QUERY_THREADS)]
+    for client in clients:
+        client.start()
+    for client in clients:
+        client.join(30)
+    # Every client got its 503 at the limit; the abandoned threads stayed within their slots.
+    assert results == [503] * len(clients)
+    assert most[0] <= QUERY_THREADS
+    release.set()
 
 
 def test_metrics_count_requests_by_route_and_status(filled: str, api: str,

@@ -110,7 +110,8 @@ def test_underused_node_is_cordoned_then_terminated_when_empty(engine: Engine) -
 
 
 def test_uncordon_under_pressure(engine: Engine) -> None:
-    _ready_pool_with(engine, 1, disruption_budget=1)
+    # Instances that never report would time out (issue 14): give them longer than the test.
+    _ready_pool_with(engine, 1, disruption_budget=1, scheduled_timeout_seconds=86_400)
     accepted(engine, b.tick(700))
     assert nodes(engine)[0].state == "cordoned"
     out = one(engine, kata("late", t=710))
@@ -126,7 +127,7 @@ def test_never_below_min_nodes(engine: Engine) -> None:
 
 def test_disruption_budget(engine: Engine) -> None:
     shared(engine, max_nodes=10, models=[SMALL], disruption_budget=1,
-           scale_down_utilisation_threshold=0.6)
+           scale_down_utilisation_threshold=0.6, scheduled_timeout_seconds=86_400)
     # Three nodes, each with one instance using 0.525 of its cpu: all under 0.6.
     accepted(engine, *[kata(f"i{k}", vcpu="2", memory_gib="4") for k in range(3)])
     accepted(engine, *[b.report("ReportNodeReady", 10, node_id=n.node_id)
@@ -148,3 +149,36 @@ def test_scale_in_policy_respects_time_min_and_budget() -> None:
     assert [n for n, _ in plan.terminate] == ["n0", "n1"]
     busy = [NodeUse("b", "ready", 3, 0.2, t0), NodeUse("c", "cordoned", 1, 0.1, t0)]
     assert plan_scale_in(busy, t0 + timedelta(hours=1), 0.5, 600, 0, 1).cordon == ()
+
+
+def test_dedicated_pending_of_two_models_asks_for_no_node_already_on_its_way(
+        engine: Engine) -> None:
+    # A 2C4G instance must not count a 4C8G node on its way as its own (a dedicated
+    # instance runs only on its smallest model): a Tick then asked for a second 4C8G.
+    accepted(engine, b.price_book(), b.pool(node_models=b.MODELS[1:]),
+             b.create("web-1"), b.create("web-2"), b.create("big-1", vcpu="2", memory_gib="4"))
+    assert [n.model for n in nodes(engine)] == ["2C4G", "2C4G", "4C8G"]
+    accepted(engine, b.tick(5))
+    assert [n.model for n in nodes(engine)] == ["2C4G", "2C4G", "4C8G"]
+
+
+def test_dedicated_scale_out_follows_each_instances_model_selector(engine: Engine) -> None:
+    accepted(engine, b.price_book(), b.pool())  # dedicated: 1C2G, 2C4G, 4C8G
+    accepted(engine, b.create("big-1", node_selector={"model": "4C8G"}),
+             b.create("big-2", node_selector={"model": "4C8G"}))
+    # One 4C8G node each (dedicated), never the smallest model that holds 0.5 vCPU.
+    assert [n.model for n in nodes(engine)] == ["4C8G", "4C8G"]
+    accepted(engine, b.report("ReportNodeReady", 60, node_id="general-00001"),
+             b.report("ReportNodeReady", 60, node_id="general-00002"))
+    assert {state(engine, "big-1"), state(engine, "big-2")} == {"scheduled"}
+
+
+def test_a_coming_node_of_another_group_is_no_room_for_a_selected_instance(
+        engine: Engine) -> None:
+    shared(engine, max_nodes=10)
+    accepted(engine, kata("plain"))  # asks for a 4C16G (least waste)
+    assert [n.model for n in nodes(engine)] == ["4C16G"]
+    accepted(engine, b.create("picky", pool="kata", runtime="kata",
+                              node_selector={"model": "16C64G"}))
+    # The coming 4C16G has room, but not of the group the selector names.
+    assert [n.model for n in nodes(engine)] == ["4C16G", "16C64G"]

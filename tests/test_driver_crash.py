@@ -4,6 +4,7 @@ exactly the nodes asked for, and at the end no VM is left behind."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sqlite3
@@ -156,3 +157,107 @@ def test_sigkill_mid_batch_makes_no_duplicate_vm_and_loses_no_command(
     process.send_signal(signal.SIGTERM)
     assert process.wait(30) == 0
     assert '"event": "stopped"' in log.read_text()
+
+
+INSTANCES = [f"web-{k:03d}" for k in range(120)]
+
+
+def node_of(instance: str) -> str:
+    return f"general-{int(instance.split('-')[1]) % 7 + 1:05d}"
+
+
+@pytest.fixture
+def pods_process(kafka_broker: Broker, kafka_topic_factory: Callable[..., str], tmp_path: Path
+                 ) -> Iterator[Callable[[], tuple[subprocess.Popen[bytes], Path]]]:
+    topics = {"pod": kafka_topic_factory("pod", partitions=2),
+              "reports": kafka_topic_factory("reports", partitions=1),
+              "dlq": kafka_topic_factory("dlq", partitions=1)}
+    started: list[subprocess.Popen[bytes]] = []
+
+    def start() -> tuple[subprocess.Popen[bytes], Path]:
+        log = tmp_path / f"pods-{len(started)}.log"
+        with open(log, "wb") as out:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "adapters.cli_drivers", "driver", "pods",
+                 "--provider", "simulated", "--kafka", kafka_broker.bootstrap,
+                 "--state", str(tmp_path / "ledger.db"), "--world", str(tmp_path / "world.json"),
+                 "--pod-topic", topics["pod"], "--reports-topic", topics["reports"],
+                 "--dlq-topic", topics["dlq"], "--log-level", "info"],
+                stdout=out, stderr=subprocess.STDOUT)
+        started.append(process)
+        return process, log
+
+    start.topics = topics  # type: ignore[attr-defined]
+    yield start
+    for process in started:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def world_pods(path: Path) -> dict[str, dict[str, Any]]:
+    return dict(json.loads(path.read_text())["pods"]) if path.exists() else {}
+
+
+def running_reports(bootstrap: str, topic: str) -> dict[str, set[str]]:
+    """Instances reported running, by instance: the report ids (one fact, one id)."""
+    got: dict[str, set[str]] = {}
+    with CommandSource(bootstrap, topic) as source:
+        source.seek_all({0: 0})
+        while batch := source.poll_batch(timeout_ms=500):
+            for records in batch.values():
+                for record in records:
+                    report = command_adapter.validate_json(record.value)
+                    if report.type == "ReportInstanceRunning":
+                        got.setdefault(report.instance_id, set()).add(  # type: ignore
+                            report.command_id)
+    return got
+
+
+def test_sigkill_of_the_pod_driver_leaves_no_pod_without_instance_or_instance_without_pod(
+        pods_process: Any, kafka_broker: Broker, tmp_path: Path) -> None:
+    topics, ledger, world = pods_process.topics, tmp_path / "ledger.db", tmp_path / "world.json"
+
+    def send(commands: list[Any]) -> None:
+        with Publisher(kafka_broker.bootstrap) as publisher:
+            for command in commands:
+                publisher.send_command(topics["pod"], command.cell,
+                                       command.model_dump_json().encode())
+            publisher.flush()
+
+    runs = {name: f.run_pod(name, node_of(name)) for name in INSTANCES}
+    send(list(runs.values()))
+    for batch, expected in (("runs", len(INSTANCES)), ("deletes", 2 * len(INSTANCES))):
+        process, log = pods_process()
+        first = expected - len(INSTANCES) + 5
+        wait_for(lambda: done_commands(ledger) >= first, process, log)  # noqa: B023
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        assert done_commands(ledger) < expected, f"killed mid-batch of {batch}"
+        process, log = pods_process()
+        wait_for(lambda: done_commands(ledger) == expected, process, log)  # noqa: B023
+        pods = world_pods(world)
+        # One Pod per RunPod, made by that command: none lost, none made twice or by another.
+        assert {k: p["command"]["command_id"] for k, p in pods.items()} == {
+            k: c.command_id for k, c in runs.items()}
+        if batch == "runs":
+            assert all(p["deleted_at"] is None for p in pods.values())
+            # Every instance is reported running (a repeat after the restart has its id).
+            wait_for(lambda: running_reports(kafka_broker.bootstrap, topics["reports"]).keys()
+                     == set(INSTANCES), process, log)
+            ids = running_reports(kafka_broker.bootstrap, topics["reports"])
+            assert all(len(v) == 1 for v in ids.values()), "one fact, one report id"
+        else:
+            assert all(p["deleted_at"] is not None for p in pods.values()), \
+                "every DeletePod carried out: no Pod left without an instance"
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(30) == 0
+        if batch == "runs":  # the instances stop while no driver runs
+            send([f.delete_pod(name, node_of(name)) for name in INSTANCES])
+    assert h_read_all(kafka_broker.bootstrap, topics["dlq"]) == 0, "nothing dead-lettered"
+
+
+def h_read_all(bootstrap: str, topic: str) -> int:
+    with CommandSource(bootstrap, topic) as source:
+        source.seek_all({0: 0})
+        return sum(len(r) for r in source.poll_batch(timeout_ms=1000).values())

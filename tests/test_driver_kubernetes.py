@@ -260,3 +260,16 @@ def test_watch_lists_then_follows_and_reports_each_fact_once(
     (_, p1, q1, _), (_, p2, q2, _) = pool.requests
     assert (p1, q1["labelSelector"]) == ("/api/v1/pods", ["cis.io/instance"])
     assert (q2["watch"], q2["resourceVersion"]) == (["true"], ["4711"])
+
+
+def test_a_pod_of_two_containers_reports_both_first_exits_unnumbered() -> None:
+    pod = api_pod("Succeeded", [DONE])
+    second = dict(pod["status"]["containerStatuses"][0], name="c1")
+    pod["status"]["containerStatuses"].append(second)
+    pod["spec"]["containers"].append(dict(pod["spec"]["containers"][0], name="c1"))
+    exits = [x for x in pod_facts(pod) if x.report == "exited"]
+    # Numbered by restart count, both would be 2 and the engine would take the second as
+    # stale: the instance would never end.
+    assert [(x.container, x.sequence) for x in exits] == [("c0", None), ("c1", None)]
+    assert all("sequence" not in pod_report(x).model_dump(exclude_none=True) for x in exits)
+    assert [x.sequence for x in pod_facts(api_pod("Succeeded", [DONE]))] == [0, 2]

@@ -58,11 +58,11 @@ def test_loop_latency_is_boot_then_the_runtimes_start_time(engine: Engine) -> No
     world = engine.processor.world
     running = {world.aggregates[e.originator_id].name: e.timestamp
                for e in events(engine, Instance.Running)}
-    # web-1 waits for a node (30 s boot) then starts (runc 0.632 s); the others find it
-    # ready: only their runtime's start (kata 1.249 s, runc 0.632 s).
-    assert running == {"web-1": b.T0 + timedelta(seconds=10 + 30 + 0.632),
+    # web-1 waits for a node (30 s boot) then starts; the others find it ready: only their
+    # runtime's start. A shared pool's default runtime is kata (1.249 s), as web-2 asks.
+    assert running == {"web-1": b.T0 + timedelta(seconds=10 + 30 + 1.249),
                        "web-2": b.T0 + timedelta(seconds=60 + 1.249),
-                       "web-3": b.T0 + timedelta(seconds=120 + 0.632)}
+                       "web-3": b.T0 + timedelta(seconds=120 + 1.249)}
     assert len({world.instance(b.CELL, b.ACCOUNT, name).node_id  # type: ignore
                 for name in running}) == 1
 

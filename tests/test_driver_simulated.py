@@ -150,3 +150,32 @@ def test_pod_handler_reports_carry_account_node_and_stable_ids(clock: VirtualClo
     clock2.advance(30)
     assert [r.command_id for r, _ in PodHandler(again).observe(0)] == [
         r.command_id for r in sent]
+
+
+def test_a_persisted_world_outlives_its_driver_and_lists_its_facts_again(
+        clock: VirtualClock, tmp_path: Path) -> None:
+    from adapters.drivers.simulated_world import PersistedWorld
+
+    path = tmp_path / "world.json"
+    world = PersistedWorld(SimulatedInfrastructure(clock, boot_seconds=30), path)
+    assert isinstance(world, CloudDriver) and isinstance(world, PodDriver)
+    world.provision(f.provision("general-00001"))
+    world.run(f.run_pod("web-1", "general-00001", runtime="kata"))
+    clock.advance(60)
+    seen = world.watch(0)
+    assert [o.report for o in seen] == ["starting", "running"]
+    assert world.watch(0) == []
+
+    # A new process (a new infrastructure object) on the same file: the VM and the Pod are
+    # still there, and the watch lists the Pod's facts again, with the same keys.
+    again = PersistedWorld(SimulatedInfrastructure(clock, boot_seconds=30), path)
+    assert again.describe("az-1-general-2c4g") == world.describe("az-1-general-2c4g")
+    assert [s.state for s in again.describe("az-1-general-2c4g")] == ["running"]
+    assert again.watch(0) == seen
+    again.run(f.run_pod("web-1", "general-00001", runtime="kata"))  # a retry: no new Pod
+    assert again.watch(0) == []
+    again.delete(f.delete_pod("web-1", "general-00001"))
+    again.terminate(f.terminate("general-00001"))
+    last = PersistedWorld(SimulatedInfrastructure(clock), path)
+    assert last.infra.pods["web-1"].deleted_at == clock()
+    assert [s.state for s in last.describe("az-1-general-2c4g")] == ["gone"]

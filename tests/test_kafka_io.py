@@ -303,3 +303,21 @@ def test_one_source_reads_several_topics_keyed_by_topic_and_partition(
     other = kafka_topic_factory("o", partitions=3)
     with pytest.raises(PartitionCountMismatch):  # a cell would live on two partition numbers
         TopicsSource(kafka_broker.bootstrap, [tenant, other])
+
+
+def test_submit_waits_for_its_own_principals_outcome(
+    kafka_broker: Broker, kafka_topic_factory: MakeTopic, publisher: Publisher
+) -> None:
+    from adapters.submit import Submitted, _collect
+    from schemas.outcomes import Outcome
+
+    topic = kafka_topic_factory("outcomes")
+    with CommandSource(kafka_broker.bootstrap, topic) as source:
+        source.seek(0, 0)
+        for principal in ("account:evil", "account:acme"):  # ids are per principal
+            outcome = Outcome(command_id="c-1", principal=principal, status="accepted")
+            publisher.send(topic, outcome.to_json().encode(), key=b"c-1")
+        publisher.flush()
+        result = Submitted(sent=["c-1"], principals={"c-1": "account:acme"})
+        _collect(source, result, deadline=time.monotonic() + 30)
+    assert result.outcomes["c-1"].principal == "account:acme"

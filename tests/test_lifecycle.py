@@ -137,11 +137,14 @@ def test_restart_policy_decides_what_an_exit_means(engine: Engine, policy: str, 
 def test_restart_then_running_again_with_backoff(engine: Engine) -> None:
     cell_with_ready_node(engine)
     accepted(engine, b.create("x"), _running())
+    t = 3
     for n in range(1, 4):
-        accepted(engine, b.report("ReportContainerExited", 10 * n, instance_id="x",
+        t += 1
+        accepted(engine, b.report("ReportContainerExited", t, instance_id="x",
                                   container="c0", exit_code=137))
         assert state(engine, "x") == "restarting"
-        accepted(engine, b.report("ReportInstanceRunning", 10 * n + 5, instance_id="x"))
+        t += 10 * 2 ** (n - 1)  # the back-off (10 s doubling) is enforced (issue 14)
+        accepted(engine, b.report("ReportInstanceRunning", t, instance_id="x"))
         assert state(engine, "x") == "running"
     from tests.helpers import instance
     assert instance(engine, "x").restarts == 3

@@ -66,7 +66,8 @@ def test_an_operator_hold_survives_the_autoscaler(engine: Engine) -> None:
 
 
 def test_an_operator_takes_over_a_scale_in_cordon(engine: Engine) -> None:
-    shared(engine, max_nodes=5, models=[SMALL])
+    # i0 never reports: keep the start timeout from ending it before the cordon.
+    shared(engine, max_nodes=5, models=[SMALL], scheduled_timeout_seconds=86_400)
     accepted(engine, kata("i0"))  # 1100 m of 4000: under 0.5, so scale-in cordons it
     ready_all(engine, 10)
     accepted(engine, b.tick(700))

@@ -293,3 +293,16 @@ def test_allocate_never_over_commits(shapes, seq) -> None:
             pass
         assert (idx.allocated >= 0).all()
     _check_invariants(idx)
+
+
+def test_fits_is_empty_and_fill() -> None:
+    index = NodeIndex(np.array([[10, 4], [10, 4]]), np.array([[5, 1], [0, 0]]),
+                      np.array([True, False]), dimensions=["cpu", "mem"])
+    assert index.fits(0, [5, 3]) and not index.fits(0, [6, 1])
+    assert index.fits(1, [10, 4])  # eligibility is not room
+    assert not index.is_empty(0) and index.is_empty(1)
+    assert index.fill(0) == 0.5 + 0.25 and index.fill(1) == 0.0
+    index.allocate(1, [1, 0])
+    assert not index.is_empty(1)
+    index.release(1, [1, 0])
+    assert index.is_empty(1)

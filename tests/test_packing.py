@@ -159,3 +159,32 @@ def test_pack_file_looks_up_the_family_bound(tmp_path) -> None:
     assert r["lower_bound"] == 3 and r["bins"] == 3 and r["mode"] == "offline"
     on = pack_file(f, online=True)
     assert on["mode"] == "online" and len(on["assignment"]) == 6
+
+
+@settings(max_examples=40, deadline=None)
+@given(data=items_st, window=st.integers(1, 12), cut=st.integers(0, 30))
+def test_window_packings_are_valid_and_windows_commit(data, window, cut) -> None:
+    from engine.policies.batch import pack_windows
+
+    cap, raw = data
+    items = [[min(x, c) for x, c in zip(it, cap, strict=True)] for it in raw]
+    full = pack_windows(items, cap, window)
+    _valid(full, items, cap)
+    # Whole windows are committed: later items never move earlier windows' items.
+    cut -= cut % window
+    assert pack_windows(items[:cut], cap, window).assignment == full.assignment[:cut]
+
+
+def test_cis_pack_window(tmp_path, capsys) -> None:
+    import json
+
+    from adapters.cli import main
+
+    path = tmp_path / "t.vbp"
+    path.write_text("1\n10\n3\n2 1\n5 2\n8 1\n")  # items 2, 5, 5, 8 into bins of 10
+    for window in ("1", "4"):
+        with pytest.raises(SystemExit) as exit_:
+            main(["pack", str(path), "--window", window, "--json"])
+        assert exit_.value.code == 0
+    one, four = (json.loads(line) for line in capsys.readouterr().out.splitlines())
+    assert (one["bins"], four["bins"]) == (3, 2) and four["mode"] == "window"

@@ -76,10 +76,12 @@ def test_a_command_may_run_ahead_of_its_cells_clock_by_the_skew_only(engine: Eng
 
 
 def test_the_skew_is_configurable(engine: Engine) -> None:
-    engine.processor.limits = EngineLimits(max_skew_seconds=60)
-    cell_with_ready_node(engine)
-    assert _codes(one(engine, b.create("x", 61))) == ["clock_skew"]
+    engine.processor.limits = EngineLimits(max_skew_seconds=600, max_tenant_skew_seconds=60)
+    cell_with_ready_node(engine)  # the clock: 0.5 s after T0
+    assert _codes(one(engine, b.create("x", 61))) == ["clock_skew"]  # a tenant: 60 s
     accepted(engine, b.create("x", 60))
+    lost = b.report("ReportNodeLost", 0.5 + 601, node_id="general-00001", reason="gone")
+    assert _codes(one(engine, lost)) == ["clock_skew"]  # anyone else: 600 s
 
 
 def test_a_new_cell_takes_its_first_clock_from_its_first_accepted_command(
@@ -124,7 +126,9 @@ def test_a_tick_may_finalise_a_bounded_number_of_periods(engine: Engine) -> None
     assert _codes(three) == ["tick_too_far"] and "(from 2026-03)" in three.reasons[0].problem
     two = one(engine, b.tick(APRIL + 30 * DAY + 3600))  # March and April
     assert two.status == "accepted"
-    assert two.note == "finalised 2026-03 (0 invoice(s)), 2026-04 (0 invoice(s))"
+    # (x never reported: it timed out at 301 s, issue 14)
+    assert two.note == ("timed out 1 start(s); finalised 2026-03 (0 invoice(s)), 2026-04 "
+                        "(0 invoice(s))")
 
 
 # --- price books --------------------------------------------------------------------------
@@ -137,8 +141,9 @@ def test_a_price_version_inside_a_finalised_period_is_refused(engine: Engine) ->
     late = b.price_book(10 * DAY, rate_per_vcpu_second="0.5")  # issued back then
     late["effective_from"] = b.at(20 * DAY)
     out = one(engine, late)
-    assert out.status == "rejected" and _codes(out) == ["period_finalised"]
-    assert "2026-03" in out.reasons[0].problem
+    # Both: it starts before the cell's clock, and inside a finalised period.
+    assert out.status == "rejected" and _codes(out) == ["retroactive_price", "period_finalised"]
+    assert "2026-03" in out.reasons[1].problem
     assert domain_snapshot(engine) == before
     ok = b.price_book(APRIL + 3600, rate_per_vcpu_second="0.5")
     accepted(engine, ok)

@@ -54,14 +54,20 @@ def pod_facts(pod: dict[str, Any], deleted: bool = False, deleted_by_us: bool = 
     created = _time(meta.get("creationTimestamp"))
     facts: list[PodObservation] = []
 
+    containers = status.get("containerStatuses") or []
+    # Restart counts order one container's facts, not several containers' against each
+    # other (two first exits would share a number and the second look stale): a Pod of
+    # several containers reports unnumbered, and the engine decides by the instance's state.
+    ordered = len(spec.get("containers") or containers) <= 1
+
     def fact(report: str, at: datetime | None, key: str, sequence: int, **more: Any) -> None:
         stamp = at or _time(status.get("startTime")) or created
         if stamp is None:
             return  # a Pod without any time is not one the API server returned
         facts.append(PodObservation(report, cell, account, instance, node, stamp,  # type: ignore
-                                    f"{instance}/{uid}/{key}", sequence, **more))
+                                    f"{instance}/{uid}/{key}", sequence if ordered else None,
+                                    **more))
 
-    containers = status.get("containerStatuses") or []
     restarts = sum(int(c.get("restartCount", 0)) for c in containers)
     fact("starting", _time(status.get("startTime")), "starting", 0)
     for c in containers:

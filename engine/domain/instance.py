@@ -7,7 +7,7 @@ Methods record facts that handlers have already decided; they never read a clock
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 from uuid import UUID
@@ -22,6 +22,8 @@ ON_NODE = frozenset({"scheduled", "starting", "running", "restarting"})
 BILLED = frozenset({"starting", "running", "restarting"})
 ENDED = frozenset({"succeeded", "failed", "stopped", "expired"})
 TERMINAL = ENDED | {"deleted"}
+# Issue 14: at most this many restarts in this window (kubelet-like CrashLoopBackOff aside).
+DEFAULT_RETRY_BUDGET = {"restarts": 10, "window_seconds": 3600}
 
 
 class Instance(Recorded):
@@ -45,6 +47,7 @@ class Instance(Recorded):
         billed_vcpu: Decimal
         billed_memory_gib: Decimal
         demand: dict[str, int]
+        retry_budget: dict[str, int] | None = None  # None in events from before budgets
 
     def __init__(
         self,
@@ -62,6 +65,7 @@ class Instance(Recorded):
         billed_vcpu: Decimal,
         billed_memory_gib: Decimal,
         demand: dict[str, int],
+        retry_budget: dict[str, int] | None = None,
     ) -> None:
         self.cell = cell
         self.name = name
@@ -80,12 +84,24 @@ class Instance(Recorded):
         self.state = "requested"
         self.state_since: datetime = self.created_on
         self.node_id: str | None = None
+        self.attachment: dict[str, Any] | None = None  # its ENI once scheduled
         self.restarts = 0
         self.completed: dict[str, int] = {}
+        self.retry_budget = retry_budget or DEFAULT_RETRY_BUDGET
+        # Times of the latest restarts (at most the budget's count), for the retry budget.
+        self.restart_times: list[datetime] = []
+        self.backoff_streak = 0  # crashes since the last reset (CrashLoopBackOff's exponent)
+        self.backoff_until: datetime | None = None  # no Running recorded before this
+        self.sequence: int | None = None  # the highest report sequence applied
+        self.run_held = False  # a run was reported during the back-off: it begins at its end
 
     @property
     def container_names(self) -> list[str]:
         return [c["name"] for c in self.containers]
+
+    @property
+    def init_container_names(self) -> frozenset[str]:
+        return frozenset(c["name"] for c in self.containers if c.get("init"))
 
     # --- transitions ---------------------------------------------------------------
 
@@ -95,6 +111,7 @@ class Instance(Recorded):
         def apply(self, instance: Instance) -> None:
             instance.state = self.new_state()
             instance.state_since = self.timestamp
+            instance.run_held = False
 
         def new_state(self) -> str:
             raise NotImplementedError
@@ -103,6 +120,9 @@ class Instance(Recorded):
         node_id: str
         policy: str
         score: float
+        # The instance's ENI on the node (engine/placement_state.Choice.attachment); None in
+        # events from before ENIs were recorded.
+        attachment: dict[str, Any] | None = None
 
         def new_state(self) -> str:
             return "scheduled"
@@ -110,6 +130,7 @@ class Instance(Recorded):
         def apply(self, instance: Instance) -> None:
             super().apply(instance)
             instance.node_id = self.node_id
+            instance.attachment = self.attachment
 
     class Unschedulable(Transitioned):
         reasons: list[dict[str, str]]
@@ -130,6 +151,7 @@ class Instance(Recorded):
         exit_code: int
         restarts: int
         backoff_seconds: int
+        streak: int | None = None  # back-off exponent after it; None before issue 14
 
         def new_state(self) -> str:
             return "restarting"
@@ -137,6 +159,25 @@ class Instance(Recorded):
         def apply(self, instance: Instance) -> None:
             super().apply(instance)
             instance.restarts = self.restarts
+            instance.backoff_streak = self.streak if self.streak is not None else self.restarts
+            instance.backoff_until = self.timestamp + timedelta(seconds=self.backoff_seconds)
+            keep = instance.retry_budget["restarts"]
+            instance.restart_times = [*instance.restart_times, self.timestamp][-keep:] \
+                if keep else []
+
+    class RunHeld(Aggregate.Event):
+        """The node reported a run before the back-off ended: it counts from the end."""
+
+        def apply(self, instance: Instance) -> None:
+            instance.run_held = True
+
+    class Sequenced(Aggregate.Event):
+        """A report with this per-instance sequence was applied: lower ones are stale."""
+
+        sequence: int
+
+        def apply(self, instance: Instance) -> None:
+            instance.sequence = self.sequence
 
     class ContainerCompleted(Aggregate.Event):
         """A container ended for good while its siblings go on."""
@@ -170,9 +211,10 @@ class Instance(Recorded):
         def new_state(self) -> str:
             return "deleted"
 
-    def schedule(self, node_id: str, policy: str, score: float, at: datetime) -> None:
+    def schedule(self, node_id: str, policy: str, score: float, at: datetime,
+                 attachment: dict[str, Any] | None = None) -> None:
         self.trigger_event(self.Scheduled, node_id=node_id, policy=policy, score=score,
-                           timestamp=at)
+                           attachment=attachment, timestamp=at)
 
     def mark_unschedulable(self, reasons: list[dict[str, str]], at: datetime) -> None:
         self.trigger_event(self.Unschedulable, reasons=reasons, timestamp=at)
@@ -183,10 +225,22 @@ class Instance(Recorded):
     def run(self, at: datetime) -> None:
         self.trigger_event(self.Running, timestamp=at)
 
-    def restart(self, container: str, exit_code: int, backoff_seconds: int, at: datetime) -> None:
+    def restart(self, container: str, exit_code: int, backoff_seconds: int, at: datetime,
+                streak: int | None = None) -> None:
         self.trigger_event(self.Restarting, container=container, exit_code=exit_code,
                            restarts=self.restarts + 1, backoff_seconds=backoff_seconds,
-                           timestamp=at)
+                           streak=streak, timestamp=at)
+
+    def restarts_within(self, window_seconds: int, at: datetime) -> int:
+        """Restarts in the window of `window_seconds` ending at `at`."""
+        since = at - timedelta(seconds=window_seconds)
+        return sum(1 for t in self.restart_times if t > since)
+
+    def hold_run(self, at: datetime) -> None:
+        self.trigger_event(self.RunHeld, timestamp=at)
+
+    def sequenced(self, sequence: int, at: datetime) -> None:
+        self.trigger_event(self.Sequenced, sequence=sequence, timestamp=at)
 
     def complete_container(self, container: str, exit_code: int, at: datetime) -> None:
         self.trigger_event(self.ContainerCompleted, container=container, exit_code=exit_code,

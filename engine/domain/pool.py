@@ -11,8 +11,16 @@ from eventsourcing.domain import Aggregate
 
 from engine.domain.base import Recorded
 from engine.domain.ids import aggregate_id
-from engine.policies.demand import DIMENSIONS
-from engine.policies.spec_catalogue import Spec, SpecChoice, SpecRejected, round_up
+from engine.policies.demand import DIMENSIONS, demand_of
+from engine.policies.spec_catalogue import (
+    DEFAULT_WEIGHTS,
+    Spec,
+    SpecChoice,
+    SpecRejected,
+    round_up,
+)
+
+SPEC_MEMO_AT_MOST = 10_000
 
 
 class Pool(Recorded):
@@ -66,15 +74,35 @@ class Pool(Recorded):
                                    for s in self.config["spec_catalogue"])}
         return memo
 
-    def billed_spec(self, vcpu: Decimal, memory_gib: Decimal) -> SpecChoice | SpecRejected:
-        """The catalogue spec we bill for a requested one (tenants ask for few shapes)."""
+    def billed_spec(self, vcpu: Decimal, memory_gib: Decimal,
+                    weights: tuple[Decimal, Decimal] = DEFAULT_WEIGHTS,
+                    runtime: str | None = None) -> SpecChoice | SpecRejected:
+        """The catalogue spec we bill for a requested one: the cheapest covering spec at
+        `weights` (the rates per vCPU and per GiB in force) among those some node model can
+        hold with `runtime`'s overhead; tenants ask for few shapes."""
         memo = self._memo()["specs"]
         # Keyed by spelling, not value: Decimal("49") == Decimal("49.0"), and the first
         # spelling seen would otherwise leak into another command's rejection text.
-        key = (str(vcpu), str(memory_gib))
+        key = (str(vcpu), str(memory_gib), weights, runtime)
         if key not in memo:
-            memo[key] = round_up(vcpu, memory_gib, self._memo()["catalogue"])
+            if len(memo) >= SPEC_MEMO_AT_MOST:
+                memo.clear()  # a bound: price versions come and go
+            memo[key] = round_up(vcpu, memory_gib, self._holdable(runtime), weights)
         return memo[key]
+
+    def _holdable(self, runtime: str | None) -> tuple[Spec, ...]:
+        """The catalogue specs a node model of this pool can hold with the runtime's
+        overhead: a cheaper spec no node can hold must not be chosen over one that fits.
+        (None of them: the whole catalogue, so the create is refused for the reason.)"""
+        catalogue = self._memo()["catalogue"]
+        if runtime is None:
+            return catalogue
+        holdable = self._memo().setdefault("holdable", {})
+        if runtime not in holdable:
+            fits = tuple(spec for spec in catalogue if self.smallest_model(
+                demand_of(spec.vcpu, spec.memory_gib, runtime, self.config)) is not None)
+            holdable[runtime] = fits or catalogue
+        return holdable[runtime]
 
     def smallest_model(self, demand: dict[str, int]) -> dict[str, Any] | None:
         """The smallest node model that holds the demand (a dedicated node's model)."""

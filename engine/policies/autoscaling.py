@@ -25,6 +25,11 @@ class Pending:
     name: str
     demand: Vector
     model: str | None = None  # dedicated pools: the one model this instance needs
+    # The node groups (models) whose labels satisfy its node selector; None: any group.
+    models: frozenset[str] | None = None
+
+    def allows(self, model: str) -> bool:
+        return self.models is None or model in self.models
 
 
 @dataclass(frozen=True)
@@ -70,7 +75,7 @@ def _pack(pending: list[Pending], model: dict[str, Any], limit: int
     order = sorted(pending, key=lambda p: (-p.demand["millicores"] - p.demand["memory_mib"],
                                            p.name))
     for item in order:
-        if not _fits(item.demand, model):
+        if not _fits(item.demand, model) or not item.allows(model["name"]):
             continue
         for free in bins:
             if _fits(item.demand, free):
@@ -91,24 +96,32 @@ def _pack(pending: list[Pending], model: dict[str, Any], limit: int
 
 
 def plan_scale_out(pending: list[Pending], coming_free: list[Vector], models: list[dict[str, Any]],
-                   room: int, expander: str, kind: str) -> ScaleOut | None:
+                   room: int, expander: str, kind: str,
+                   coming_models: list[str] | None = None) -> ScaleOut | None:
     """How many nodes of which model to ask for so that the pending instances fit.
 
-    `coming_free` is the free capacity of nodes already requested and not yet ready; `room`
-    is how many more nodes max_nodes allows.
+    `coming_free` is the free capacity of nodes already requested and not yet ready (of
+    the models `coming_models`, if given: an instance counts only on a node whose group
+    its selector allows); `room` is how many more nodes max_nodes allows. Only groups that
+    an instance's selector allows are asked for it.
     """
     if room <= 0 or not pending:
         return None
     still: list[Pending] = []
     coming = [dict(f) for f in coming_free]
+    names = list(coming_models) if coming_models is not None else [None] * len(coming)
     for item in pending:
-        slot = next((f for f in coming if _fits(item.demand, f)), None)
-        if slot is None:
+        k = next((k for k, f in enumerate(coming) if _fits(item.demand, f)
+                  and (names[k] is None or item.allows(names[k]))
+                  # dedicated: only its own model's node will take it
+                  and (kind != "dedicated" or None in (names[k], item.model)
+                       or names[k] == item.model)), None)
+        if k is None:
             still.append(item)
         elif kind == "dedicated":
-            coming.remove(slot)  # a dedicated node hosts one instance
+            del coming[k], names[k]  # a dedicated node hosts one instance
         else:
-            _take(slot, item.demand)
+            _take(coming[k], item.demand)
     if not still:
         return None
     if kind == "dedicated":

@@ -3,20 +3,25 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from decimal import Decimal
+from typing import Any
 
-# docs/design.md §3.7's measured memory overhead per sandbox (MB, taken as MiB), like RuntimeClass
-# overhead in Kubernetes.
-MEMORY_OVERHEAD_MIB = {"runc": 15, "kata": 136}
+from engine.policies.runtimes import profile
+
 DIMENSIONS = ("millicores", "memory_mib", "enis", "pods")
 
 
-def demand_of(
-    vcpu: Decimal, memory_gib: Decimal, runtime: str, cpu_overhead_millicores: dict[str, int]
-) -> dict[str, int]:
+def demand_of(vcpu: Decimal, memory_gib: Decimal, runtime: str,
+              config: Mapping[str, Any]) -> dict[str, int]:
+    """The billed spec plus the pool's overhead for `runtime`: its cpu_overhead_millicores
+    and its runtime profile's memory overhead (as RuntimeClass `overhead.podFixed` declares
+    them to Kubernetes)."""
     return {
-        "millicores": math.ceil(vcpu * 1000) + cpu_overhead_millicores.get(runtime, 0),
-        "memory_mib": math.ceil(memory_gib * 1024) + MEMORY_OVERHEAD_MIB[runtime],
+        "millicores": math.ceil(vcpu * 1000)
+        + config["cpu_overhead_millicores"].get(runtime, 0),
+        "memory_mib": math.ceil(memory_gib * 1024)
+        + profile(config, runtime).memory_overhead_mib,
         "enis": 1,  # each instance takes one elastic network interface
         "pods": 1,
     }

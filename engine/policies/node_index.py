@@ -342,6 +342,7 @@ class NodeIndex:
         self._free: list[int] = []  # packed free capacity
         self._cap_p: list[int] = []  # packed capacity
         self._cap_l: list[tuple[int, ...]] = []
+        self._cap_max: tuple[int, ...] = ()
         self._elig_l: list[bool] = []
         self._has: list[int] = []  # guard bits of the dimensions with free capacity left
         self._gid: list[int] = []
@@ -375,6 +376,27 @@ class NodeIndex:
     @property
     def eligible(self) -> np.ndarray:
         return self._elig[: self._n]
+
+    def is_empty(self, i: int) -> bool:
+        """Node i holds nothing (its free capacity is its capacity)."""
+        return self._free[i] == self._cap_p[i]
+
+    def fits(self, i: int, demand: Sequence[int] | np.ndarray) -> bool:
+        """Node i has room for demand in every dimension (eligible or not)."""
+        dem = self._demand(demand)
+        return (self._free[i] + dem.gx) & self._guard == self._guard
+
+    def capacity_of(self, i: int) -> tuple[int, ...]:
+        return self._cap_l[i]
+
+    def largest_capacity(self) -> tuple[int, ...]:
+        """Per dimension, the largest capacity of any node (() with no nodes)."""
+        return self._cap_max
+
+    def fill(self, i: int) -> float:
+        """Sum over dimensions of node i's allocated share (0 empty, d full)."""
+        free = self._unpack(self._free[i])
+        return sum((c - f) / c for c, f in zip(self._cap_l[i], free, strict=True))
 
     # ---- packing -----------------------------------------------------------------------
     def _pack(self, vals: Sequence[int]) -> int:
@@ -418,6 +440,7 @@ class NodeIndex:
         self._free.append(free)
         self._cap_p.append(self._pack(cap))
         self._cap_l.append(cap)
+        self._cap_max = tuple(map(max, self._cap_max, cap)) if self._cap_max else cap
         self._elig_l.append(eligible)
         self._has.append(self._has_bits(free))
         g = self._group_of.get(cap)

@@ -190,14 +190,20 @@ def greedy_portfolio(items: np.ndarray, cap: np.ndarray, only: str | None = None
 # ---- local search: empty the least-filled bin --------------------------------------------------
 
 def _eliminate(items: np.ndarray, cap: np.ndarray, assign: np.ndarray, target: int,
-               max_iters: int, deadline: float, rng: random.Random) -> np.ndarray:
+               max_iters: int, deadline: float, rng: random.Random,
+               pinned: np.ndarray | None = None) -> np.ndarray:
     """Repeatedly try to remove one bin: its items go to a pool that is emptied by direct
     insertion and size-reducing swaps (pool item, alone or with a second pool item, in; one
     smaller item out), with tabu-protected forced insertions when stuck. A failed attempt
     restarts from the best packing with another bin to empty. The budget is `max_iters`
     iterations, so results do not depend on machine load; `deadline` is only a safety cap.
-    Returns the best assignment found (bin numbers may have gaps)."""
+    Returns the best assignment found (bin numbers may have gaps).
+
+    `pinned` (bool per item) marks items that never move: their bins are never emptied, and
+    a forced insertion only picks a bin whose pinned load leaves room (batch placement: what
+    earlier batches placed stays where it is)."""
     n, d = items.shape
+    movable = np.ones(n, dtype=bool) if pinned is None else ~pinned
     w = items / cap
     size = w.sum(axis=1) + (w * w).sum(axis=1)  # favours keeping large items out of the pool
     # An eliminated bin gets an unreachable load, so no feasibility test ever picks it.
@@ -217,6 +223,10 @@ def _eliminate(items: np.ndarray, cap: np.ndarray, assign: np.ndarray, target: i
         fill = (np.minimum(load, cap) / cap).sum(axis=1)
         fill = fill + np.array([rng.random() for _ in range(nb)])
         fill[load[:, 0] >= closed] = np.inf
+        if pinned is not None:
+            fill[bin_of[pinned]] = np.inf
+            if np.isinf(fill).all():
+                break
         victim = int(np.argmin(fill))
         pool = np.flatnonzero(bin_of == victim).tolist()
         bin_of[pool] = -1
@@ -246,7 +256,7 @@ def _eliminate(items: np.ndarray, cap: np.ndarray, assign: np.ndarray, target: i
                     moved = True
                     break
                 rest = pool[:k] + pool[k + 1:]
-                if _swap_in(items, cap, size, bin_of, load, tabu, i, rest, iters):
+                if _swap_in(items, cap, size, bin_of, load, tabu, i, rest, iters, movable):
                     pool[:] = rest
                     moved = True
                     break
@@ -256,12 +266,19 @@ def _eliminate(items: np.ndarray, cap: np.ndarray, assign: np.ndarray, target: i
             vec = items[i]
             # Stuck: force i into a random bin, evicting random other items until it fits.
             open_bins = np.flatnonzero(load[:, 0] < closed)
+            if pinned is not None:
+                fixed = np.zeros((nb, d), dtype=np.int64)
+                np.add.at(fixed, bin_of[pinned], items[pinned])
+                open_bins = open_bins[(fixed[open_bins] + vec <= cap).all(axis=1)]
+                if not len(open_bins):  # no bin can ever take it: this attempt failed
+                    pool.append(i)
+                    break
             b = int(open_bins[rng.randrange(len(open_bins))])
             for _ in range(3):
                 if tabu[i, b] < iters:
                     break
                 b = int(open_bins[rng.randrange(len(open_bins))])
-            mem = np.flatnonzero(bin_of == b).tolist()
+            mem = np.flatnonzero((bin_of == b) & movable).tolist()
             rng.shuffle(mem)
             bin_of[i] = b
             load[b] += vec
@@ -278,10 +295,11 @@ def _eliminate(items: np.ndarray, cap: np.ndarray, assign: np.ndarray, target: i
 
 
 def _swap_in(items: np.ndarray, cap: np.ndarray, size: np.ndarray, bin_of: np.ndarray,
-             load: np.ndarray, tabu: np.ndarray, i: int, pool: list[int], it_no: int) -> bool:
-    """Put pool item i into a bin in place of one smaller item (1-1), or together with another
-    pool item in place of one item (2-1). Evaluated for all packed items at once."""
-    placed = np.flatnonzero(bin_of >= 0)
+             load: np.ndarray, tabu: np.ndarray, i: int, pool: list[int], it_no: int,
+             movable: np.ndarray) -> bool:
+    """Put pool item i into a bin in place of one smaller (movable) item (1-1), or together
+    with another pool item in place of one item (2-1). Evaluated for all packed items at once."""
+    placed = np.flatnonzero((bin_of >= 0) & movable)
     pb = bin_of[placed]
     base = load[pb] - items[placed]  # each bin's load without that member
     psize = size[placed]

@@ -1,8 +1,11 @@
 """Round a requested (vCPU, GiB) up to the spec we bill (docs/design.md §3.3).
 
-The billed spec is the cheapest catalogue spec that holds both dimensions; ties go to the
-smaller vCPU, then the smaller memory. Rejections are data and list every reason, so a caller
-can show all of them at once instead of making the user fix one at a time.
+The billed spec is the cheapest catalogue spec that holds both dimensions, priced at
+`weights`: the engine passes the cell's own rates per vCPU-second and GiB-second of the price
+version in force at the command's time (the runtime's rates if the version has some). Ties
+go to the smaller vCPU, then the smaller memory (so free rates bill the smallest covering
+spec). Rejections are data and list every reason, so a caller can show all of them at once
+instead of making the user fix one at a time.
 """
 
 from __future__ import annotations
@@ -51,7 +54,8 @@ DEFAULT_CATALOGUE: tuple[Spec, ...] = tuple(
 )
 
 # Relative cost of one vCPU vs one GiB, used only to order specs by price (Fargate list
-# prices per hour; only the ratio matters). Pass a price version's rates to use real ones.
+# prices per hour; only the ratio matters) where no price book speaks (offline tools); the
+# engine always passes the cell's own rates.
 DEFAULT_WEIGHTS: tuple[Decimal, Decimal] = (Decimal("0.04048"), Decimal("0.004445"))
 
 
