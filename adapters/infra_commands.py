@@ -19,7 +19,7 @@ from eventsourcing.utils import get_topic
 from adapters.pods import STOP_GRACE_SECONDS, pod_manifest, pod_name
 from engine.application import CisApplication
 from engine.domain.instance import ON_NODE, Instance
-from engine.domain.node import Node
+from engine.domain.node import Node, node_group
 from schemas.infra import DeletePod, InfraCommandBase, ProvisionNode, RunPod, TerminateNode
 
 Loader = Callable[[UUID, int], Any]  # aggregate id, version -> the aggregate at that version
@@ -29,10 +29,6 @@ LEAVES_NODE = (Instance.Succeeded, Instance.Failed, Instance.Stopped, Instance.E
                Instance.Deleted)
 TOPICS: tuple[str, ...] = tuple(get_topic(cls) for cls in (
     Node.Requested, Node.Terminated, Instance.Requested, Instance.Scheduled, *LEAVES_NODE))
-
-
-def node_group(cell: str, pool: str, model: str) -> str:
-    return f"{cell}-{pool}-{model}"
 
 
 @dataclass

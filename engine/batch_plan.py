@@ -28,7 +28,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from engine.policies.batch import plan_window
-from engine.policies.demand import DIMENSIONS, demand_of
+from engine.policies.demand import DIMENSIONS
 from engine.world import World
 from schemas.commands import CommandBase, CreateInstance
 
@@ -40,23 +40,18 @@ Hint = tuple[tuple[str, str], int, tuple[int, ...]]  # (cell, pool), node index,
 def _demand(world: World, cmd: CreateInstance) -> tuple[int, ...] | None:
     """The create's demand as its handler will compute it, if it is a batch candidate."""
     from engine import handlers  # late: handlers import the world this module is used with
-    from engine.policies import runtimes
-    from engine.policies.spec_catalogue import SpecRejected
 
     pool = world.pool(cmd.cell, cmd.pool)
     if pool is None or pool.config["kind"] != "shared" or cmd.node_selector:
         return None
     if pool.config["placement_policy"] != "best_fit":
         return None  # the window policy is best-fit-decreasing
-    version = handlers._version_in_force(world.price_book(cmd.cell), cmd.issued_at)
+    version = handlers.version_in_force(world.price_book(cmd.cell), cmd.issued_at)
     if version is None:
         return None
-    runtime = cmd.runtime or runtimes.DEFAULT_BY_KIND[pool.config["kind"]]
-    billed = pool.billed_spec(cmd.vcpu, cmd.memory_gib, handlers._rates(version, runtime),
-                              runtime)
-    if isinstance(billed, SpecRejected):
+    _, _, demand = handlers.size(pool, cmd, version)
+    if demand is None:
         return None
-    demand = demand_of(billed.billed.vcpu, billed.billed.memory_gib, runtime, pool.config)
     return tuple(demand[d] for d in DIMENSIONS)
 
 

@@ -20,7 +20,7 @@ from engine.domain.pool import Pool
 from engine.domain.price_book import PriceBook
 from engine.policies import quotas, restart, runtimes, timeouts
 from engine.policies.demand import demand_of
-from engine.policies.spec_catalogue import Spec, SpecRejected
+from engine.policies.spec_catalogue import Spec, SpecChoice, SpecRejected
 from engine.world import World
 from schemas import commands as c
 
@@ -41,7 +41,7 @@ def handles(command_type: type) -> Callable[[Handler], Handler]:
 # --- tenant requests -------------------------------------------------------------------
 
 
-def _version_in_force(book: PriceBook | None, at: datetime) -> dict[str, Any] | None:
+def version_in_force(book: PriceBook | None, at: datetime) -> dict[str, Any] | None:
     """The price book's version in force at `at` (versions take effect in order)."""
     if book is None:
         return None
@@ -54,18 +54,19 @@ def _rates(version: dict[str, Any], runtime: str) -> tuple[Decimal, Decimal]:
     return Decimal(rates["rate_per_vcpu_second"]), Decimal(rates["rate_per_gib_second"])
 
 
-def _billed_spec(pool: Pool | None, cmd: c.CreateInstance, runtime: str,
-                 version: dict[str, Any] | None) -> tuple[Spec | None, list[dict]]:
-    """Round-up by the cell's own prices: the cheapest catalogue spec that covers the
-    request under the version in force at the command's time (the runtime's rates if the
-    version has some); ties go to the smaller vCPU, then the smaller memory."""
-    if pool is None or version is None:
-        return None, []
+def size(pool: Pool, cmd: c.CreateInstance, version: dict[str, Any]
+         ) -> tuple[str, SpecChoice | SpecRejected, dict[str, int] | None]:
+    """What a create takes: its runtime (the pool's default if it names none); its billed
+    spec, the round-up by the cell's own prices (the cheapest catalogue spec covering the
+    request at the version in force, the runtime's rates if the version has some; ties go to
+    the smaller vCPU, then the smaller memory); and its demand on a node. The handler decides
+    with it and batch placement plans with it, so the two never disagree."""
+    runtime = cmd.runtime or runtimes.DEFAULT_BY_KIND[pool.config["kind"]]
     choice = pool.billed_spec(cmd.vcpu, cmd.memory_gib, _rates(version, runtime), runtime)
     if isinstance(choice, SpecRejected):
-        return None, [reason("containers", f"{r.message} (spec outside the catalogue)")
-                      for r in choice.reasons]
-    return choice.billed, []
+        return runtime, choice, None
+    billed = choice.billed
+    return runtime, choice, demand_of(billed.vcpu, billed.memory_gib, runtime, pool.config)
 
 
 def _billed_note(cmd: c.CreateInstance, billed: Spec, version: dict[str, Any]) -> str | None:
@@ -85,7 +86,7 @@ def create_instance(ctx: Context, cmd: c.CreateInstance) -> str | None:
         reasons.append(reason("pool", f"no pool {cmd.pool!r} in cell {cmd.cell!r}"))
     if world.instance(cmd.cell, cmd.account, cmd.instance_id) is not None:
         reasons.append(reason("instance_id", f"instance {cmd.instance_id!r} already exists"))
-    version = _version_in_force(world.price_book(cmd.cell), cmd.issued_at)
+    version = version_in_force(world.price_book(cmd.cell), cmd.issued_at)
     if version is None:
         reasons.append(reason("cell", f"no price book in force in cell {cmd.cell!r}"))
     runtime = cmd.runtime or "runc"
@@ -93,11 +94,16 @@ def create_instance(ctx: Context, cmd: c.CreateInstance) -> str | None:
         runtime = cmd.runtime or runtimes.DEFAULT_BY_KIND[pool.config["kind"]]
         if problem := runtimes.isolation_problem(pool.config["kind"], runtime):
             reasons.append(reason("runtime", problem, code="runtime_not_isolated"))
-    billed, spec_reasons = _billed_spec(pool, cmd, runtime, version)
-    reasons += spec_reasons
+    billed: Spec | None = None
     demand: dict[str, int] = {}
+    if pool is not None and version is not None:
+        runtime, choice, sized = size(pool, cmd, version)
+        if isinstance(choice, SpecRejected):
+            reasons += [reason("containers", f"{r.message} (spec outside the catalogue)")
+                        for r in choice.reasons]
+        else:
+            billed, demand = choice.billed, sized or {}
     if pool is not None and billed is not None:
-        demand = demand_of(billed.vcpu, billed.memory_gib, runtime, pool.config)
         if pool.smallest_model(demand) is None:
             reasons.append(reason("containers", f"no node model of pool {cmd.pool!r} holds "
                                                 f"{demand} (spec plus runtime overhead)"))

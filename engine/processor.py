@@ -206,28 +206,25 @@ def moves_clock(command: CommandBase, outcome: Outcome, clock: datetime | None,
 
 def content_digest(command: CommandBase) -> str:
     """SHA-256 (its first 128 bits) of a command's canonical content: the same command,
-    however spelled (key order, time zone notation), has the same digest."""
-    content = _canonical(command.model_dump())
+    however spelled (key order, time zone notation, "0.50" or "0.5"), has the same digest."""
+    content = command.model_dump()
     try:
-        canonical = orjson.dumps(content, option=orjson.OPT_SORT_KEYS)
+        canonical = orjson.dumps(content, default=_canonical, option=orjson.OPT_SORT_KEYS
+                                 | orjson.OPT_PASSTHROUGH_DATETIME)
     except orjson.JSONEncodeError:  # a lone surrogate (parsing refuses one; a model may not)
-        canonical = json.dumps(content, sort_keys=True, separators=(",", ":"),
+        canonical = json.dumps(content, sort_keys=True, separators=(",", ":"), default=_canonical,
                                ensure_ascii=False).encode("utf-8", "surrogatepass")
     return hashlib.sha256(canonical).hexdigest()[:32]  # 128 bits: kept for every command
 
 
-def _canonical(value: Any) -> Any:
-    """Plain JSON values with one spelling per meaning: times in UTC, decimals normalised
-    ("0.50" and "0.5" are one price), so an honest retry through another serialiser matches."""
-    if isinstance(value, dict):
-        return {k: _canonical(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_canonical(v) for v in value]
+def _canonical(value: Any) -> str:
+    """One spelling per meaning for what JSON has no type for: times in UTC, decimals
+    normalised, so an honest retry through another serialiser matches."""
     if isinstance(value, datetime):
         return value.astimezone(UTC).isoformat()
     if isinstance(value, Decimal):
         return format(value.normalize(), "f") if value else "0"
-    return value
+    raise TypeError(f"no canonical form for {type(value).__name__}")
 
 
 def _wrong_topic(command: CommandBase, role: Role) -> Outcome:

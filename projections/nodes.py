@@ -19,7 +19,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from engine.domain.instance import ON_NODE, Instance
-from engine.domain.node import BY_AUTOSCALER, Node
+from engine.domain.node import BY_AUTOSCALER, Node, node_group
 from projections.instances import iso
 from projections.projection import RowProjection
 from projections.tables import Key, Rows, Table
@@ -45,11 +45,6 @@ NODE_EVENT_STATES = ((Node.Ready, "ready"), (Node.Cordoned, "cordoned"),
                      (Node.Uncordoned, "ready"), (Node.Terminated, "terminated"),
                      (Node.Lost, "lost"))
 LEAVES_NODE = (Instance.Ended, Instance.Deleted)
-
-
-def asg(cell: str, pool: str, model: str) -> str:
-    """The node's group: one per cell, pool and model (adapters/infra_commands.node_group)."""
-    return f"{cell}-{pool}-{model}"
 
 
 def _json(value: Any) -> str:
@@ -86,7 +81,7 @@ class NodesProjection(RowProjection):
         if isinstance(event, Node.Requested):
             rows.put(NODES, {
                 "id": key[0], "cell": event.cell, "node_id": event.node_id, "pool": event.pool,
-                "model": event.model, "asg": asg(event.cell, event.pool, event.model),
+                "model": event.model, "asg": node_group(event.cell, event.pool, event.model),
                 "state": "requested", "held_by": None, "reason": event.reason,
                 "capacity": _json(event.capacity), "labels": _json(event.labels),
                 "requested_at": at, "ready_at": None, "state_since": at, "ended_at": None,

@@ -55,10 +55,8 @@ def bench_aws(n: int) -> dict[str, Any]:
         create_topics(broker.bootstrap, ["vm"], 4)
         create_topics(broker.bootstrap, ["reports", "dlq"], 1)
         ec2 = moto.client("ec2")
-        vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
-        subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.0.1.0/24")["Subnet"]["SubnetId"]
-        image = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
-        driver = AwsCloudDriver.connect(AwsConfig(image_id=image, subnets=[subnet]), REGION,
+        subnets, image = moto.network()
+        driver = AwsCloudDriver.connect(AwsConfig(image_id=image, subnets=subnets), REGION,
                                         moto.url)
         ledger = Ledger(work / "ledger.db")
         worker = DriverWorker(CloudHandler(driver, ledger), ledger, WorkerConfig(

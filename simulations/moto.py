@@ -45,6 +45,17 @@ class MotoServer:
 
         return boto3.session.Session(region_name=REGION).client(service, endpoint_url=self.url)
 
+    def network(self, zones: str = "a") -> tuple[list[str], str]:
+        """A VPC with one subnet per zone letter, and an image to launch: what the AWS
+        driver needs (its subnets and image id)."""
+        ec2 = self.client("ec2")
+        vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
+        subnets = [ec2.create_subnet(VpcId=vpc, CidrBlock=f"10.0.{k + 1}.0/24",
+                                     AvailabilityZone=f"{REGION}{zone}")["Subnet"]["SubnetId"]
+                   for k, zone in enumerate(zones)]
+        image = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
+        return subnets, image
+
     def stop(self) -> None:
         self.process.terminate()
         try:

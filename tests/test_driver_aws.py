@@ -56,11 +56,7 @@ class Aws:
 def aws(moto_server: MotoServer) -> Iterator[Aws]:  # noqa: F811
     moto_server.reset()
     ec2 = moto_server.client("ec2")
-    vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
-    subnets = [ec2.create_subnet(VpcId=vpc, CidrBlock=f"10.0.{k}.0/24",
-                                 AvailabilityZone=f"{REGION}{zone}")["Subnet"]["SubnetId"]
-               for k, zone in enumerate("ab")]
-    image = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
+    subnets, image = moto_server.network("ab")
     driver = AwsCloudDriver.connect(AwsConfig(image_id=image, subnets=subnets), REGION,
                                     endpoint_url=moto_server.url)
     yield Aws(ec2, moto_server.client("autoscaling"), driver)

@@ -50,45 +50,55 @@ def wait_for(what: Callable[[], bool], process: subprocess.Popen[bytes], log: Pa
 @pytest.fixture
 def aws_setup(moto_server: MotoServer) -> dict[str, Any]:  # noqa: F811
     moto_server.reset()
-    ec2 = moto_server.client("ec2")
-    vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
-    subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.0.1.0/24")["Subnet"]["SubnetId"]
-    image = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
-    return {"ec2": ec2, "url": moto_server.url, "subnet": subnet, "image": image}
+    (subnet,), image = moto_server.network()
+    return {"ec2": moto_server.client("ec2"), "url": moto_server.url, "subnet": subnet,
+            "image": image}
+
+
+class Workers:
+    """Starts a `cis driver …` worker process again and again (as a supervisor would), each
+    with its own log; the ones still alive are killed at the end."""
+
+    def __init__(self, name: str, argv: list[str], tmp_path: Path, topics: dict[str, str],
+                 env: dict[str, str] | None = None) -> None:
+        self.name, self.argv, self.tmp_path, self.topics = name, argv, tmp_path, topics
+        self.env = {**os.environ, **(env or {})}
+        self.started: list[subprocess.Popen[bytes]] = []
+
+    def __call__(self) -> tuple[subprocess.Popen[bytes], Path]:
+        log = self.tmp_path / f"{self.name}-{len(self.started)}.log"
+        with open(log, "wb") as out:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "adapters.cli_drivers", "driver", *self.argv],
+                stdout=out, stderr=subprocess.STDOUT, env=self.env)
+        self.started.append(process)
+        return process, log
+
+    def kill_all(self) -> None:
+        for process in self.started:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
 
 
 @pytest.fixture
 def driver_process(aws_setup: dict[str, Any], kafka_broker: Broker,
                    kafka_topic_factory: Callable[..., str], tmp_path: Path
-                   ) -> Iterator[Callable[[], tuple[subprocess.Popen[bytes], Path]]]:
+                   ) -> Iterator[Workers]:
     topics = {"vm": kafka_topic_factory("vm", partitions=2),
               "reports": kafka_topic_factory("reports", partitions=1),
               "dlq": kafka_topic_factory("dlq", partitions=1)}
-    started: list[subprocess.Popen[bytes]] = []
-
-    def start() -> tuple[subprocess.Popen[bytes], Path]:
-        log = tmp_path / f"driver-{len(started)}.log"
-        with open(log, "wb") as out:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "adapters.cli_drivers", "driver", "cloud",
-                 "--provider", "aws", "--kafka", kafka_broker.bootstrap,
-                 "--state", str(tmp_path / "ledger.db"), "--vm-topic", topics["vm"],
-                 "--reports-topic", topics["reports"], "--dlq-topic", topics["dlq"],
-                 "--region", REGION, "--endpoint-url", aws_setup["url"],
-                 "--image-id", aws_setup["image"], "--subnet", aws_setup["subnet"],
-                 "--observe-interval", "0.2", "--backoff", "0.1", "--log-level", "info"],
-                stdout=out, stderr=subprocess.STDOUT,
-                env={**os.environ, "AWS_ACCESS_KEY_ID": "testing",
-                     "AWS_SECRET_ACCESS_KEY": "testing"})
-        started.append(process)
-        return process, log
-
-    start.topics = topics  # type: ignore[attr-defined]
-    yield start
-    for process in started:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+    workers = Workers("driver", [
+        "cloud", "--provider", "aws", "--kafka", kafka_broker.bootstrap,
+        "--state", str(tmp_path / "ledger.db"), "--vm-topic", topics["vm"],
+        "--reports-topic", topics["reports"], "--dlq-topic", topics["dlq"],
+        "--region", REGION, "--endpoint-url", aws_setup["url"],
+        "--image-id", aws_setup["image"], "--subnet", aws_setup["subnet"],
+        "--observe-interval", "0.2", "--backoff", "0.1", "--log-level", "info"],
+        tmp_path, topics, env={"AWS_ACCESS_KEY_ID": "testing",
+                               "AWS_SECRET_ACCESS_KEY": "testing"})
+    yield workers
+    workers.kill_all()
 
 
 def live_vms(ec2: Any) -> dict[str, int]:
@@ -168,31 +178,17 @@ def node_of(instance: str) -> str:
 
 @pytest.fixture
 def pods_process(kafka_broker: Broker, kafka_topic_factory: Callable[..., str], tmp_path: Path
-                 ) -> Iterator[Callable[[], tuple[subprocess.Popen[bytes], Path]]]:
+                 ) -> Iterator[Workers]:
     topics = {"pod": kafka_topic_factory("pod", partitions=2),
               "reports": kafka_topic_factory("reports", partitions=1),
               "dlq": kafka_topic_factory("dlq", partitions=1)}
-    started: list[subprocess.Popen[bytes]] = []
-
-    def start() -> tuple[subprocess.Popen[bytes], Path]:
-        log = tmp_path / f"pods-{len(started)}.log"
-        with open(log, "wb") as out:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "adapters.cli_drivers", "driver", "pods",
-                 "--provider", "simulated", "--kafka", kafka_broker.bootstrap,
-                 "--state", str(tmp_path / "ledger.db"), "--world", str(tmp_path / "world.json"),
-                 "--pod-topic", topics["pod"], "--reports-topic", topics["reports"],
-                 "--dlq-topic", topics["dlq"], "--log-level", "info"],
-                stdout=out, stderr=subprocess.STDOUT)
-        started.append(process)
-        return process, log
-
-    start.topics = topics  # type: ignore[attr-defined]
-    yield start
-    for process in started:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+    workers = Workers("pods", [
+        "pods", "--provider", "simulated", "--kafka", kafka_broker.bootstrap,
+        "--state", str(tmp_path / "ledger.db"), "--world", str(tmp_path / "world.json"),
+        "--pod-topic", topics["pod"], "--reports-topic", topics["reports"],
+        "--dlq-topic", topics["dlq"], "--log-level", "info"], tmp_path, topics)
+    yield workers
+    workers.kill_all()
 
 
 def world_pods(path: Path) -> dict[str, dict[str, Any]]:

@@ -95,11 +95,8 @@ def driver(args: list[str], log_path: Path) -> h.ServeProcess:
 @pytest.fixture
 def aws(moto_server: MotoServer) -> dict[str, Any]:  # noqa: F811
     moto_server.reset()
-    ec2 = moto_server.client("ec2")
-    vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
-    subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.0.1.0/24")["Subnet"]["SubnetId"]
-    image = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
-    return {"ec2": ec2, "autoscaling": moto_server.client("autoscaling"),
+    (subnet,), image = moto_server.network()
+    return {"ec2": moto_server.client("ec2"), "autoscaling": moto_server.client("autoscaling"),
             "url": moto_server.url, "subnet": subnet, "image": image}
 
 

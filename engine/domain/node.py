@@ -17,6 +17,11 @@ GONE = frozenset({"terminated", "lost"})
 BY_AUTOSCALER, BY_OPERATOR, AT_START = "autoscaler", "operator", "start"
 
 
+def node_group(cell: str, pool: str, model: str) -> str:
+    """The auto-scaling group a node belongs to: one per cell, pool and node model."""
+    return f"{cell}-{pool}-{model}"
+
+
 class Node(Recorded):
     @staticmethod
     def create_id(cell: str, node_id: str) -> UUID:
