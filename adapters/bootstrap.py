@@ -12,11 +12,12 @@ from typing import Any
 import psycopg
 from eventsourcing.persistence import Tracking
 
+from adapters.snapshots import snapshot_store
 from adapters.stores import BadConfiguration, Store, parse_store
 from adapters.tokens import TOKENS
 from engine.application import CisApplication
 from engine.limits import EngineLimits
-from engine.processor import CommandProcessor, Item
+from engine.processor import SNAPSHOT_EVERY, CommandProcessor, Item
 from projections.instances import InstancesProjection
 from projections.invoices import InvoicesProjection
 from projections.nodes import NodesProjection
@@ -58,7 +59,12 @@ class Engine:
         return next(p for p in self.projections if p.name == name)
 
     def close(self) -> None:
-        self.app.close()
+        """Snapshot what changed since the last snapshots (a clean shutdown), then close."""
+        try:
+            if self.store.kind != "memory":  # a memory store ends with the process
+                self.processor.save_snapshots()
+        finally:
+            self.app.close()
 
     def __enter__(self) -> Engine:
         return self
@@ -103,7 +109,10 @@ LIMIT_VARIABLES = {"CIS_MAX_SKEW_SECONDS": "max_skew_seconds",
                    "CIS_MAX_TENANT_SKEW_SECONDS": "max_tenant_skew_seconds",
                    "CIS_MAX_TICK_STEP_SECONDS": "max_tick_step_seconds",
                    "CIS_MAX_PERIODS_PER_TICK": "max_periods_per_tick",
-                   "CIS_PLACEMENT_WINDOW": "placement_window"}
+                   "CIS_PLACEMENT_WINDOW": "placement_window",
+                   "CIS_COMMAND_ID_RETENTION_SECONDS": "command_id_retention_seconds"}
+# No limit is worth more than a century: larger values would overflow time arithmetic.
+MOST_SECONDS = 100 * 365 * 86_400
 
 
 def engine_limits(env: Mapping[str, str]) -> EngineLimits:
@@ -112,10 +121,20 @@ def engine_limits(env: Mapping[str, str]) -> EngineLimits:
     for variable, name in LIMIT_VARIABLES.items():
         if variable in env:
             text = env[variable]
-            if not (text.isascii() and text.isdigit()) or int(text) < 1:
-                raise BadConfiguration(f"{variable}={text!r}: give a whole number, at least 1")
+            if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= MOST_SECONDS:
+                raise BadConfiguration(f"{variable}={text!r}: give a whole number, at least 1 "
+                                       f"and at most {MOST_SECONDS}")
             values[name] = int(text)
     return EngineLimits(**values)
+
+
+def snapshot_every(env: Mapping[str, str]) -> int:
+    """Events of a cell between its snapshots (CIS_SNAPSHOT_EVERY)."""
+    text = env.get("CIS_SNAPSHOT_EVERY", str(SNAPSHOT_EVERY))
+    if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= 10**9:
+        raise BadConfiguration(f"CIS_SNAPSHOT_EVERY={text!r}: give a whole number of events, "
+                               "at least 1")
+    return int(text)
 
 
 def connect(url: str, extra_env: dict[str, str] | None = None) -> Engine:
@@ -124,7 +143,10 @@ def connect(url: str, extra_env: dict[str, str] | None = None) -> Engine:
         app = CisApplication(env={**store.env, **(extra_env or {})})
         try:
             view = app.factory.tracking_recorder(VIEW_CLASSES[store.kind])
-            engine = Engine(store, app, CommandProcessor(app, engine_limits(os.environ)), view)
+            snapshots, cells, existing = snapshot_store(app, store.kind)
+            processor = CommandProcessor(app, engine_limits(os.environ), snapshots,
+                                         snapshot_every(os.environ), cells, existing)
+            engine = Engine(store, app, processor, view)
             view.create([t for p in engine.projections for t in p.tables] + [TOKENS])
         except BaseException:
             app.close()

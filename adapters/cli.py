@@ -24,6 +24,8 @@ from adapters.queries import QueryError
 from adapters.stores import STORE_DOWN, BadConfiguration
 from engine.policies.demand import DIMENSIONS
 from projections.nodes import NODE_STATES
+from projections.runner import position
+from projections.tables import digest
 from schemas.limits import MAX_LINE_BYTES
 from schemas.outcomes import NotACommand, Outcome, Reason, parse_command
 
@@ -162,19 +164,31 @@ def cmd_usage(args: argparse.Namespace) -> int:
 
 def cmd_rebuild(args: argparse.Namespace) -> int:
     with connect(args.store) as engine:
-        engine.update_projections()
-        before = _dump(engine)
-        with tqdm(desc="replaying", unit="event", disable=None, file=sys.stderr) as bar:
+        with _replay_bar(engine, "catching up") as bar:
+            engine.update_projections(bar.update)
+        before = _digests(engine)
+        with _replay_bar(engine, "replaying") as bar:
             engine.rebuild_projections(bar.update)
-        after = _dump(engine)
+        after = _digests(engine)
     same = before == after
-    print(json.dumps({"tables": {t: len(rows) for t, rows in after.items()},
+    print(json.dumps({"tables": {t: count for t, (count, _) in after.items()},
                       "identical": same}))
     return 0 if same else 1
 
 
-def _dump(engine: Engine) -> dict[str, list[dict[str, Any]]]:
-    return {t.name: engine.view.select(t) for p in engine.projections for t in p.tables}
+def _replay_bar(engine: Engine, what: str) -> tqdm:
+    """Events done / events to go: from the projections' lowest position to the log's end."""
+    end = engine.app.recorder.max_notification_id() or 0
+    lowest = min((position(engine.view, p) for p in engine.projections), default=0)
+    total = end if what == "replaying" else end - lowest
+    return tqdm(desc=what, unit="event", total=total, unit_scale=True, disable=None,
+                file=sys.stderr)
+
+
+def _digests(engine: Engine) -> dict[str, tuple[int, str]]:
+    """Per table: its rows counted and hashed in key order, a page at a time (a rebuild of
+    a long history must not hold every row twice to compare them)."""
+    return {t.name: digest(engine.view, t) for p in engine.projections for t in p.tables}
 
 
 def cmd_api(args: argparse.Namespace) -> int:

@@ -36,7 +36,8 @@ def cmd_pack(args: argparse.Namespace) -> int:
 def cmd_bench_apply(args: argparse.Namespace) -> int:
     from simulations.bench_apply import bench_apply
 
-    return _emit(bench_apply(args.store, args.commands, args.batch), args.json)
+    return _emit(bench_apply(args.store, args.commands, args.batch, args.workload,
+                             args.profile), args.json)
 
 
 def cmd_bench_placement(args: argparse.Namespace) -> int:
@@ -110,6 +111,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     apply.add_argument("--store", default="memory://", help="store URL (default memory://)")
     apply.add_argument("--commands", type=positive_int, default=10_000)
     apply.add_argument("--batch", type=positive_int, default=1000)
+    apply.add_argument("--workload", choices=["creates", "lifecycles"], default="creates",
+                       help="creates: CreateInstance only; lifecycles: placed, started, "
+                       "running, stopped, deleted (simulations/bench_apply.py)")
+    apply.add_argument("--profile", action="store_true",
+                       help="cProfile the timed part; its top functions in the JSON")
     apply.add_argument("--json", action="store_true")
     apply.set_defaults(func=cmd_bench_apply)
 
@@ -153,11 +159,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     packing.add_argument("--json", action="store_true")
     packing.set_defaults(func=cmd_bench_packing)
 
-    from simulations import bench_api, bench_intake, bench_outbox
+    from simulations import bench_api, bench_history, bench_intake, bench_outbox
 
     bench_intake.register_bench(group)
     bench_outbox.register_bench(group)
     bench_api.register_bench(group)
+    bench_history.register_bench(group)
 
     rating = group.add_parser("rating", help="pure rating time of N billed intervals")
     rating.add_argument("--intervals", type=positive_int, default=1_000_000)

@@ -82,12 +82,16 @@ def _metrics_args(parser: argparse.ArgumentParser) -> None:
 def cmd_serve(args: argparse.Namespace) -> int:
     from adapters.serve import ServeConfig, Server
 
+    if args.group is not None and parse_store(args.store).kind == "memory":
+        sys.exit("cis serve: --group shares partitions between writers of one store; a "
+                 "memory:// store lives in one process (give sqlite:///FILE or postgresql://...)")
     setup_logging(args.log_level)
     server = Server(ServeConfig(
         store=args.store, kafka=args.kafka, commands_topic=args.commands_topic,
         reports_topic=args.reports_topic, admin_topic=args.admin_topic,
         outcomes_topic=args.outcomes_topic, dlq_topic=args.dlq_topic,
-        partitions=args.partitions, batch_size=args.batch, poll_records=args.poll_records,
+        partitions=args.partitions, group=args.group, session_timeout_s=args.session_timeout,
+        batch_size=args.batch, poll_records=args.poll_records,
         tick_interval_s=args.tick_interval, progress_interval_s=args.progress_interval,
         status_file=args.status_file, projections=args.projections, outbox=args.outbox,
         vm_topic=args.vm_topic, pod_topic=args.pod_topic, metrics_port=args.metrics_port,
@@ -163,7 +167,8 @@ def cmd_submit(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     serve = sub.add_parser(
         "serve", help="run the engine on the Kafka command stream (exactly-once intake)",
-        description="Consumes the commands topic with manual partition assignment, "
+        description="Consumes the commands topic with manual partition assignment (or "
+        "the partitions a consumer group assigns: --group), "
         "and the reports and admin topics (one per role: tenants, node agents, operators; "
         "a command type on another role's topic is rejected), "
         "resuming from the positions stored in the event store (not Kafka's committed "
@@ -180,10 +185,22 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "SIGINT stops after the open batch.")
     store_arg(serve)
     serve.add_argument("--kafka", required=True, metavar="HOST:PORT", help="bootstrap broker")
-    serve.add_argument("--partitions", type=partitions, default=None, metavar="all|0,1",
+    owner = serve.add_mutually_exclusive_group()
+    owner.add_argument("--partitions", type=partitions, default=None, metavar="all|0,1",
                        help="partitions this process owns, the same numbers on each role "
                        "topic (default: all); cells are keyed to partitions, so this picks "
                        "the cells it writes. The role topics must have equal partition counts")
+    owner.add_argument("--group", default=None, metavar="NAME",
+                       help="join Kafka consumer group NAME, which shares the partitions "
+                       "among the writers running with the same NAME (the same numbers on "
+                       "each role topic) and moves a dead writer's partitions to the others. "
+                       "Only assignment comes from the group: positions still come from the "
+                       "store, and the store refuses a write from a writer that lost a "
+                       "partition without noticing")
+    serve.add_argument("--session-timeout", type=positive_float, default=10.0,
+                       metavar="SECONDS",
+                       help="with --group: a writer not heard from this long loses its "
+                       "partitions to the others (default 10; the broker bounds it)")
     _topic_args(serve, "commands", "reports", "admin", "outcomes", "dlq", "vm", "pod")
     serve.add_argument("--batch", type=positive_int, default=1000,
                        help="max records per transaction (default 1000)")

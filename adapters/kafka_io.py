@@ -1,8 +1,9 @@
 """Low-level Kafka plumbing for the engine: no knowledge of our command types.
 
 Design constraints (see the design doc):
-- No consumer groups: partitions are assigned manually and positions come from
-  our database, so nothing here commits offsets to Kafka.
+- Partitions are assigned manually, or by a consumer group (``TopicsSource(group=…)``,
+  used for assignment only); either way positions come from our database, so nothing
+  here reads or commits offsets in Kafka.
 - No Kafka transactions: tansu does not hide aborted transactional records.
 - The broker (tansu in dev/tests) keeps topics in memory; a restart loses them.
 
@@ -20,6 +21,13 @@ Observed kafka-python 3.x behaviour against tansu that shapes this module:
   when it resumes; only the idempotent producer stops the retry duplicating it.
 - tansu auto-creates a missing topic (4 partitions) on fetch or produce, even
   with allow_auto_create_topics=False; a Metadata request alone does not.
+- tansu runs consumer groups (JoinGroup, SyncGroup, Heartbeat, LeaveGroup); with the range
+  assignor over topics of equal partition counts each member gets the same partition
+  numbers on every topic. A member that stops heartbeating loses its partitions after
+  ``session_timeout_ms``; one that closes leaves at once.
+- kafka-python 3 calls a rebalance listener on the consumer's IO thread, from inside
+  ``poll`` (the caller's thread waits there), so the listener runs between batches; it
+  must not call the consumer's blocking methods (``seek`` is not one).
 """
 
 from __future__ import annotations
@@ -30,9 +38,11 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any
+from typing import Any, Protocol
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.consumer.subscription_state import ConsumerRebalanceListener
+from kafka.coordinator.assignors.range import RangePartitionAssignor
 from kafka.errors import (
     BrokerNotAvailableError,
     KafkaError,
@@ -58,6 +68,7 @@ __all__ = [
     "Header",
     "KafkaIOError",
     "PartitionCountMismatch",
+    "PartitionListener",
     "PositionOutOfRange",
     "PublishFailed",
     "Publisher",
@@ -213,11 +224,55 @@ def _is_unavailable(exc: BaseException) -> bool:
 Slot = tuple[str, int]  # (topic, partition)
 
 
+class PartitionListener(Protocol):
+    """Told when a consumer group moves partitions (``TopicsSource(group=…)``). Both calls
+    come from inside ``poll_batch``, so never while the caller handles a batch."""
+
+    def partitions_revoked(self, slots: frozenset[Slot]) -> None:
+        """``slots`` are about to go (still assigned): finish with them."""
+
+    def partitions_assigned(self, slots: frozenset[Slot]) -> None:
+        """``slots`` are ours now: ``seek`` each, or the poll cannot go on."""
+
+
+class _GroupRelay(ConsumerRebalanceListener):
+    """kafka-python's rebalance calls, turned into the source's assignment and the
+    listener's calls. The listener's exception is kept so that ``poll_batch`` raises it
+    rather than the KafkaError kafka-python wraps it in."""
+
+    def __init__(self, source: TopicsSource, listener: PartitionListener) -> None:
+        self._source = source
+        self._listener = listener
+
+    def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
+        slots = frozenset((tp.topic, tp.partition) for tp in revoked)
+        try:
+            if slots:  # an eager rebalance revokes the empty set at the first join
+                self._listener.partitions_revoked(slots)
+        except Exception as exc:
+            self._source._listener_error = exc
+            raise
+        finally:
+            self._source._unassigned(slots)
+
+    def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
+        slots = frozenset((tp.topic, tp.partition) for tp in assigned)
+        self._source._assigned(slots)
+        try:
+            self._listener.partitions_assigned(slots)
+        except Exception as exc:
+            self._source._listener_error = exc
+            raise
+
+
 class TopicsSource:
-    """Consumer of one or more topics with manual partition assignment, keyed by
-    (topic, partition). The topics must have the same number of partitions: a key (a
-    cell) lands on the same partition number in each, so owning a partition number
-    means owning the same cells on every topic.
+    """Consumer of one or more topics, keyed by (topic, partition). The topics must have
+    the same number of partitions: a key (a cell) lands on the same partition number in
+    each, so owning a partition number means owning the same cells on every topic.
+
+    Partitions are assigned manually (``partitions``), or by the consumer group ``group``
+    with the range assignor, which gives each member the same partition numbers on every
+    topic; the group's ``listener`` hears of every move.
 
     Every assigned partition must get a position via ``seek`` (from our DB)
     before ``poll_batch``; there is no committed-offset or reset fallback.
@@ -232,8 +287,23 @@ class TopicsSource:
         client_id: str = "cis-command-source",
         expected_partitions: int | None = None,
         metadata_timeout_s: float = 10.0,
+        group: str | None = None,
+        listener: PartitionListener | None = None,
+        session_timeout_ms: int = 10_000,
         **consumer_overrides: Any,
     ) -> None:
+        membership: dict[str, Any] = {}
+        if group is not None:
+            if partitions is not None or listener is None:
+                raise ValueError("a group assigns the partitions: give it a listener that "
+                                 "positions them, and no partitions")
+            membership = {
+                "group_id": group,
+                # Range over topics of equal size: partition p of every topic together.
+                "partition_assignment_strategy": [RangePartitionAssignor],
+                "session_timeout_ms": session_timeout_ms,
+                "heartbeat_interval_ms": max(100, session_timeout_ms // 3),
+            }
         config: dict[str, Any] = {
             **_CONNECTION_DEFAULTS,
             "client_id": client_id,
@@ -246,11 +316,19 @@ class TopicsSource:
             "fetch_max_wait_ms": 500,
             "max_partition_fetch_bytes": 4 * 1024 * 1024,
             "check_crcs": True,
+            **membership,
             **consumer_overrides,
         }
         if not topics or len(set(topics)) != len(topics):
             raise ValueError(f"give distinct topics, not {list(topics)}")
         self.topics = tuple(topics)
+        self.group = group
+        self._tps: dict[Slot, TopicPartition] = {}
+        self._seeked: set[Slot] = set()
+        # The high watermark known when each slot was sought: it says nothing of the new
+        # position (another writer may have moved the store past what we last fetched).
+        self._end_at_seek: dict[Slot, int | None] = {}
+        self._listener_error: Exception | None = None
         try:
             self._consumer = KafkaConsumer(bootstrap_servers=bootstrap, **config)
         except KafkaError as e:
@@ -270,24 +348,33 @@ class TopicsSource:
                         f"{topic} has {len(found)} partitions, {self.topics[0]} "
                         f"{len(available)}: a cell would live on different partitions"
                     )
-            if partitions is None:
-                chosen = sorted(available)
+            if group is not None:
+                assert listener is not None
+                self._consumer.subscribe(list(self.topics), listener=_GroupRelay(self, listener))
             else:
-                chosen = sorted(set(partitions))
+                chosen = sorted(available) if partitions is None else sorted(set(partitions))
                 missing = [p for p in chosen if p not in available]
                 if missing:
                     raise TopicNotFound(
                         f"{self.topics[0]} has partitions {sorted(available)}, not {missing}"
                     )
-            self._tps: dict[Slot, TopicPartition] = {
-                (t, p): TopicPartition(t, p) for t in self.topics for p in chosen}
-            self._consumer.assign(list(self._tps.values()))
+                self._assigned(frozenset((t, p) for t in self.topics for p in chosen))
+                self._consumer.assign(list(self._tps.values()))
         except BaseException:
             self._consumer.close()
             raise
         self._n_topic_partitions = len(available)
-        self._partitions = tuple(chosen)
-        self._seeked: set[Slot] = set()
+
+    def _assigned(self, slots: frozenset[Slot]) -> None:
+        merged = {**self._tps, **{slot: TopicPartition(*slot) for slot in slots}}
+        rank = {topic: i for i, topic in enumerate(self.topics)}  # in the caller's order
+        self._tps = dict(sorted(merged.items(), key=lambda kv: (rank[kv[0][0]], kv[0][1])))
+
+    def _unassigned(self, slots: frozenset[Slot]) -> None:
+        for slot in slots:
+            self._tps.pop(slot, None)
+            self._seeked.discard(slot)
+            self._end_at_seek.pop(slot, None)
 
     def _wait_for_partitions(self, topic: str, timeout_s: float) -> set[int]:
         # Metadata may lag right after topic creation; poll briefly for it.
@@ -308,7 +395,7 @@ class TopicsSource:
     @property
     def partitions(self) -> tuple[int, ...]:
         """Assigned partition numbers (the same on every topic), ascending."""
-        return self._partitions
+        return tuple(sorted({p for _, p in self._tps}))
 
     @property
     def topic_partition_count(self) -> int:
@@ -325,6 +412,7 @@ class TopicsSource:
         """Next ``poll_batch`` returns the slot's records starting at ``offset``."""
         if offset < 0:
             raise ValueError("offset must be >= 0")
+        self._end_at_seek[slot] = self._consumer.highwater(self._tp(slot))
         self._consumer.seek(self._tp(slot), offset)
         self._seeked.add(slot)
 
@@ -352,11 +440,16 @@ class TopicsSource:
         try:
             raw = self._consumer.poll(timeout_ms=timeout_ms, max_records=max_records)
         except KafkaError as e:
+            kept, self._listener_error = self._listener_error, None
+            if kept is not None:  # the group listener's own failure, as it raised it
+                raise kept from e
             if _is_unavailable(e):
                 raise BrokerUnavailable(f"poll failed: {e!r}") from e
             raise KafkaIOError(f"poll failed: {e!r}") from e
         batch: dict[Slot, list[Record]] = {}
         for tp, messages in raw.items():
+            if (tp.topic, tp.partition) not in self._seeked:
+                continue  # fetched before a rebalance took it away
             batch[(tp.topic, tp.partition)] = [
                 Record(
                     topic=m.topic,
@@ -372,10 +465,12 @@ class TopicsSource:
         return batch
 
     def _check_positions(self) -> None:
-        # Uses the high watermark of the last fetch response, if any yet.
+        # Uses the high watermark of the last fetch response since the seek, if any yet.
         for (topic, partition), tp in self._tps.items():
+            if (topic, partition) not in self._seeked:
+                continue
             end = self._consumer.highwater(tp)
-            if end is None:
+            if end is None or end == self._end_at_seek.get((topic, partition)):
                 continue
             position = self._consumer.position(tp)
             if position is not None and position > end:

@@ -14,25 +14,40 @@ from decimal import Decimal
 from functools import lru_cache
 from typing import Any, Protocol
 
-from engine.billing import EPOCH, micros
-from engine.policies import rating
+from engine.billing import accrue
+from engine.billing.adjust import AdjustmentLine
+from engine.billing.explain import held_in, line_window
+from engine.billing.invoice import Invoice
+from engine.billing.periods import (
+    EPOCH,
+    micros,
+    next_period,
+    period_at,
+    period_index,
+    period_of,
+    periods_between,
+)
+from engine.billing.price_book import PriceBook as RatingBook
+from engine.billing.rate import LineKey
+from engine.billing.usage import from_row
+from engine.domain.invoice import adjustment_from_record
 from projections.instances import INSTANCES, iso
 from projections.invoices import (
     BILLING_PERIODS,
     INVOICE_ADJUSTMENTS,
     INVOICE_LINES,
     INVOICES,
-    billed_so_far,
+    adjustment_record,
     finalised_invoice,
-    open_invoices,
 )
 from projections.nodes import GONE, NODE_IDLE, NODE_INSTANCES, NODES
-from projections.usage import PRICE_BOOKS, USAGE, price_book, rate_usage
+from projections.usage import PRICE_BOOKS, USAGE, USAGE_LATE, USAGE_OPEN, price_book
 from schemas.limits import TIME_MAX, TIME_MIN
 
 # Cost bounds of one query (the README's "Limits"): each is a name in a 422's reason.
 QUERY_PAGE_DEFAULT = 100  # items per page of a list, unless `limit` says otherwise
 QUERY_PAGE_MAX = 1000  # the largest `limit`
+AS_OF_LOOKBACK_PAGE, AS_OF_LOOKBACK_PAGES = 200, 50  # at most 10,000 events back
 QUERY_AS_OF_AHEAD = timedelta(days=31)  # how far past the projected position `as_of` may be
 QUERY_MAX_PERIODS = 24  # billing periods one usage or invoices query may accrue
 QUERY_TIMEOUT_S = 10.0  # the API answers 503 after this long
@@ -66,11 +81,6 @@ def check_as_of(as_of: datetime, projected_at: datetime | None) -> None:
                                     f"days) past the projected position {iso(projected_at)}")])
 
 
-def _month(t_us: int) -> int:
-    t = EPOCH + timedelta(microseconds=t_us)
-    return t.year * 12 + t.month - 1
-
-
 def check_periods(rows: Sequence[dict[str, Any]], closed: dict[str, str],
                   as_of: datetime | None) -> None:
     """Refuse a query that would accrue more than QUERY_MAX_PERIODS open billing periods
@@ -80,17 +90,16 @@ def check_periods(rows: Sequence[dict[str, Any]], closed: dict[str, str],
     end, months = micros(as_of), set[int]()
     for row in rows:
         last = closed.get(row["cell"])
-        floor = int(last[:4]) * 12 + int(last[5:7]) if last else 0  # the month after it
+        floor = period_index(last) + 1 if last else 0  # the month after it
         for t0, t1, *_ in json.loads(row["intervals"]):
-            lo, hi = max(_month(t0), floor), _month(min(end, t1) if t1 is not None else end)
+            lo = max(period_index(period_at(t0)), floor)
+            hi = period_index(period_at(min(end, t1) if t1 is not None else end))
             if hi - lo >= QUERY_MAX_PERIODS:
                 months.update(range(lo, lo + QUERY_MAX_PERIODS + 1))
             else:
                 months.update(range(lo, hi + 1))
             if len(months) > QUERY_MAX_PERIODS:
-                raise QueryError([("as_of", f"would accrue more than QUERY_MAX_PERIODS "
-                                            f"({QUERY_MAX_PERIODS}) open billing periods; "
-                                            "ask an earlier as_of (or finalise periods)")])
+                raise _too_many_periods()
 
 
 def page(items: list[dict[str, Any]], key: Callable[[dict[str, Any]], list[Any]],
@@ -131,8 +140,21 @@ def _event_time(app: Any, notification_id: int) -> datetime:
 
 
 def newest_event_time(engine: Reader) -> datetime | None:
-    """The time the log has reached: the default `as_of` (never the wall clock)."""
-    return event_time(engine, engine.app.recorder.max_notification_id())
+    """The time the log has reached: the default `as_of` (never the wall clock). A cell
+    that never accepted a command stamps its log with TIME_MIN (it has no clock, and borrows
+    no other cell's): such entries are skipped, looking back a bounded way."""
+    newest = engine.app.recorder.max_notification_id()
+    if not newest:
+        return None
+    end = newest
+    for _ in range(AS_OF_LOOKBACK_PAGES):
+        page = engine.app.page(max(0, end - AS_OF_LOOKBACK_PAGE), end - max(
+            0, end - AS_OF_LOOKBACK_PAGE))
+        found = next((e.timestamp for _, e in reversed(page) if e.timestamp > TIME_MIN), None)
+        if found is not None or not page or page[0][0] <= 1:
+            return found if found is not None else TIME_MIN
+        end = page[0][0] - 1
+    return TIME_MIN
 
 
 def instances(engine: Reader, account: str | None = None) -> list[dict[str, Any]]:
@@ -194,24 +216,30 @@ def nodes(engine: Reader, cell: str | None = None, pool: str | None = None,
     return out
 
 
-def usage(engine: Reader, account: str, as_of: datetime | None = None) -> dict[str, Any]:
-    """Billed seconds and amounts per instance of one account, accrued up to `as_of`."""
+def usage(engine: Reader, account: str, as_of: datetime | None = None,
+          period: str | None = None) -> dict[str, Any]:
+    """Billed seconds and amounts per instance of one account, accrued up to `as_of`: over
+    its whole life, or only in `period` (which reads that period's rows and the open ones)."""
     as_of = as_of or newest_event_time(engine)
-    books = {row["cell"]: price_book(row) for row in engine.view.select(PRICE_BOOKS)}
-    lines = []
-    totals: dict[str, Decimal] = {}
-    rows = engine.view.select(USAGE, {"account": account})
+    view = engine.view
+    books = _books(engine)
+    where = {"account": account, **({"period": period} if period else {})}
+    rows = _one_per_instance([*view.select(USAGE, where),
+                              *view.select(USAGE_OPEN, {"account": account})])
     check_periods(rows, _closed(engine), as_of)
+    lines, totals = [], dict[str, Decimal]()
     for row in rows:
-        seconds = 0
-        amount = Decimal(0)
-        currency = None
+        seconds, amount, currency = 0, Decimal(0), None
         book = books.get(row["cell"])
-        if as_of is not None and book is not None:
-            for line in rate_usage(row, book, as_of):
+        rated = from_row(row).accrued(micros(as_of), book) \
+            if as_of is not None and book is not None else []
+        for line in rated:
+            if period is None or line.period == period:
                 seconds += line.seconds + line.topup_seconds
                 amount += line.amount
                 currency = line.currency
+        if period is not None and row["period"] is None and currency is None:
+            continue  # open, with nothing in this period
         if currency:
             totals[currency] = totals.get(currency, Decimal(0)) + amount
         lines.append({
@@ -225,6 +253,19 @@ def usage(engine: Reader, account: str, as_of: datetime | None = None) -> dict[s
             "instances": lines, "totals": {c: str(a) for c, a in totals.items()}}
 
 
+def _one_per_instance(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """An instance's copies (one per period, and the open one) hold the same usage; keep
+    one, with its period if it has one here (None: only open)."""
+    found: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        found.setdefault(row["id"], {"period": None, **row})
+    return list(found.values())
+
+
+def _books(engine: Reader) -> dict[str, RatingBook | None]:
+    return {row["cell"]: price_book(row) for row in engine.view.select(PRICE_BOOKS)}
+
+
 # --- invoices ------------------------------------------------------------------------------
 
 
@@ -232,7 +273,13 @@ def _spec(vcpu: Any, gib: Any) -> str:
     return f"{vcpu} vCPU / {gib} GiB"
 
 
-def _render(cell: str, invoice: rating.Invoice, status: str, **extra: Any) -> dict[str, Any]:
+def _render_adjustment(a: AdjustmentLine) -> dict[str, Any]:
+    return {"period": a.period, "instance_id": a.instance_id, "price_version": a.price_version,
+            "billed_before": str(a.finalised_amount), "recomputed": str(a.recomputed_amount),
+            "amount": str(a.amount), "corrects": list(a.corrects)}
+
+
+def _render(cell: str, invoice: Invoice, status: str, **extra: Any) -> dict[str, Any]:
     return {
         "cell": cell, "account": invoice.account, "period": invoice.period, "status": status,
         **extra, "currency": invoice.currency, "total": str(invoice.total),
@@ -245,11 +292,7 @@ def _render(cell: str, invoice: rating.Invoice, status: str, **extra: Any) -> di
             "price_per_second": str(x.price_per_second), "seconds": x.seconds,
             "topup_seconds": x.topup_seconds, "amount": str(x.amount),
         } for n, x in enumerate(invoice.lines, 1)],
-        "adjustments": [{
-            "period": a.period, "instance_id": a.instance_id, "price_version": a.price_version,
-            "billed_before": str(a.finalised_amount), "recomputed": str(a.recomputed_amount),
-            "amount": str(a.amount), "corrects": list(a.corrects),
-        } for a in invoice.adjustments],
+        "adjustments": [_render_adjustment(a) for a in invoice.adjustments],
     }
 
 
@@ -264,38 +307,97 @@ def _closed(engine: Reader) -> dict[str, str]:
 def invoices(engine: Reader, account: str, period: str | None = None,
              as_of: datetime | None = None) -> dict[str, Any]:
     """The account's invoices: finalised ones as recorded (their content hash checked against
-    the rows), open ones accrued up to `as_of` (default: the newest event's time)."""
+    the rows), open ones accrued up to `as_of` (default: the newest event's time). With a
+    `period`, only that period's rows are read (and the instances billing now)."""
     as_of = as_of or newest_event_time(engine)
-    view = engine.view
-    mine = {"account": account}
-    lines, adjustments = view.select(INVOICE_LINES, mine), view.select(INVOICE_ADJUSTMENTS, mine)
-    out = []
-    for row in view.select(INVOICES, mine):
-        if period is None or row["period"] == period:
-            key = (row["cell"], row["period"])
-            rebuilt = finalised_invoice(
-                row, [x for x in lines if (x["cell"], x["period"]) == key],
-                [a for a in adjustments if (a["cell"], a["billed_in"]) == key])
-            out.append(_render(row["cell"], rebuilt, "finalised",
-                               finalised_at=row["finalised_at"],
-                               hash_verified=rebuilt.content_hash == row["content_hash"]))
-    closed = _closed(engine)
-    usage_rows: dict[str, list[dict[str, Any]]] = {}
-    rows = view.select(USAGE, mine)
-    check_periods(rows, closed, as_of)
-    for row in rows:
-        usage_rows.setdefault(row["cell"], []).append(row)
-    billed = billed_so_far(lines, adjustments)
-    for book_row in view.select(PRICE_BOOKS):
-        cell, book = book_row["cell"], price_book(book_row)
-        if as_of is None or book is None or cell not in usage_rows:
-            continue
-        for invoice in open_invoices(account, cell, usage_rows[cell], book, closed.get(cell),
-                                     billed, micros(as_of)):
-            if period is None or invoice.period == period:
-                out.append(_render(cell, invoice, "open", as_of=iso(as_of)))
+    out = _finalised(engine, account, period)
+    if as_of is not None:
+        out += [_render(cell, invoice, "open", as_of=iso(as_of))
+                for cell, invoice in _open(engine, account, period, as_of)]
     out.sort(key=lambda i: (i["period"], i["cell"]))
     return {"account": account, "as_of": iso(as_of) if as_of else None, "invoices": out}
+
+
+def _finalised(engine: Reader, account: str, period: str | None) -> list[dict[str, Any]]:
+    view = engine.view
+    where = {"account": account, **({"period": period} if period else {})}
+    lines: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for x in view.select(INVOICE_LINES, where):
+        lines.setdefault((x["cell"], x["period"]), []).append(x)
+    adjustments: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for a in view.select(INVOICE_ADJUSTMENTS,
+                         {"account": account, **({"billed_in": period} if period else {})}):
+        adjustments.setdefault((a["cell"], a["billed_in"]), []).append(a)
+    out = []
+    for row in view.select(INVOICES, where):
+        key = (row["cell"], row["period"])
+        rebuilt = finalised_invoice(row, lines.get(key, []), adjustments.get(key, []))
+        out.append(_render(row["cell"], rebuilt, "finalised", finalised_at=row["finalised_at"],
+                           hash_verified=rebuilt.content_hash == row["content_hash"]))
+    return out
+
+
+def _open(engine: Reader, account: str, period: str | None, as_of: datetime,
+          lines_too: bool = True) -> list[tuple[str, Invoice]]:
+    """(cell, invoice) for the account's open invoices accrued to `as_of`: every open
+    period up to it, or only `period`. The first open period of a cell carries the pending
+    adjustments. Reads the period rows wanted, the open rows and the late ones."""
+    view, as_of_us, closed = engine.view, micros(as_of), _closed(engine)
+    books = {cell: book for cell, book in _books(engine).items() if book is not None}
+    wanted: dict[str, list[str]] = {}
+    for cell, book in books.items():
+        first = next_period(closed[cell]) if cell in closed else period_of(book.starts[0])
+        periods = periods_between(first, period_at(as_of_us)) \
+            if lines_too else []
+        if period is None and len(periods) > QUERY_MAX_PERIODS:
+            raise _too_many_periods()
+        wanted[cell] = [p for p in periods if period is None or p == period]
+    rows: dict[str, list[dict[str, Any]]] = {}
+    for p in sorted({p for periods in wanted.values() for p in periods}):
+        for row in view.select(USAGE, {"account": account, "period": p}):
+            if p in wanted.get(row["cell"], ()):
+                rows.setdefault(row["cell"], []).append(row)
+    if lines_too:
+        for row in view.select(USAGE_OPEN, {"account": account}):
+            rows.setdefault(row["cell"], []).append(row)
+    out = []
+    for cell, book in sorted(books.items()):
+        lines = accrue.accrued_lines([from_row(r) for r in _one_per_instance(rows.get(cell, []))],
+                                     book, as_of_us, wanted[cell])
+        adjustments = []
+        if cell in closed and (period is None or period == next_period(closed[cell])):
+            adjustments = _pending(engine, account, cell, book, closed[cell], as_of_us)
+        out += [(cell, invoice) for invoice in accrue.open_invoices(account, lines, adjustments)]
+    return out
+
+
+def _pending(engine: Reader, account: str, cell: str, book: RatingBook, closed: str,
+             as_of_us: int) -> list[AdjustmentLine]:
+    """Adjustments pending in a cell: only instances a late report changed since its last
+    close can differ from what was billed (the late rows), so only they are re-rated, against
+    their own finalised lines and adjustments, read period by period."""
+    view = engine.view
+    candidates = [from_row(r) for r in view.select(USAGE_LATE, {"account": account,
+                                                                "closed": closed})
+                  if r["cell"] == cell]
+    billed: dict[LineKey, Decimal] = {}
+    for usage in candidates:
+        mine = {"account": account, "instance_id": usage.name}
+        for p in accrue.billed_periods(usage, closed):
+            found = [(p, x) for x in view.select(INVOICE_LINES, {**mine, "period": p})] + [
+                (a["period"], a) for a in view.select(INVOICE_ADJUSTMENTS,
+                                                      {**mine, "billed_in": p})]
+            for corrected, x in found:
+                if x["cell"] == cell:
+                    key = (corrected, account, usage.name, int(x["price_version"]))
+                    billed[key] = billed.get(key, Decimal(0)) + Decimal(x["amount"])
+    return accrue.pending(candidates, book, closed, billed, as_of_us)
+
+
+def _too_many_periods() -> QueryError:
+    return QueryError([("as_of", f"would accrue more than QUERY_MAX_PERIODS "
+                                 f"({QUERY_MAX_PERIODS}) open billing periods; "
+                                 "ask an earlier as_of (or finalise periods)")])
 
 
 def explain(engine: Reader, account: str, line: str, period: str | None = None,
@@ -304,10 +406,9 @@ def explain(engine: Reader, account: str, line: str, period: str | None = None,
     latest) or `INSTANCE[@VERSION]` — the events that opened and closed each billed interval
     holding its seconds, and the adjustments naming the instance."""
     as_of = as_of or newest_event_time(engine)
-    report = invoices(engine, account, None, as_of)
-    found = [i for i in report["invoices"] if period is None or i["period"] == period]
     if not LINE_REF.fullmatch(line):
         raise QueryError([("line", "a line number N, or INSTANCE[@VERSION]")])
+    found = invoices(engine, account, period, as_of)["invoices"]
     if line.isascii() and line.isdigit() and found:
         found = [i for i in found if i["period"] == max(j["period"] for j in found)][:1]
         picked = [(i, x) for i in found for x in i["lines"] if x["line"] == int(line)]
@@ -315,37 +416,58 @@ def explain(engine: Reader, account: str, line: str, period: str | None = None,
         name, _, version = line.partition("@")
         picked = [(i, x) for i in found for x in i["lines"] if x["instance_id"] == name
                   and (not version or str(x["price_version"]) == version)]
-    books = {row["cell"]: price_book(row) for row in engine.view.select(PRICE_BOOKS)}
+    books = _books(engine)
     out = []
     for invoice, x in picked:
         book = books[invoice["cell"]]
         assert book is not None
-        lo, hi = rating.period_bounds(invoice["period"])
-        (v,) = [i for i, pv in enumerate(book.versions) if pv.version == x["price_version"]]
-        lo = max(lo, book.starts[v])
-        hi = min(hi, book.starts[v + 1]) if v + 1 < len(book.starts) else hi
-        # Instance ids are per account: another account may use the same name in the cell.
-        (row,) = engine.view.select(USAGE, {"cell": invoice["cell"], "account": account,
-                                            "instance_id": x["instance_id"]})
-        intervals = []
-        for t0, t1, *ids in json.loads(row["intervals"]):
-            opened_by, closed_by = [*ids, None, None][:2]  # rows metered before ids: none
-            s0 = t0 // rating.US_PER_S
-            end = t1
-            if end is None and invoice["status"] == "open" and as_of is not None:
-                end = max(t0, micros(as_of))  # accrued up to as_of
-            # Still open on a finalised line: billed to the line's end.
-            s1 = -(-end // rating.US_PER_S) if end is not None else hi
-            if end != t0 and max(s0, lo) < min(s1, hi):
-                intervals.append({
-                    "opened_by": opened_by, "opened_at": _at(t0), "closed_by": closed_by,
-                    "closed_at": _at(t1) if t1 is not None else None,
-                    "seconds_in_line": min(s1, hi) - max(s0, lo)})
+        lo, hi = line_window(book, invoice["period"], x["price_version"])
+        row = _usage_row(engine, account, invoice["cell"], invoice["period"], x["instance_id"])
+        accrued = micros(as_of) if invoice["status"] == "open" and as_of is not None else None
+        intervals = [{
+            "opened_by": h.opened_by, "opened_at": _at(h.opened_at_us),
+            "closed_by": h.closed_by,
+            "closed_at": _at(h.closed_at_us) if h.closed_at_us is not None else None,
+            "seconds_in_line": h.seconds_in_line,
+        } for h in held_in(json.loads(row["intervals"]), lo, hi, accrued)]
         out.append({"cell": invoice["cell"], "period": invoice["period"],
                     "status": invoice["status"], "line": x, "intervals": intervals,
-                    "adjustments": [a for i in report["invoices"] for a in i["adjustments"]
-                                    if a["instance_id"] == x["instance_id"]]})
+                    "adjustments": _adjustments_naming(engine, account, x["instance_id"],
+                                                       as_of)})
     return out
+
+
+def _usage_row(engine: Reader, account: str, cell: str, period: str, instance_id: str
+               ) -> dict[str, Any]:
+    """The instance's usage in the period (its open row if its interval is still going)."""
+    # Instance ids are per account: another account may use the same name in the cell.
+    where = {"account": account, "cell": cell, "instance_id": instance_id}
+    view = engine.view
+    # Every copy holds the same usage; the last resort is a finalised line whose seconds a
+    # late report has since moved out of its period.
+    return (view.select(USAGE, {**where, "period": period}) or view.select(USAGE_OPEN, where)
+            or view.select(USAGE, where))[0]
+
+
+def _adjustments_naming(engine: Reader, account: str, instance_id: str,
+                        as_of: datetime | None) -> list[dict[str, Any]]:
+    """Every adjustment correcting the instance: finalised ones, then those pending."""
+    books = _books(engine)
+    found: list[tuple[str, str, AdjustmentLine]] = []
+    for row in engine.view.select(INVOICE_ADJUSTMENTS, {"account": account,
+                                                        "instance_id": instance_id}):
+        book = books[row["cell"]]
+        assert book is not None  # it billed these
+        found.append((row["billed_in"], row["cell"], adjustment_from_record(
+            adjustment_record(row), account, row["billed_in"], row["currency"],
+            book.minor_unit)))
+    if as_of is not None:
+        found += [(a.billed_in, cell, a) for cell, invoice in
+                  _open(engine, account, None, as_of, lines_too=False)
+                  for a in invoice.adjustments if a.instance_id == instance_id]
+    found.sort(key=lambda f: (f[0], f[1], f[2].period, f[2].price_version, f[2].corrects,
+                              f[2].amount))
+    return [_render_adjustment(a) for _, _, a in found]
 
 
 def _at(t_us: int) -> str:

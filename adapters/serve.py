@@ -14,6 +14,11 @@ offsets are never used. Outcomes are published after the commit (at least once):
 row, `kafka-published:{topic}:{p}`, advanced lazily after successful flushes, tells a restart
 where to re-publish from. Re-publishing re-applies already-processed records without
 tracking; idempotent commands (§2.4) answer their recorded outcome and write nothing.
+
+Partitions are given (`partitions`), or assigned by a Kafka consumer group (`group`, §8):
+when a writer dies its partitions move to the survivors. The group only assigns: positions
+still come from the tracking rows, and the store stays the fence (§2.6), so a writer that
+lost a partition without noticing can store nothing on top of its new owner's work.
 """
 
 from __future__ import annotations
@@ -21,8 +26,9 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from queue import Queue
@@ -51,7 +57,6 @@ from adapters.serve_metrics import ServeMetrics
 from adapters.stores import STORE_DOWN, parse_store
 from adapters.ticker import Ticker
 from adapters.workers import WorkerProcess
-from engine.domain.cell_log import CellLog
 from schemas.commands import CommandBase, Role
 from schemas.outcomes import NotACommand, Outcome, Reason, parse_command
 
@@ -79,6 +84,9 @@ class ServeConfig:
     outcomes_topic: str = "cis.outcomes"
     dlq_topic: str = "cis.commands.dlq"
     partitions: list[int] | None = None  # None: every partition of the topic
+    group: str | None = None  # a consumer group assigns the partitions (not with `partitions`)
+    # A group member silent this long loses its partitions to the others.
+    session_timeout_s: float = 10.0
     batch_size: int = 1000  # records per transaction
     poll_records: int = 1000  # records per poll (at least batch_size): polls cost ~1 ms each
     poll_timeout_ms: int = 500
@@ -131,6 +139,11 @@ class Stats:
 
 class Stopping(Exception):
     """Raised inside a retry loop when a stop was requested: abandon the open batch."""
+
+
+def opened_cells(engine: Engine) -> frozenset[str]:
+    """Every cell opened in the store (without loading any)."""
+    return engine.processor.cells()
 
 
 def log_event(level: int, event: str, **fields: Any) -> None:
@@ -209,19 +222,31 @@ class FaultInjector:
     """Test hook: `CIS_CRASH_AT=point:n` kills the process (exit 137) the n-th time it
     reaches `point`: after-poll, mid-batch (events inserted, transaction still open),
     after-commit (outcomes not yet published) or after-publish (flushed, before the next
-    poll)."""
+    poll). `CIS_STALL_AT=point:n` freezes it there instead (SIGSTOP, until a SIGCONT): a
+    writer that stalls longer than its group session, as a long pause or a lost network
+    would make it."""
 
     POINTS = ("after-poll", "mid-batch", "after-commit", "after-publish")
 
-    def __init__(self, spec: str | None) -> None:
-        self.point, self.nth, self.count = None, 0, 0
-        if spec:
-            point, _, nth = spec.partition(":")
-            if point not in self.POINTS:
-                raise ValueError(f"CIS_CRASH_AT: unknown point {point!r}; use {self.POINTS}")
-            self.point, self.nth = point, int(nth or 1)
+    def __init__(self, spec: str | None, stall: str | None = None) -> None:
+        self.point, self.nth, self.count = self._parse("CIS_CRASH_AT", spec)
+        self.stall_point, self.stall_nth, self.stalls = self._parse("CIS_STALL_AT", stall)
+
+    @classmethod
+    def _parse(cls, variable: str, spec: str | None) -> tuple[str | None, int, int]:
+        if not spec:
+            return None, 0, 0
+        point, _, nth = spec.partition(":")
+        if point not in cls.POINTS:
+            raise ValueError(f"{variable}: unknown point {point!r}; use {cls.POINTS}")
+        return point, int(nth or 1), 0
 
     def reached(self, point: str) -> None:
+        if point == self.stall_point:
+            self.stalls += 1
+            if self.stalls == self.stall_nth:
+                log_event(logging.WARNING, "stall injected", point=point, nth=self.stall_nth)
+                os.kill(os.getpid(), signal.SIGSTOP)
         if point == self.point:
             self.count += 1
             if self.count == self.nth:
@@ -289,7 +314,8 @@ class Server:
     def __init__(self, config: ServeConfig) -> None:
         self.config = config
         self.stats = Stats()
-        self.faults = FaultInjector(os.environ.get("CIS_CRASH_AT"))
+        self.faults = FaultInjector(os.environ.get("CIS_CRASH_AT"),
+                                    os.environ.get("CIS_STALL_AT"))
         self._stop = Event()
         self.fenced = False  # another writer took one of our partitions
         self.engine: Engine | None = None
@@ -308,6 +334,8 @@ class Server:
         self.published: dict[Slot, int] = {}  # last offset whose outcome was flushed
         self._published_saved: dict[Slot, int] = {}
         self.cells: frozenset[str] = frozenset()  # owned cells, read by the ticker thread
+        self._cells_stale = False  # the group moved partitions: count the owned cells again
+        self._closing = False
         self._pending: list[Callable[[], object]] = []  # sends not yet acknowledged
         self.outcome_sender = OutcomeSender()
         self._unflushed: dict[Slot, int] = {}  # last offset per partition with a pending send
@@ -353,7 +381,9 @@ class Server:
         self.engine = self.retry("store", lambda: connect(c.store, timeout))
         self.faults.arm_mid_batch(self.engine)
         self.source = self.retry("broker", lambda: TopicsSource(
-            c.kafka, list(self.roles), c.partitions, client_id="cis-serve"))
+            c.kafka, list(self.roles), c.partitions, client_id="cis-serve", group=c.group,
+            listener=self if c.group is not None else None,
+            session_timeout_ms=int(c.session_timeout_s * 1000)))
         self.publisher = self.retry("broker", lambda: Publisher(c.kafka, client_id="cis-serve"))
         self.retry("store", self._load_positions)
         self.retry("store", self._load_cells)
@@ -379,15 +409,16 @@ class Server:
                                           registry=self.metrics.registry)
             self.metrics_port = server.server_port
             self._metrics_server = server
-        log_event(logging.INFO, "serving", topics=self.roles,
+        log_event(logging.INFO, "serving", topics=self.roles, group=c.group,
                   partitions=list(self.source.partitions), processed=_named(self.processed),
                   published=_named(self.published), cells=len(self.cells),
                   metrics_port=self.metrics_port)
 
-    def _load_positions(self) -> None:
+    def _load_positions(self, slots: Iterable[Slot] | None = None) -> None:
+        """Positions of `slots` (default: every assigned one) from the store; seek there."""
         assert self.engine and self.source
         recorder = self.engine.app.process_recorder
-        for slot in self.source.slots:
+        for slot in self.source.slots if slots is None else sorted(slots):
             done = recorder.max_tracking_id(tracking_name(*slot))
             sent = recorder.max_tracking_id(published_name(*slot))
             self.processed[slot] = -1 if done is None else done
@@ -399,11 +430,49 @@ class Server:
     def _load_cells(self) -> None:
         assert self.engine and self.source
         n, owned = self.source.topic_partition_count, set(self.source.partitions)
-        world = self.engine.processor.world
-        self.cells = frozenset(a.cell for a in list(world.aggregates.values())
-                               if isinstance(a, CellLog) and partition_for(a.cell, n) in owned)
+        self._cells_stale = False
+        self.cells = frozenset(c for c in opened_cells(self.engine)
+                               if partition_for(c, n) in owned) if owned else frozenset()
+
+    # --- group membership (PartitionListener: called inside a poll, between batches) -----
+
+    def partitions_revoked(self, slots: frozenset[Slot]) -> None:
+        """Another writer may take `slots` once this returns: publish what is decided and
+        record that it was, then drop the slots and the state of every cell (the next
+        owner's decisions will make ours stale). No batch is open: polls come between."""
+        assert self.engine is not None
+        if not self._closing:  # when closing, the next owner re-publishes what is unsaved
+            self._flush_outcomes()
+            self.retry("store", self._save_published)
+        for slot in slots:
+            for positions in (self.processed, self.published, self._published_saved,
+                              self._unflushed):
+                positions.pop(slot, None)
+        self.engine.processor.forget()
+        self._cells_stale = True
+        log_event(logging.INFO, "partitions revoked", group=self.config.group,
+                  partitions=_partition_numbers(slots))
+
+    def partitions_assigned(self, slots: frozenset[Slot]) -> None:
+        """`slots` are ours: resume each where the store says (as at start-up). State of a
+        cell loaded before is dropped: another writer may have decided for it since."""
+        assert self.engine is not None and self.source is not None
+        new = {slot for slot in slots if slot not in self.processed}
+        if new:
+            self.engine.processor.forget()
+        self.retry("store", lambda: self._load_positions(new))
+        self._cells_stale = True
+        by_topic = {t: sorted(p for s, p in slots if s == t) for t in self.roles}
+        if len({tuple(p) for p in by_topic.values()}) > 1:  # the range assignor never does
+            log_event(logging.WARNING, "topics assigned different partitions; a cell's "
+                      "commands are split between writers (the store still fences them)",
+                      assigned=by_topic)
+        log_event(logging.INFO, "partitions assigned", group=self.config.group,
+                  partitions=_partition_numbers(slots),
+                  processed=_named({s: self.processed[s] for s in sorted(new)}))
 
     def close(self) -> None:
+        self._closing = True
         if self.ticker is not None:
             self.ticker.shutdown()
         if self._metrics_server is not None:
@@ -430,6 +499,8 @@ class Server:
         batch = self.retry("broker", lambda: self.source.poll_batch(  # type: ignore[union-attr]
             max(self.config.batch_size, self.config.poll_records), self.config.poll_timeout_ms))
         self.stats.timed("poll", began)
+        if self._cells_stale:
+            self.retry("store", self._load_cells)
         if batch:
             self.stats.polls += 1
             self.faults.reached("after-poll")
@@ -440,7 +511,8 @@ class Server:
                     if start and self.stopping:
                         break  # the rest is read again after a restart
                     chunk = records[start:start + size]
-                    self._process(slot, chunk)
+                    if not self._process(slot, chunk):
+                        break  # the store refused it: the rest is read again
                     self._unflushed[slot] = chunk[-1].offset
             self._unflushed_replays |= self.stats.republished > replayed
             if time.monotonic() - self._flushed_at >= self.config.flush_interval_s:
@@ -463,7 +535,8 @@ class Server:
             self.retry("store", self._save_published)
         self.faults.reached("after-publish")
 
-    def _process(self, slot: Slot, records: list[Record]) -> None:
+    def _process(self, slot: Slot, records: list[Record]) -> bool:
+        """Decide and answer `records`; False if the store refused them to us (§2.6)."""
         done = self.processed[slot]
         role = self.roles[slot[0]]
         replay = [r for r in records if r.offset <= done]
@@ -474,12 +547,15 @@ class Server:
             self.stats.republished += len(replay)
         if fresh:
             tracking = Tracking(tracking_name(*slot), fresh[-1].offset)
-            outcomes = self._decide_fresh(fresh, tracking, role)
+            decided = self._decide_fresh(slot, fresh, tracking, role)
+            if decided is None:
+                return False
             self.processed[slot] = fresh[-1].offset
             self.faults.reached("after-commit")
-            self._send(fresh, outcomes, count=role)
+            self._send(fresh, decided, count=role)
             self._note_cells(fresh)
             self.stats.commands += len(fresh)
+        return True
 
     def _decide(self, records: list[Record], tracking: Tracking | None, role: Role
                 ) -> list[Outcome]:
@@ -518,14 +594,29 @@ class Server:
             self.metrics.decided(outcomes)
         return outcomes
 
-    def _decide_fresh(self, records: list[Record], tracking: Tracking, role: Role
-                      ) -> list[Outcome]:
+    def _decide_fresh(self, slot: Slot, records: list[Record], tracking: Tracking,
+                      role: Role) -> list[Outcome] | None:
+        """Outcomes of fresh records, stored with `tracking`; None if another writer's
+        decisions for the same cells or partition came first (the store refused ours)."""
         try:
             return self._decide(records, tracking, role)
         except IntegrityError:
             # Our position moved under us: another writer owns this partition (§2.6).
             assert self.engine is not None
             stored = self.engine.app.process_recorder.max_tracking_id(tracking.application_name)
+            if self.config.group is not None:
+                # The group gave it to another writer while we were not looking (a stall
+                # longer than the session). Nothing of the batch was stored and none of it
+                # is answered here; read the partition again from where the store says,
+                # on fresh state. The next poll rejoins the group, which tells us whose it is.
+                log_event(logging.WARNING, "another writer advanced this partition; batch "
+                          "abandoned, reading on from the stored position",
+                          tracking=tracking.application_name, stored=stored,
+                          records=len(records))
+                self.engine.processor.forget()
+                self._unflushed.pop(slot, None)
+                self.retry("store", lambda: self._load_positions([slot]))
+                return None
             log_event(logging.ERROR, "another writer advanced this partition; stopping",
                       tracking=tracking.application_name, stored=stored)
             self.fenced = True
@@ -612,9 +703,12 @@ class Server:
 
     def _note_cells(self, records: list[Record]) -> None:
         assert self.engine is not None
-        world = self.engine.processor.world
         keys = {r.key.decode("utf-8", "replace") for r in records if r.key and len(r.key) <= 256}
-        new = {k for k in keys - self.cells if world.cell_log(k) is not None}
+        unseen = keys - self.cells
+        if not unseen:  # the usual case: no need to look at the state
+            return
+        processor = self.engine.processor  # the records were just decided: their cells are loaded
+        new = {k for k in unseen if processor.has_log(k)}
         if new:
             self.cells = self.cells | new
 
@@ -654,13 +748,20 @@ class Server:
         recorder = self.engine.app.process_recorder
         for slot, offset in self.published.items():
             if offset > self._published_saved[slot]:
-                recorder.insert_tracking(Tracking(published_name(*slot), offset))
+                try:
+                    recorder.insert_tracking(Tracking(published_name(*slot), offset))
+                except IntegrityError:
+                    if self.config.group is None:
+                        raise
+                    # A writer the group moved this partition to has published further.
+                    log_event(logging.INFO, "published position already further",
+                              tracking=published_name(*slot), offset=offset)
                 self._published_saved[slot] = offset
 
     def _count_world(self) -> None:
         """The world's gauges (on the loop's thread: the world is only read here)."""
         assert self.engine is not None and self.metrics is not None
-        self.metrics.world_is(self.engine.processor.world)
+        self.metrics.world_is(self.engine.processor.loaded_world)
         if self.source is not None and self._due.get("lag", 0.0) <= time.monotonic():
             self._due["lag"] = time.monotonic() + self.config.metrics_interval_s
             try:
@@ -685,7 +786,8 @@ class Server:
                 "dead_letters": self.stats.dead_letters,
                 "republished": self.stats.republished,
                 "commands_per_s": round((commands - before) / max(now - then, 1e-6), 1),
-                "cells": len(self.cells)}
+                "cells": len(self.cells),
+                "partitions": _partition_numbers(self.processed)}
 
     def report_progress(self) -> dict[str, Any]:
         """Log (and write to the status file) positions, lag and commands/s."""
@@ -747,6 +849,10 @@ class Server:
 
 def _source(record: Record) -> tuple[str, bytes]:
     return SOURCE_HEADER, f"{record.topic}:{record.partition}:{record.offset}".encode()
+
+
+def _partition_numbers(slots: Iterable[Slot]) -> list[int]:
+    return sorted({partition for _, partition in slots})
 
 
 def _named(by_slot: dict[Slot, int]) -> dict[str, int]:

@@ -1,15 +1,14 @@
-"""The event-sourced application: a process recorder (events + tracking) and the world."""
+"""The event-sourced application: a process recorder (events + tracking) and reads of its log."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from eventsourcing.application import Application, ProcessingEvent
+from eventsourcing.application import Application, ProcessingEvent, Recording
 from eventsourcing.persistence import ProcessRecorder, Tracking, Transcoder
 
 from engine.transcoder import OrjsonTranscoder
-from engine.world import World
 
 READ_PAGE = 5000
 
@@ -31,13 +30,14 @@ class CisApplication(Application):
         assert isinstance(self.recorder, ProcessRecorder)
         return self.recorder
 
-    def record(self, events: list[Any], tracking: Tracking | None) -> None:
-        """Store events and the position they came from in one transaction."""
+    def record(self, events: list[Any], tracking: Tracking | None) -> list[Recording[Any]]:
+        """Store events and the position they came from in one transaction; answers where
+        each event was stored."""
         processing = ProcessingEvent(tracking=tracking)
         # Our events are known to be domain events: skip collect_events' per-object
         # isinstance check against a runtime Protocol (slow at thousands per batch).
         processing.events = list(events)
-        self._record(processing)
+        return self._record(processing)
 
     def page(self, after: int, limit: int = READ_PAGE, topics: Sequence[str] = (),
              stop: int | None = None) -> list[tuple[int, Any]]:
@@ -47,14 +47,9 @@ class CisApplication(Application):
                                                            stop=stop, topics=topics)
         return [(n.id, self.mapper.to_domain_event(n)) for n in notifications]
 
-    def read(self, after: int = 0) -> Iterator[tuple[int, Any]]:
-        """Every stored event after notification `after`, in log order."""
-        while page := self.page(after):
+    def read(self, after: int = 0, topics: Sequence[str] = ()) -> Iterator[tuple[int, Any]]:
+        """Every stored event after notification `after` (of `topics` only, if any are
+        given), in log order."""
+        while page := self.page(after, topics=topics):
             yield from page
             after = page[-1][0]
-
-    def load_world(self) -> World:
-        world = World()
-        for _, event in self.read():
-            world.replay(event)
-        return world

@@ -45,8 +45,11 @@ def version_in_force(book: PriceBook | None, at: datetime) -> dict[str, Any] | N
     """The price book's version in force at `at` (versions take effect in order)."""
     if book is None:
         return None
-    return next((v for v in reversed(book.versions)
-                 if v["effective_from"] <= at.timestamp()), None)
+    when = at.timestamp()  # once, not once per version looked at
+    for version in reversed(book.versions):
+        if version["effective_from"] <= when:
+            return version
+    return None
 
 
 def _rates(version: dict[str, Any], runtime: str) -> tuple[Decimal, Decimal]:
@@ -65,16 +68,37 @@ def size(pool: Pool, cmd: c.CreateInstance, version: dict[str, Any]
     choice = pool.billed_spec(cmd.vcpu, cmd.memory_gib, _rates(version, runtime), runtime)
     if isinstance(choice, SpecRejected):
         return runtime, choice, None
-    billed = choice.billed
-    return runtime, choice, demand_of(billed.vcpu, billed.memory_gib, runtime, pool.config)
+    return runtime, choice, _demand(pool, choice.billed, runtime)
 
 
-def _billed_note(cmd: c.CreateInstance, billed: Spec, version: dict[str, Any]) -> str | None:
-    if (billed.vcpu, billed.memory_gib) == (cmd.vcpu, cmd.memory_gib):
+# (cell, pool, runtime, billed spec) -> (the pool's config it was worked out for, demand):
+# tenants ask for few shapes, and demand_of re-reads the runtime profiles every time.
+_DEMANDS: dict[tuple[str, str, str, Spec], tuple[dict[str, Any], dict[str, int]]] = {}
+DEMANDS_AT_MOST = 4096
+
+
+def _demand(pool: Pool, billed: Spec, runtime: str) -> dict[str, int]:
+    key = (pool.cell, pool.pool, runtime, billed)
+    known = _DEMANDS.get(key)
+    if known is None or known[0] is not pool.config:  # a reconfigured pool: worked out again
+        if len(_DEMANDS) >= DEMANDS_AT_MOST:
+            _DEMANDS.clear()  # a simple bound
+        known = _DEMANDS[key] = (pool.config, demand_of(billed.vcpu, billed.memory_gib,
+                                                        runtime, pool.config))
+    return dict(known[1])  # each instance's own: events and aggregates never share it
+
+
+def _billed_note(cmd: c.CreateInstance, billed: Spec, version: dict[str, Any],
+                 asked: tuple[Decimal, Decimal]) -> str | None:
+    vcpu, memory_gib = asked
+    if (billed.vcpu, billed.memory_gib) == (vcpu, memory_gib):
         return None
     return (f"billed as {billed.vcpu} vCPU / {billed.memory_gib} GiB (asked "
-            f"{cmd.vcpu} vCPU / {cmd.memory_gib} GiB; cheapest covering spec at price "
+            f"{vcpu} vCPU / {memory_gib} GiB; cheapest covering spec at price "
             f"version {version['number']})")
+
+
+_KEPT_PARTS = {"init_containers", "containers", "network", "retry_budget"}
 
 
 @handles(c.CreateInstance)
@@ -111,20 +135,22 @@ def create_instance(ctx: Context, cmd: c.CreateInstance) -> str | None:
     if reasons:
         raise Rejected(reasons)
     assert pool is not None and billed is not None and version is not None
+    asked = (cmd.vcpu, cmd.memory_gib)  # sums over the containers: once each
+    # One serialisation for the four parts the event keeps (each part's own dump is the same).
+    parts = cmd.model_dump(mode="json", include=_KEPT_PARTS)
     instance = Instance.create(
         cmd.issued_at, cell=cmd.cell, name=cmd.instance_id, account=cmd.account, pool=cmd.pool,
         # Init containers first, marked: they run to completion before the others start.
-        containers=[*({**ct.model_dump(mode="json"), "init": True}
-                      for ct in cmd.init_containers),
-                    *(ct.model_dump(mode="json") for ct in cmd.containers)],
+        containers=[*({**ct, "init": True} for ct in parts["init_containers"]),
+                    *parts["containers"]],
         restart_policy=cmd.restart_policy, runtime=runtime,
-        network=cmd.network.model_dump(mode="json"), node_selector=dict(cmd.node_selector),
-        requested_vcpu=cmd.vcpu, requested_memory_gib=cmd.memory_gib,
+        network=parts["network"], node_selector=dict(cmd.node_selector),
+        requested_vcpu=asked[0], requested_memory_gib=asked[1],
         billed_vcpu=billed.vcpu, billed_memory_gib=billed.memory_gib, demand=demand,
-        retry_budget=cmd.retry_budget.model_dump(),
+        retry_budget=parts["retry_budget"],
     )
     ctx.touch(instance, f"instance/{instance.name}")
-    note = _billed_note(cmd, billed, version)
+    note = _billed_note(cmd, billed, version, asked)
     if problem := scaling.selector_problem(pool, demand, instance.node_selector):
         # No node group can ever hold it: say so now, and ask the ASG for nothing.
         instance.mark_unschedulable([reason("node_selector", problem,

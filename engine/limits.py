@@ -33,3 +33,7 @@ class EngineLimits:
     # Batch placement: a poll batch's creates are placed together, up to this many per pool
     # at a time (a reorder window, engine/batch_plan.py). 1 places them one by one.
     placement_window: int = 1
+    # How long a command id is remembered (Kafka's producer-idempotence window is a week): a
+    # repeat within it answers its recorded outcome; a command older than it, by the cell's
+    # clock, is refused as `command_id_expired`, never decided again.
+    command_id_retention_seconds: int = 7 * DAY_S

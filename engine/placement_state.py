@@ -3,7 +3,13 @@
 This is the placement projection: the writer keeps it current by observing every event it
 records or replays, so a decision reads exactly what the log implies, and rebuilding it from
 the log gives the same arrays. Dedicated pools (one instance per VM of the smallest model
-that holds it) keep, per model, the set of empty eligible nodes instead of an index.
+that holds it) keep, per model and label set, the empty eligible nodes instead of an index.
+
+Every lookup goes through an index, node selectors included: nodes are partitioned by their
+distinct label set (a pool has a few: its labels plus `model` and `pool`), a selector is the
+set of label sets it matches (worked out once per selector and label-set count), and the
+`NodeIndex` is asked only about those parts. No node's labels are ever looked at per query;
+the one policy the index still decides by a (vectorised, parts-masked) scan is dot_product.
 """
 
 from __future__ import annotations
@@ -16,7 +22,9 @@ import numpy as np
 
 from engine.policies.demand import DIMENSIONS
 from engine.policies.node_index import NodeIndex
-from engine.policies.placement import POLICIES, Placed, Unplaceable, utilisation_score_row
+from engine.policies.placement import Placed, Unplaceable, utilisation_score_row
+
+LabelSet = tuple[tuple[str, str], ...]  # a node's labels, sorted: one index part per distinct set
 
 
 @dataclass(frozen=True)
@@ -57,7 +65,15 @@ class PoolPlacement:
         self.labels: list[dict[str, str]] = []
         self.instances: list[int] = []
         self.takes_work: list[bool] = []  # ready and not cordoned
-        self.free_by_model: dict[str, dict[int, None]] = {}  # dedicated: empty eligible nodes
+        # Distinct label sets, in order of first appearance (= index part ids), and the parts
+        # each selector matches (valid while the label-set count is the one recorded).
+        self.label_sets: list[LabelSet] = []
+        self.part_of_labels: dict[LabelSet, int] = {}
+        self.selector_parts: dict[LabelSet, tuple[int, tuple[int, ...]]] = {}
+        # Dedicated: per (model, part) the empty eligible nodes, each with the sequence number
+        # of when it became so; the longest-free matching node is taken (a function of the log).
+        self.free_nodes: dict[tuple[str, int], dict[int, int]] = {}
+        self.freed = 0  # sequence numbers handed out
         # ENI device indices per node: 1.. handed out in order; released ones are reused
         # lowest first (a heap), so the index an instance gets is a function of the log.
         self.next_eni: list[int] = []
@@ -70,7 +86,12 @@ class PoolPlacement:
 
     def add_node(self, node_id: str, model: str, capacity: dict[str, int],
                  labels: dict[str, str]) -> None:
-        i = self.index.add_node([capacity[d] for d in DIMENSIONS], eligible=False)
+        label_set = tuple(sorted(labels.items()))
+        part = self.part_of_labels.get(label_set)
+        if part is None:
+            part = self.part_of_labels[label_set] = len(self.label_sets)
+            self.label_sets.append(label_set)
+        i = self.index.add_node([capacity[d] for d in DIMENSIONS], eligible=False, part=part)
         assert i == len(self.node_ids)
         self.node_ids.append(node_id)
         self.position[node_id] = i
@@ -133,34 +154,44 @@ class PoolPlacement:
     def _refresh(self, i: int) -> None:
         eligible = self.takes_work[i] and (self.kind == "shared" or self.instances[i] == 0)
         self.index.set_eligible(i, eligible)
-        free = self.free_by_model.setdefault(self.models[i], {})
+        if self.kind != "dedicated":
+            return
+        free = self.free_nodes.setdefault((self.models[i], self.index.part_of(i)), {})
         if eligible:
-            free[i] = None
+            if i not in free:
+                self.freed += 1
+                free[i] = self.freed
         else:
             free.pop(i, None)
+
+    def parts(self, selector: dict[str, str]) -> tuple[int, ...] | None:
+        """The index parts (label sets) a node selector matches; None: no selector, all."""
+        if not selector:
+            return None
+        key = tuple(sorted(selector.items()))
+        known = self.selector_parts.get(key)
+        if known is None or known[0] != len(self.label_sets):
+            known = self.selector_parts[key] = (len(self.label_sets), tuple(
+                part for part, label_set in enumerate(self.label_sets)
+                if _matches(dict(label_set), selector)))
+        return known[1]
 
     # --- queries ---------------------------------------------------------------------
 
     def choose(self, demand: dict[str, int], selector: dict[str, str], model: str
                ) -> Choice | NoRoom:
         """Where the instance goes, or every reason it fits nowhere (pure read)."""
+        parts = self.parts(selector)
         if self.kind == "dedicated":
-            for i in self.free_by_model.get(model, {}):
-                if _matches(self.labels[i], selector):
-                    return Choice(self.node_ids[i], "dedicated-smallest-model", 0.0,
-                                  self.lowest_free_eni(self.node_ids[i]))
+            i = self._longest_free(model, parts)
+            if i is not None:
+                return Choice(self.node_ids[i], "dedicated-smallest-model", 0.0,
+                              self.lowest_free_eni(self.node_ids[i]))
             return NoRoom([{"field": "node", "problem": f"no empty ready node of model {model}"
                             + (" matching the node selector" if selector else "")}])
         if self.hint is not None and (hinted := self._hinted(demand, selector)) is not None:
             return hinted
-        row = np.array([demand[d] for d in DIMENSIONS], dtype=np.int64)
-        if selector:
-            mask = self.index.eligible & np.array(
-                [_matches(labels, selector) for labels in self.labels], dtype=bool)
-            decision = POLICIES[self.policy](self.index.capacity, self.index.allocated, mask,
-                                             row, DIMENSIONS)
-        else:
-            decision = self.index.place(row, self.policy)
+        decision = self.index.place([demand[d] for d in DIMENSIONS], self.policy, parts)
         if isinstance(decision, Placed):
             node_id = self.node_ids[decision.node_index]
             return Choice(node_id, decision.policy, decision.score,
@@ -168,37 +199,47 @@ class PoolPlacement:
         assert isinstance(decision, Unplaceable)
         return NoRoom([{"field": dim, "problem": problem} for dim, problem in decision.reasons])
 
+    def _longest_free(self, model: str, parts: tuple[int, ...] | None) -> int | None:
+        """Of the model's empty eligible nodes in these parts, the one free the longest."""
+        best: tuple[int, int] | None = None  # (sequence number, node)
+        for (of_model, part), free in self.free_nodes.items():
+            if of_model != model or not free or (parts is not None and part not in parts):
+                continue
+            i, seq = next(iter(free.items()))  # insertion order is sequence order
+            if best is None or seq < best[0]:
+                best = (seq, i)
+        return None if best is None else best[1]
+
     def _hinted(self, demand: dict[str, int], selector: dict[str, str]) -> Choice | None:
         """The batch's planned node, if it still holds exactly this demand (one use)."""
         (i, planned), self.hint = self.hint, None  # type: ignore[misc]
         row = [demand[d] for d in DIMENSIONS]
-        if selector or tuple(row) != planned or not self.index.eligible[i] or not (
+        if selector or tuple(row) != planned or not self.index.is_eligible(i) or not (
                 self.index.fits(i, row)):
             return None
         node_id = self.node_ids[i]
-        score = utilisation_score_row(self.index.capacity[i].tolist(),
-                                      self.index.allocated[i].tolist(), row)
+        score = utilisation_score_row(self.index.capacity_of(i), self.index.allocated_of(i),
+                                      row)
         return Choice(node_id, f"{self.policy}+batch", score, self.lowest_free_eni(node_id))
 
     def free(self, node_id: str) -> dict[str, int]:
-        i = self.position[node_id]
-        free = self.index.capacity[i] - self.index.allocated[i]
-        return {d: int(free[k]) for k, d in enumerate(DIMENSIONS)}
+        free = self.index.free_of(self.position[node_id])
+        return dict(zip(DIMENSIONS, free, strict=True))
 
     def utilisation(self, node_id: str) -> float:
         """The node's highest allocated share over every dimension -- cpu, memory, ENIs and
         pod slots (for scale-in): a node whose ENIs are all taken is full, however idle its
         cpu. (Each share is one correctly rounded division: no summation order to vary.)"""
         i = self.position[node_id]
-        cap = self.index.capacity[i].tolist()
-        alloc = self.index.allocated[i].tolist()
+        cap = self.index.capacity_of(i)
+        alloc = self.index.allocated_of(i)
         return max(a / c for a, c in zip(alloc, cap, strict=True))
 
     def allocation(self, node_id: str) -> dict[str, tuple[int, int]]:
         """(allocated, capacity) per dimension."""
         i = self.position[node_id]
-        return {d: (int(self.index.allocated[i][k]), int(self.index.capacity[i][k]))
-                for k, d in enumerate(DIMENSIONS)}
+        return dict(zip(DIMENSIONS, zip(self.index.allocated_of(i), self.index.capacity_of(i),
+                                        strict=True), strict=True))
 
 
 def _matches(labels: dict[str, str], selector: dict[str, str]) -> bool:

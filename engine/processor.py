@@ -16,22 +16,28 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
+from uuid import UUID
 
 import orjson
+from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.persistence import IntegrityError, Tracking
+from eventsourcing.utils import get_topic
 
 from engine import batch_plan
 from engine.application import CisApplication
 from engine.domain.cell_log import CellLog
 from engine.domain.instance import Instance
+from engine.domain.node import Node
 from engine.handlers import HANDLERS, Context, Rejected
 from engine.limits import EngineLimits
-from engine.world import World
+from engine.snapshots import SnapshotStore, freeze, thaw
+from engine.world import CellState, World
 from schemas.commands import ROLE_TOPICS, CommandBase, Role, Tick
 from schemas.limits import TIME_MIN
 from schemas.outcomes import NotACommand, Outcome, Reason, parse_command
@@ -40,6 +46,9 @@ log = logging.getLogger(__name__)
 
 Item = bytes | str | CommandBase
 CONFLICT_RETRIES = 3
+# A cell's state is snapshotted after this many of its events (CIS_SNAPSHOT_EVERY).
+SNAPSHOT_EVERY = 100_000
+CELL_OPENED = (get_topic(CellLog.Opened),)
 
 
 class HandlerCrashed(Exception):
@@ -50,20 +59,138 @@ class HandlerCrashed(Exception):
 
 
 class CommandProcessor:
-    def __init__(self, app: CisApplication, limits: EngineLimits | None = None):
+    """Decides batches against the state of the cells they name, loading each cell on first
+    use (newest snapshot + the log's tail) and snapshotting it every `snapshot_every` of its
+    events (docs/design.md §7)."""
+
+    def __init__(self, app: CisApplication, limits: EngineLimits | None = None,
+                 snapshots: SnapshotStore | None = None, snapshot_every: int = SNAPSHOT_EVERY,
+                 cell_directory: Callable[[], Iterable[str]] | None = None,
+                 existing: Callable[[Collection[UUID]], set[UUID]] | None = None):
         self.app = app
         self.limits = limits or EngineLimits()
-        self._world: World | None = None
+        self.snapshots = snapshots
+        self.snapshot_every = snapshot_every
+        self.cell_directory = cell_directory  # every cell opened in the store (None: scan)
+        self.existing = existing  # which aggregates have events (None: read each one)
+        self._world = self._new_world()
+        self.position: dict[str, int] = {}  # per loaded cell: newest notification folded in
+        self.unsaved: dict[str, int] = {}  # per loaded cell: events since its last snapshot
+        self._warmed = False
+
+    def _new_world(self) -> World:
+        world = World(self.limits.command_id_retention_seconds + max(
+            self.limits.max_skew_seconds, self.limits.max_tenant_skew_seconds))
+        world.fetch = self._fetch
+        return world
+
+    def _fetch(self, aggregate_id: UUID) -> Any:
+        try:
+            return self.app.repository.get(aggregate_id)
+        except AggregateNotFoundError:
+            return None
 
     @property
     def world(self) -> World:
-        if self._world is None:
-            self._world = self.app.load_world()
+        """Every cell's state (tools and tests look at it whole; deciding loads only the
+        cells a batch names)."""
+        if not self._warmed:
+            self.warm()
         return self._world
 
-    def forget(self) -> None:
-        """Drop the in-memory state; the next batch reloads it from the store."""
-        self._world = None
+    @property
+    def loaded_world(self) -> World:
+        """The cells loaded so far (what a writer holds), loading nothing."""
+        return self._world
+
+    def cells(self) -> frozenset[str]:
+        """Every cell opened in the store, and every loaded one."""
+        if self.cell_directory is not None:
+            found = set(self.cell_directory())
+        else:
+            found = {getattr(e, "cell", "") for _, e in self.app.read(topics=CELL_OPENED)}
+        return frozenset(found | self._world.parts.keys())
+
+    def has_log(self, cell: str) -> bool:
+        """Whether a loaded cell has a command log (has ever handled a command)."""
+        return self._world.cell_log(cell) is not None
+
+    def warm(self, cells: Iterable[str] | None = None) -> None:
+        """Load these cells now (None: every cell in the store)."""
+        if cells is None:
+            self._warmed = True
+        self._load(set(self.cells() if cells is None else cells) - self.loaded)
+
+    @property
+    def loaded(self) -> set[str]:
+        return set(self.position)
+
+    def forget(self, cells: Iterable[str] | None = None) -> None:
+        """Drop these cells' state (None: all); the next batch naming one reloads it."""
+        if cells is None:
+            self._world = self._new_world()
+            self.position.clear()
+            self.unsaved.clear()
+            self._warmed = False
+            return
+        for cell in cells:
+            self._world.detach(cell)
+            self.position.pop(cell, None)
+            self.unsaved.pop(cell, None)
+            self._warmed = False
+
+    def _load(self, cells: set[str]) -> None:
+        """Each cell from its newest usable snapshot, then the log after it; one read of the
+        log from the oldest start serves them all."""
+        if not cells:
+            return
+        started = time.perf_counter()
+        world, start = self._world, {}
+        found = {c: self.snapshots.load(c) for c in sorted(cells)} if self.snapshots else {}
+        states = {c: thaw(s, world.keep_seconds) for c, s in found.items() if s is not None}
+        # A cell the store has never seen starts empty, at the log's end: a command naming a
+        # new (or made-up) cell must not cost a read of the whole log.
+        missing = {c for c in cells if states.get(c) is None}
+        unknown = missing - set(self.cells()) if missing else set()
+        end = (self.app.recorder.max_notification_id() or 0) if unknown else 0
+        for cell in sorted(cells):
+            state = states.get(cell)
+            if state is not None:
+                world.attach(state)
+                start[cell] = found[cell].position  # type: ignore[union-attr]
+            else:
+                world.attach(CellState(cell, world.keep_seconds))
+                start[cell] = end if cell in unknown else 0
+        waiting = sorted(start.items(), key=lambda item: item[1])
+        active: set[str] = set()
+        last = after = waiting[0][1]
+        replayed = 0
+        for notification_id, event in self.app.read(after):
+            while waiting and waiting[0][1] < notification_id:
+                active.add(waiting.pop(0)[0])
+            replayed += world.replay(event, active)
+            last = notification_id
+        for cell in cells:
+            self.position[cell] = max(start[cell], last)
+            self.unsaved[cell] = 0
+            world.evict(cell)
+        log.info("loaded %d cell(s): %d snapshot(s), %d event(s) of the log after %d, %.3f s",
+                 len(cells), sum(1 for p in start.values() if p), replayed, after,
+                 time.perf_counter() - started)
+
+    def save_snapshots(self, cells: Iterable[str] | None = None) -> int:
+        """Snapshot these loaded cells (None: every one with events since its last)."""
+        if self.snapshots is None:
+            return 0
+        chosen = [c for c in self.unsaved if self.unsaved[c]] if cells is None else list(cells)
+        for cell in chosen:
+            state = self._world.parts.get(cell)
+            if state is None:
+                continue
+            self._world.evict(cell)
+            self.snapshots.save(freeze(state, self.position[cell]))
+            self.unsaved[cell] = 0
+        return len(chosen)
 
     def process(self, items: Sequence[Item], tracking: Tracking | None = None,
                 role: Role | None = None) -> list[Outcome]:
@@ -71,42 +198,87 @@ class CommandProcessor:
         trusted, any command type)."""
         crashed: dict[int, Exception] = {}
         attempt = 0
+        parsed = [_parse(item) for item in items]
+        cells = {p.cell for p in parsed if isinstance(p, CommandBase)}
         while True:
             try:
-                outcomes, events = self._decide(items, crashed, role)
-                self.app.record(events, tracking)
+                self._load(cells - self.loaded)
+                self._look_up_evicted(parsed)
+                outcomes, events = self._decide(parsed, crashed, role)
+                recordings = self.app.record(events, tracking)
+                self._recorded(events, recordings)
                 return outcomes
             except HandlerCrashed as exc:
                 # A bug must not stop the stream: reject that command, decide the rest again.
                 log.exception("handler crashed; rejecting command %d", exc.index)
                 crashed[exc.index] = exc.error
-                self.forget()
+                self.forget(cells)
             except IntegrityError:
-                self.forget()
+                self.forget(cells)
                 attempt += 1
                 if attempt > CONFLICT_RETRIES:
                     raise
                 log.warning("write conflict (another writer?); retrying batch, attempt %d",
                             attempt)
             except BaseException:
-                self.forget()
+                self.forget(cells)
                 raise
 
-    def _decide(self, items: Sequence[Item], crashed: dict[int, Exception],
+    def _look_up_evicted(self, parsed: Sequence[CommandBase | Outcome]) -> None:
+        """In a cell that evicted, a name that misses in memory may be in the log: ask once
+        for the whole batch which of them are, so each miss is not a read of its own."""
+        world = self._world
+        world.absent.clear()
+        if self.existing is None:
+            return
+        wanted: set[UUID] = set()
+        for command in parsed:
+            state = world.parts.get(getattr(command, "cell", ""))
+            if state is None or not state.evicted:
+                continue
+            name, account = getattr(command, "instance_id", None), getattr(command, "account", None)
+            if isinstance(name, str) and isinstance(account, str) and (
+                    command.cell, account, name) not in state.instances:  # type: ignore[union-attr]
+                wanted.add(Instance.create_id(command.cell, account, name))  # type: ignore[union-attr]
+            node_id = getattr(command, "node_id", None)
+            if isinstance(node_id, str) and (command.cell, node_id) not in state.nodes:  # type: ignore[union-attr]
+                wanted.add(Node.create_id(command.cell, node_id))  # type: ignore[union-attr]
+        if wanted:
+            world.absent.update(wanted - self.existing(wanted))
+
+    def _recorded(self, events: list[Any], recordings: Sequence[Any]) -> None:
+        """Note each cell's newest position; snapshot the cells that are due."""
+        if not recordings:
+            return
+        newest = max(r.notification.id for r in recordings)
+        counts: dict[str, int] = defaultdict(int)
+        cell_of = self._world.cell_of
+        for event in events:
+            cell = cell_of.get(event.originator_id)
+            if cell is not None:
+                counts[cell] += 1
+        for cell, count in counts.items():
+            if cell in self.position:
+                self.position[cell] = newest
+                self.unsaved[cell] = self.unsaved.get(cell, 0) + count
+        due = [c for c, n in self.unsaved.items() if n >= self.snapshot_every]
+        if due:
+            self.save_snapshots(due)
+
+    def _decide(self, parsed_items: Sequence[CommandBase | Outcome], crashed: dict[int, Exception],
                 role: Role | None) -> tuple[list[Outcome], list[Any]]:
-        world = self.world
+        world = self._world
         outcomes: list[Outcome] = []
         events: list[Any] = []
         handled: dict[str, list[dict[str, Any]]] = defaultdict(list)
         clocks = dict(world.clocks)  # moved by this batch's accepted commands only
-        parsed_items = [_parse(item) for item in items]
         # Batch placement: the batch's creates planned together (K = placement_window; 1 is
         # one by one). Each create is still decided in order; see engine/batch_plan.py.
         hints = batch_plan.plan_batch(world, [
             (i, p) for i, p in enumerate(parsed_items)
             if isinstance(p, CommandBase) and i not in crashed
             and (role is None or p.role == role)
-            and world.recorded(p.principal, p.command_id) is None],
+            and world.recorded(p.cell, p.principal, p.command_id) is None],
             self.limits.placement_window)
         for index, parsed in enumerate(parsed_items):
             if isinstance(parsed, Outcome):
@@ -119,12 +291,17 @@ class CommandProcessor:
                     update={"principal": command.principal}))
                 continue
             digest = content_digest(command)
-            key = world.recorded(command.principal, command.command_id)
+            key = world.recorded(command.cell, command.principal, command.command_id)
             if key is not None:
-                outcomes.append(_repeat(world, key, command, digest).model_copy(
-                    update={"principal": command.principal}))
+                outcomes.append(_repeat(world.part(command.cell), key, command, digest)
+                                .model_copy(update={"principal": command.principal}))
                 continue
             clock = clocks.get(command.cell)
+            if expired := _expired(command, clock, self.limits):
+                # Older than the window its id is remembered for: never decided again.
+                outcomes.append(Outcome.rejected(command.command_id, [expired]).model_copy(
+                    update={"principal": command.principal}))
+                continue
             claimed = command.at
             recorded_before = len(events)
             if command.role == "tenant" and clock is not None and claimed < clock:
@@ -153,14 +330,13 @@ class CommandProcessor:
             entry = {**outcome.model_dump(mode="json", exclude_none=True),
                      "principal": command.principal, "command_type": command.type,
                      "digest": digest}
-            world.remember(entry)
+            world.remember(command.cell, entry)
             handled[command.cell].append(entry)
         # A cell's log is stamped with its clock: a batch of rejections leaves it where it
-        # was. A cell with no clock yet (nothing accepted) takes the newest clock of any
-        # cell: never a time a command merely claimed.
-        fallback = max(clocks.values(), default=TIME_MIN)
+        # was. A cell with no clock yet (nothing accepted) takes the earliest time there is:
+        # never a time a command merely claimed, nor another cell's (cells stand alone).
         for cell, records in handled.items():
-            at = clocks.get(cell, fallback)
+            at = clocks.get(cell, TIME_MIN)
             cell_log = world.cell_log(cell) or CellLog.create(at, cell=cell)
             cell_log.record(records, at)
             ctx = Context(world)
@@ -234,7 +410,8 @@ def _wrong_topic(command: CommandBase, role: Role) -> Outcome:
                 f"commands); this topic takes {role} commands only")])
 
 
-def _repeat(world: World, key: tuple[str, str], command: CommandBase, digest: str) -> Outcome:
+def _repeat(world: CellState, key: tuple[str, str], command: CommandBase, digest: str
+            ) -> Outcome:
     """A command id seen before: the same command answers its recorded outcome again; a
     different one is refused, naming the first."""
     first = world.commands.get(key)
@@ -247,6 +424,24 @@ def _repeat(world: World, key: tuple[str, str], command: CommandBase, digest: st
         problem=f"{command.principal} already used this id for another command: a "
                 f"{first_type} (sha256 {first_digest[:16]}), {recorded['status']}; "
                 "use a new command_id")])
+
+
+def _expired(command: CommandBase, clock: datetime | None, limits: EngineLimits
+             ) -> Reason | None:
+    """A command older than the command-id retention window (before the cell's clock) whose
+    id is not remembered: its outcome may have been forgotten, so it is never decided again.
+    (Ticks carry no id worth remembering: they are the clock.)"""
+    if clock is None or isinstance(command, Tick):
+        return None
+    age = (clock - command.at).total_seconds()
+    most = limits.command_id_retention_seconds
+    if age <= most:
+        return None
+    field = {"issued_at", "occurred_at"} & type(command).model_fields.keys()
+    return Reason(field=next(iter(field), "$"), code="command_id_expired",
+                  problem=f"{age:.0f} s before the cell's clock ({clock.isoformat()}): command "
+                          f"ids are remembered for {most} s, so a command this old is never "
+                          "decided again; send it anew with a new command_id and a current time")
 
 
 def _too_early(command: CommandBase, clock: datetime | None, limits: EngineLimits

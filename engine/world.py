@@ -1,23 +1,33 @@
-"""The writer's in-memory state: every aggregate it owns, and indexes derived from events.
+"""The writer's in-memory state: per cell, the aggregates that are live and indexes derived
+from events (docs/design.md §7).
 
-One writer per cell means the writer may decide from memory. The world is rebuilt by
-replaying the log at start-up and kept current by observing each new event, through the
-same `observe` path, so the indexes a decision reads are exactly what the log implies.
+One writer per cell means the writer may decide from memory. A cell's state is built from its
+newest snapshot plus the tail of the log, or by replaying the log, and kept current by
+observing each new event through the same `observe` path, so the indexes a decision reads are
+exactly what the log implies. Each cell's state stands alone (`CellState`): a writer loads
+only the cells it is asked about, snapshots and drops them one by one.
+
+What no decision needs any more leaves memory (`CellState.evict`): deleted instances whose
+billing is finalised, gone nodes, finalised invoices. Their events stay in the log, and a
+lookup that misses in a cell that evicted reads the aggregate back from the log (`World.fetch`)
+-- so eviction never changes a decision, only what memory holds.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable
-from datetime import datetime
+from collections.abc import Callable, Container, Iterator, Mapping, MutableMapping
+from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
 from eventsourcing.domain import Aggregate
 
 from engine.billing import BillingMeter
+from engine.billing.periods import US_PER_S
 from engine.domain.cell_log import CellLog
 from engine.domain.instance import ON_NODE, Instance
+from engine.domain.invoice import Invoice
 from engine.domain.node import GONE, TAKES_WORK, Node
 from engine.domain.pool import Pool
 from engine.domain.price_book import PriceBook
@@ -32,8 +42,12 @@ Ref = tuple[str, str]  # (account, instance_id): an instance within its cell
 OutcomeKey = tuple[str, str]  # (principal, command_id): command ids are per principal
 
 
-class World:
-    def __init__(self) -> None:
+class CellState:
+    """One cell's state: its aggregates and the indexes derived from its events."""
+
+    def __init__(self, cell: str, keep_seconds: int) -> None:
+        self.cell = cell
+        self.keep_seconds = keep_seconds  # how long an outcome is remembered
         self.aggregates: dict[UUID, Aggregate] = {}
         self.instances: dict[InstanceKey, Instance] = {}
         self.nodes: dict[Key, Node] = {}
@@ -41,6 +55,9 @@ class World:
         self.price_books: dict[str, PriceBook] = {}
         self.cell_logs: dict[str, CellLog] = {}
         self.outcomes: dict[OutcomeKey, dict[str, Any]] = {}
+        # When each outcome's batch was recorded, oldest first (for the retention window).
+        self.remembered_at: dict[OutcomeKey, datetime] = {}
+        self.unstamped: list[OutcomeKey] = []  # remembered while the cell had no clock
         # Beside each recorded outcome: its command's type and content digest.
         self.commands: dict[OutcomeKey, tuple[str, str]] = {}
         # Each cell's clock: the newest time of an accepted command in it.
@@ -65,6 +82,8 @@ class World:
         self.observers.append(self.billing.observe)
         self.accounts = AccountUsage()  # per account: limits, live vCPU, launch bucket
         self.observers.append(self.accounts.observe)
+        self.evicted = False  # once true, a lookup that misses may find its aggregate in the log
+        self.billed_after_delete: set[Ref] = set()  # evicted, their meter entries kept
 
     # --- lookups ---------------------------------------------------------------------
 
@@ -107,12 +126,6 @@ class World:
         elif isinstance(aggregate, CellLog):
             self.cell_logs[aggregate.cell] = aggregate
 
-    def replay(self, event: Any) -> None:
-        """Apply one stored event (start-up)."""
-        aggregate = event.mutate(self.aggregates.get(event.originator_id))
-        self.add(aggregate)
-        self.observe(event, aggregate)
-
     def observe(self, event: Any, aggregate: Any) -> None:
         """Update the derived indexes after `event` has been applied to `aggregate`."""
         for observer in self.observers:
@@ -148,14 +161,27 @@ class World:
                 PoolPlacement(config["kind"], config["placement_policy"]))
             placement.policy = config["placement_policy"]
         elif isinstance(event, CellLog.CommandsHandled):
-            for entry in event.outcomes:
-                self.remember(entry)
             if any(entry["status"] == "accepted" for entry in event.outcomes):
                 # Only accepted commands move a clock (a batch of rejections carries it over).
                 clock = self.clocks.get(aggregate.cell)
                 self.clocks[aggregate.cell] = max(clock or event.timestamp, event.timestamp)
+            clock = self.clocks.get(aggregate.cell)
+            if clock is not None:  # what was decided before the cell had a clock: at its first
+                for key in self.unstamped:
+                    self.remembered_at[key] = clock
+                self.unstamped.clear()
+            for entry in event.outcomes:
+                key = self.remember(entry)
+                if clock is None:
+                    self.unstamped.append(key)
+                else:
+                    self.remembered_at[key] = clock
+            if clock is not None:
+                # Command ids are remembered for a window (docs/design.md §7.4), kept longer by
+                # the skew: an outcome may be recorded before the time its command claims.
+                self.forget_before(clock - timedelta(seconds=self.keep_seconds))
 
-    def remember(self, entry: dict[str, Any]) -> None:
+    def remember(self, entry: dict[str, Any]) -> OutcomeKey:
         """Index one cell-log entry: an outcome, plus (since command ids are per principal)
         its command's principal, type and digest. Older entries have none: principal ""."""
         outcome = {k: v for k, v in entry.items() if k not in CELL_LOG_EXTRAS}
@@ -163,6 +189,19 @@ class World:
         self.outcomes[key] = outcome
         if "digest" in entry:
             self.commands[key] = (entry["command_type"], entry["digest"])
+        return key
+
+    def forget_before(self, horizon: datetime) -> None:
+        """Drop the outcomes recorded before `horizon`, oldest first (a cell's batches are
+        stamped with its clock, which never goes back, so they are in time order)."""
+        times = self.remembered_at
+        while times:
+            key = next(iter(times))
+            if times[key] >= horizon:
+                break
+            del times[key]
+            self.outcomes.pop(key, None)
+            self.commands.pop(key, None)
 
     def recorded(self, principal: str, command_id: str) -> OutcomeKey | None:
         """The key of the outcome recorded for this principal's command id, if any (an entry
@@ -214,3 +253,332 @@ class World:
             self.unneeded_since.setdefault(node_key, at)
         else:
             self.unneeded_since.pop(node_key, None)
+
+    # --- snapshots --------------------------------------------------------------------
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Observers are bound methods of parts kept here; they are wired again on load.
+        return {k: v for k, v in vars(self).items() if k != "observers"}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        vars(self).update(state)
+        self.observers = [self.billing.observe, self.accounts.observe]
+
+    # --- leaving memory ----------------------------------------------------------------
+
+    def evict(self) -> int:
+        """Drop the aggregates no decision needs: deleted instances (their meter entries once
+        their billed periods are finalised), gone nodes with nothing on them, finalised
+        invoices. Answers how many left. (Deleted instances and gone nodes are terminal: no
+        event ever follows, so a replay of the tail never needs one back.)"""
+        meter = self.billing.cells.get(self.cell)
+        gone: list[UUID] = []
+        for key, instance in self.instances.items():
+            if instance.state == "deleted":
+                gone.append(instance.id)
+                self.billed_after_delete.add(key[1:])
+        # A deleted instance's meter entry stays until its billed periods are finalised.
+        self.billed_after_delete = {ref for ref in sorted(self.billed_after_delete)
+                                    if not billing_done(self.billing, meter, ref)}
+        for (_, node_id), node in self.nodes.items():
+            if node.state in GONE and not self.node_instances.get((self.cell, node_id)):
+                gone.append(node.id)
+        gone += [a.id for a in self.aggregates.values() if isinstance(a, Invoice)]
+        for aggregate_id in gone:
+            self._drop(self.aggregates.pop(aggregate_id))
+        self.evicted = self.evicted or bool(gone)
+        return len(gone)
+
+    def _drop(self, aggregate: Aggregate) -> None:
+        if isinstance(aggregate, Instance):
+            key = (aggregate.cell, aggregate.account, aggregate.name)
+            del self.instances[key]
+            self.accounts.live.pop(key, None)
+        elif isinstance(aggregate, Node):
+            key = (aggregate.cell, aggregate.node_id)
+            del self.nodes[key]
+            self.pool_nodes[(aggregate.cell, aggregate.pool)].pop(aggregate.node_id, None)
+            self.node_instances.pop(key, None)
+            self.unneeded_since.pop(key, None)
+
+    def adopt(self, aggregate: Aggregate) -> None:
+        """Take back an evicted (terminal) aggregate read from the log, for lookups only: it
+        joins no index, since nothing terminal is placed, waited for or billed."""
+        self.aggregates[aggregate.id] = aggregate
+        if isinstance(aggregate, Instance):
+            self.instances[(aggregate.cell, aggregate.account, aggregate.name)] = aggregate
+        elif isinstance(aggregate, Node):
+            self.nodes[(aggregate.cell, aggregate.node_id)] = aggregate
+
+
+def billing_done(billing: BillingMeter, meter: Any, ref: Ref) -> bool:
+    """Whether an ended instance's billed time lies wholly in finalised periods and no
+    adjustment waits on it; if so its meter entry is dropped (answers True)."""
+    if meter is None:
+        return True
+    metered = meter.instances.get(ref)
+    if metered is None:
+        return True
+    if (ref in meter.open or metered.billed_as is not None or meter.closed_end is None
+            or any(end is None or end >= meter.closed_end * US_PER_S
+                   for _, end in metered.intervals)):
+        return False
+    del meter.instances[ref]
+    billing._instances.pop(Instance.create_id(meter.cell, *ref), None)
+    return True
+
+
+Fetch = Callable[[UUID], Aggregate | None]
+
+
+class World:
+    """Every loaded cell's state, behind one face: the lookups and indexes handlers read are
+    routed by the cell in their key. Cells are loaded (and dropped) by the processor."""
+
+    def __init__(self, keep_seconds: int) -> None:
+        self.keep_seconds = keep_seconds
+        self.parts: dict[str, CellState] = {}
+        self.cell_of: dict[UUID, str] = {}  # the cell of each aggregate in memory
+        # Reads an aggregate back from the log (set by the processor; None: nothing to read).
+        self.fetch: Fetch | None = None
+        self.absent: set[UUID] = set()  # ids known to have no events (this batch's look-up)
+        self.aggregates = _Aggregates(self)
+        for name in ("instances", "nodes", "pools", "node_instances", "pool_nodes", "waiting",
+                     "coming", "live", "cordoned", "placements", "enis", "unneeded_since"):
+            setattr(self, name, _ByCell(self, name))
+        self.billing = _Meters(self)
+        self.accounts = _Accounts(self)
+
+    def part(self, cell: str) -> CellState:
+        state = self.parts.get(cell)
+        if state is None:
+            state = self.parts[cell] = CellState(cell, self.keep_seconds)
+        return state
+
+    def attach(self, state: CellState) -> None:
+        """Take a cell's state (from a snapshot or a replay) as this world's."""
+        self.detach(state.cell)
+        self.parts[state.cell] = state
+        for aggregate_id in state.aggregates:
+            self.cell_of[aggregate_id] = state.cell
+
+    def detach(self, cell: str) -> CellState | None:
+        state = self.parts.pop(cell, None)
+        if state is not None:
+            for aggregate_id in state.aggregates:
+                self.cell_of.pop(aggregate_id, None)
+        return state
+
+    def evict(self, cell: str) -> int:
+        state = self.parts.get(cell)
+        if state is None:
+            return 0
+        before = set(state.aggregates)
+        count = state.evict()
+        for aggregate_id in before - state.aggregates.keys():
+            self.cell_of.pop(aggregate_id, None)
+        return count
+
+    @property
+    def clocks(self) -> dict[str, datetime]:
+        return {cell: state.clocks[cell] for cell, state in self.parts.items()
+                if cell in state.clocks}
+
+    # --- lookups ---------------------------------------------------------------------
+
+    def instance(self, cell: str, account: str, name: str) -> Instance | None:
+        state = self.parts.get(cell)
+        if state is None:
+            return None
+        found = state.instances.get((cell, account, name))
+        if found is None and state.evicted:
+            found = self._read_back(state, Instance.create_id(cell, account, name), Instance)
+        return found
+
+    def node(self, cell: str, node_id: str) -> Node | None:
+        state = self.parts.get(cell)
+        if state is None:
+            return None
+        found = state.nodes.get((cell, node_id))
+        if found is None and state.evicted:
+            found = self._read_back(state, Node.create_id(cell, node_id), Node)
+        return found
+
+    def _read_back(self, state: CellState, aggregate_id: UUID, kind: type[Any]) -> Any:
+        if aggregate_id in self.absent or self.fetch is None:
+            return None
+        aggregate = self.fetch(aggregate_id)
+        if not isinstance(aggregate, kind):
+            return None
+        state.adopt(aggregate)
+        self.cell_of[aggregate_id] = state.cell
+        return aggregate
+
+    def pool(self, cell: str, name: str) -> Pool | None:
+        state = self.parts.get(cell)
+        return None if state is None else state.pool(cell, name)
+
+    def price_book(self, cell: str) -> PriceBook | None:
+        state = self.parts.get(cell)
+        return None if state is None else state.price_book(cell)
+
+    def cell_log(self, cell: str) -> CellLog | None:
+        state = self.parts.get(cell)
+        return None if state is None else state.cell_log(cell)
+
+    def instances_on(self, cell: str, node_id: str) -> list[Instance]:
+        return self.part(cell).instances_on(cell, node_id)
+
+    def waiting_in(self, cell: str, pool: str) -> list[Instance]:
+        return self.part(cell).waiting_in(cell, pool)
+
+    def recorded(self, cell: str, principal: str, command_id: str) -> OutcomeKey | None:
+        state = self.parts.get(cell)
+        return None if state is None else state.recorded(principal, command_id)
+
+    def remember(self, cell: str, entry: dict[str, Any]) -> None:
+        self.part(cell).remember(entry)
+
+    # --- keeping it current ----------------------------------------------------------
+
+    def add(self, aggregate: Aggregate) -> None:
+        cell = aggregate.cell  # type: ignore[attr-defined]
+        self.part(cell).add(aggregate)
+        self.cell_of[aggregate.id] = cell
+
+    def observe(self, event: Any, aggregate: Any) -> None:
+        self.part(aggregate.cell).observe(event, aggregate)
+
+    def replay(self, event: Any, cells: Container[str] | None = None) -> bool:
+        """Apply one stored event (start-up), if it belongs to one of `cells` (None: any).
+        An event is known by its aggregate's cell; a creation names its cell. Answers
+        whether it was applied."""
+        cell = self.cell_of.get(event.originator_id)
+        if cell is None:
+            cell = getattr(event, "cell", None) if event.originator_version == 1 else None
+            if cell is None or (cells is not None and cell not in cells):
+                return False  # another cell's, or an evicted aggregate's (terminal: no more)
+        elif cells is not None and cell not in cells:
+            return False
+        state = self.part(cell)
+        aggregate = event.mutate(state.aggregates.get(event.originator_id))
+        self.add(aggregate)
+        state.observe(event, aggregate)
+        return True
+
+
+class _ByCell(MutableMapping[Any, Any]):
+    """One of the cells' indexes (keyed by (cell, ...)) seen as one mapping."""
+
+    def __init__(self, world: World, name: str) -> None:
+        self.world, self.name = world, name
+
+    def _of(self, key: Any) -> dict[Any, Any]:
+        return getattr(self.world.part(key[0]), self.name)
+
+    def __getitem__(self, key: Any) -> Any:
+        return self._of(key)[key]
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        state = self.world.parts.get(key[0])
+        return default if state is None else getattr(state, self.name).get(key, default)
+
+    def __contains__(self, key: object) -> bool:
+        state = self.world.parts.get(key[0])  # type: ignore[index]
+        return state is not None and key in getattr(state, self.name)
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        self._of(key)[key] = value
+
+    def __delitem__(self, key: Any) -> None:
+        del self._of(key)[key]
+
+    def __iter__(self) -> Iterator[Any]:
+        for state in list(self.world.parts.values()):
+            yield from getattr(state, self.name)
+
+    def __len__(self) -> int:
+        return sum(len(getattr(s, self.name)) for s in self.world.parts.values())
+
+
+class _Aggregates(Mapping[UUID, Aggregate]):
+    def __init__(self, world: World) -> None:
+        self.world = world
+
+    def __getitem__(self, aggregate_id: UUID) -> Aggregate:
+        cell = self.world.cell_of.get(aggregate_id)
+        if cell is not None:
+            return self.world.parts[cell].aggregates[aggregate_id]
+        # Perhaps evicted: read it back (into its cell, if that cell is loaded).
+        fetch = self.world.fetch
+        found = fetch(aggregate_id) if fetch is not None else None
+        state = self.world.parts.get(getattr(found, "cell", None))  # type: ignore[arg-type]
+        if found is None or state is None or not state.evicted:
+            raise KeyError(aggregate_id)
+        state.adopt(found)
+        self.world.cell_of[aggregate_id] = state.cell
+        return found
+
+    def get(self, aggregate_id: UUID, default: Any = None) -> Any:  # type: ignore[override]
+        cell = self.world.cell_of.get(aggregate_id)
+        if cell is None:  # only a lookup by name reads an evicted aggregate back
+            return default
+        return self.world.parts[cell].aggregates.get(aggregate_id, default)
+
+    def __contains__(self, aggregate_id: object) -> bool:
+        return aggregate_id in self.world.cell_of
+
+    def __iter__(self) -> Iterator[UUID]:
+        for state in list(self.world.parts.values()):
+            yield from state.aggregates
+
+    def __len__(self) -> int:
+        return sum(len(s.aggregates) for s in self.world.parts.values())
+
+
+class _Meters:
+    """`world.billing.cells`: each loaded cell's meter."""
+
+    def __init__(self, world: World) -> None:
+        self.world = world
+
+    @property
+    def cells(self) -> dict[str, Any]:
+        return {cell: state.billing.cells[cell] for cell, state in self.world.parts.items()
+                if cell in state.billing.cells}
+
+
+class _Accounts:
+    """`world.accounts`: each loaded cell's account usage, read by (cell, account)."""
+
+    def __init__(self, world: World) -> None:
+        self.world = world
+        self.vcpu = _ByCellOf(world, "vcpu")
+
+    def account(self, cell: str, account: str) -> Any:
+        return self.world.part(cell).accounts.account(cell, account)
+
+    def bucket(self, cell: str, account: str) -> Any:
+        return self.world.part(cell).accounts.bucket(cell, account)
+
+
+class _ByCellOf(_ByCell):
+    """An index of a cell's account usage, seen as one mapping."""
+
+    def _of(self, key: Any) -> dict[Any, Any]:
+        return getattr(self.world.part(key[0]).accounts, self.name)
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        state = self.world.parts.get(key[0])
+        return default if state is None else getattr(state.accounts, self.name).get(key, default)
+
+    def __contains__(self, key: object) -> bool:
+        state = self.world.parts.get(key[0])  # type: ignore[index]
+        return state is not None and key in getattr(state.accounts, self.name)
+
+    def __iter__(self) -> Iterator[Any]:
+        for state in list(self.world.parts.values()):
+            yield from getattr(state.accounts, self.name)
+
+    def __len__(self) -> int:
+        return sum(len(getattr(s.accounts, self.name)) for s in self.world.parts.values())

@@ -1,36 +1,37 @@
 """The invoice read models: finalised invoices exactly as their InvoiceFinalized events
 recorded them, and the periods each cell has closed.
 
-Plain SQL tables for operators (psql); the open period is not stored here but rated at query
-time from the meter (`usage`) up to a named `as_of` (adapters/queries.py).
+Plain SQL tables for operators (psql), keyed account first and period second, so that one
+account's invoices for a period are one range of the primary key: adjustments by the period
+whose invoice carries them (`billed_in`). The open period is not stored here but rated at
+query time from the meter (`usage`) up to a named `as_of` (adapters/queries.py).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from decimal import Decimal
 from typing import Any
 
+from engine.billing.invoice import Invoice as RatedInvoice
+from engine.billing.invoice import invoice_for
 from engine.domain.invoice import (
     BillingCalendar,
     Invoice,
     adjustment_from_record,
     line_from_record,
 )
-from engine.policies import rating
 from projections.instances import iso
 from projections.projection import RowProjection
 from projections.tables import Key, Row, Rows, Table
-from projections.usage import accrued, extended, rate_intervals
 
-INVOICES = Table("invoices", ("cell", "account", "period"), {
-    "cell": "text", "account": "text", "period": "text", "currency": "text",
+INVOICES = Table("invoices_by_period", ("account", "period", "cell"), {
+    "account": "text", "period": "text", "cell": "text", "currency": "text",
     "minor_unit": "int", "lines": "int", "adjustments": "int", "total": "numeric",
     "content_hash": "text", "finalised_at": "text", "event_id": "text",
 })
 INVOICE_LINES = Table(
-    "invoice_lines", ("cell", "account", "period", "instance_id", "price_version"), {
-        "cell": "text", "account": "text", "period": "text", "instance_id": "text",
+    "invoice_lines_by_period", ("account", "period", "instance_id", "cell", "price_version"), {
+        "account": "text", "period": "text", "instance_id": "text", "cell": "text",
         "price_version": "int", "runtime": "text", "requested_vcpu": "numeric",
         "requested_memory_gib": "numeric", "billed_vcpu": "numeric",
         "billed_memory_gib": "numeric", "rate_vcpu_s": "numeric", "rate_gib_s": "numeric",
@@ -38,10 +39,10 @@ INVOICE_LINES = Table(
         "currency": "text", "amount_exact": "numeric", "amount": "numeric",
     })
 INVOICE_ADJUSTMENTS = Table(
-    "invoice_adjustments",
-    ("cell", "account", "billed_in", "period", "instance_id", "price_version"), {
-        "cell": "text", "account": "text", "billed_in": "text", "period": "text",
-        "instance_id": "text", "price_version": "int", "currency": "text",
+    "invoice_adjustments_by_period",
+    ("account", "billed_in", "instance_id", "cell", "period", "price_version"), {
+        "account": "text", "billed_in": "text", "instance_id": "text", "cell": "text",
+        "period": "text", "price_version": "int", "currency": "text",
         "finalised_amount": "numeric", "recomputed_amount": "numeric", "amount": "numeric",
         "corrects": "text",
     })
@@ -56,7 +57,8 @@ _LINE_FIELDS = ("instance_id", "price_version", "runtime", "requested_vcpu",
 
 
 class InvoicesProjection(RowProjection):
-    name = "invoices"
+    # Versioned with its tables' shape (see UsageProjection.name).
+    name = "invoices_v2"
     tables = (INVOICES, INVOICE_LINES, INVOICE_ADJUSTMENTS, BILLING_PERIODS)
 
     def keys(self, event: Any) -> Iterable[tuple[Table, Key]]:
@@ -90,61 +92,18 @@ class InvoicesProjection(RowProjection):
                                        "invoices": event.invoices})
 
 
-def finalised_invoice(invoice: Row, lines: list[Row], adjustments: list[Row]
-                      ) -> rating.Invoice:
+def finalised_invoice(invoice: Row, lines: list[Row], adjustments: list[Row]) -> RatedInvoice:
     """A finalised invoice rebuilt from its rows, with its content hash recomputed: equal to
     the recorded `content_hash` when the rows hold exactly what was finalised."""
     account, period = invoice["account"], invoice["period"]
     currency, minor_unit = invoice["currency"], invoice["minor_unit"]
-    return rating.invoice_for(
+    return invoice_for(
         account, period,
         [line_from_record(x, account, period, currency, minor_unit) for x in lines],
-        [adjustment_from_record({**a, "corrects": a["corrects"].split()}, account, period,
-                                currency, minor_unit) for a in adjustments])
+        [adjustment_from_record(adjustment_record(a), account, period, currency, minor_unit)
+         for a in adjustments])
 
 
-def billed_so_far(lines: Iterable[Row], adjustments: Iterable[Row]
-                  ) -> dict[tuple[str, str, str, int], Decimal]:
-    """(cell, period, instance, version) -> finalised amount plus adjustments since."""
-    billed: dict[tuple[str, str, str, int], Decimal] = {}
-    for x in lines:
-        key = (x["cell"], x["period"], x["instance_id"], int(x["price_version"]))
-        billed[key] = billed.get(key, Decimal(0)) + Decimal(x["amount"])
-    for a in adjustments:
-        key = (a["cell"], a["period"], a["instance_id"], int(a["price_version"]))
-        billed[key] = billed.get(key, Decimal(0)) + Decimal(a["amount"])
-    return billed
-
-
-def open_invoices(account: str, cell: str, usage: list[Row], book: rating.PriceBook,
-                  closed: str | None, billed: dict[tuple[str, str, str, int], Decimal],
-                  as_of_us: int) -> list[rating.Invoice]:
-    """The account's not yet finalised invoices in a cell, accrued up to `as_of`.
-
-    The earliest open period also carries the adjustments pending for closed periods:
-    recomputed lines (every interval known now) minus what was billed for them so far.
-    """
-    lines = [x for row in usage for x in rate_intervals(row, accrued(row, as_of_us), book)
-             if closed is None or x.period > closed]
-    periods = {x.period for x in lines}
-    pending: list[rating.AdjustmentLine] = []
-    if closed is not None:
-        closed_end = rating.period_bounds(closed)[1]
-        first_open = rating.period_of(closed_end)
-        horizon = max(as_of_us, closed_end * rating.US_PER_S + 1)
-        now = {(x.period, x.instance_id, x.price_version): x for row in usage
-               for x in rate_intervals(row, extended(row, horizon), book) if x.period <= closed}
-        was = {k[1:]: v for k, v in billed.items() if k[0] == cell}
-        for key in sorted(now.keys() | was.keys()):
-            period, instance_id, version = key
-            amount = now[key].amount if key in now else Decimal(0)
-            before = was.get(key, Decimal(0))
-            if amount != before:
-                pending.append(rating.AdjustmentLine(
-                    billed_in=first_open, period=period, account=account,
-                    instance_id=instance_id, price_version=version, currency=book.currency,
-                    minor_unit=book.minor_unit, finalised_amount=before,
-                    recomputed_amount=amount, amount=amount - before, corrects=()))
-        if pending:
-            periods.add(first_open)
-    return [rating.invoice_for(account, p, lines, pending) for p in sorted(periods)]
+def adjustment_record(row: Row) -> dict[str, Any]:
+    """An adjustment row in the event's record format."""
+    return {**row, "corrects": row["corrects"].split()}

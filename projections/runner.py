@@ -15,7 +15,10 @@ from engine.application import CisApplication
 from projections.projection import RowProjection
 from projections.tables import Rows, group_keys
 
-PAGE = 2000
+# Events read, projected and committed at a time. Memory holds one page of events and the
+# rows they touch, whatever the length of the log; a longer page commits less often (on
+# PostgreSQL a rebuild ran 18% faster at 10,000 than at 2,000, peaking at 113 MB, not 75).
+PAGE = 10_000
 
 
 def position(view: Any, projection: RowProjection) -> int:

@@ -1,51 +1,97 @@
-"""The meter read model (`usage`): billed intervals per instance, and the price books.
+"""The meter read model (`usage`): each instance's billed intervals, kept by the billing
+fold (engine/billing/meter.py, the same `step` the writer's meter calls), laid out by period
+so that a query reads only the periods it asks for (docs/design.md §3.5).
 
-Each instance's billed intervals follow the truth table of docs/design.md §3.2: an interval
-opens when the instance enters a billed state (starting, running, restarting) and closes when
-it leaves them, so restarts inside a running instance never open a second interval. Intervals are
-exact epoch microseconds with the ids of the events that opened and closed them (for
-`cis invoices --explain`). Amounts are rated from them by the pure rating policy, so a query
-for "now" never needs the wall clock: it names its `as_of`.
+- `usage_instances` (by instance id): the fold's state, where each event finds its instance.
+- `usage_by_period` (account, period, cell, instance): a copy of the instance in the period
+  it was requested in and in every period its ended intervals bill a second in, with those
+  seconds. An instance is rewritten in all of its periods whenever it changes.
+- `usage_open` (account, cell, instance): the instances billing right now; an open
+  interval reaches every period up to `as_of`, so open periods read these as well.
+- `usage_late` (account, closed, cell, instance): instances a late report changed after
+  their cell closed `closed` (the writer's rule, meter.is_late): the only ones whose closed
+  periods can differ from what was billed, so the only ones pending adjustments re-rate.
+- `usage_calendar`: each cell's latest closed period, one row (events name no cell).
+
+Intervals are [t0_us, t1_us | null, opened_by, closed_by | null] with the ids of the events
+that opened and closed them (for `cis invoices --explain`). Amounts are not stored: queries
+rate the intervals up to a named `as_of`, so "now" never needs the wall clock.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from datetime import datetime
-from decimal import Decimal
 from typing import Any
 
-from engine.billing import micros, price_version
-from engine.domain.instance import BILLED, Instance
+import orjson
+
+from engine.billing import meter
+from engine.billing.periods import micros, period_at, period_bounds
+from engine.billing.price_book import PriceBook as RatingBook
+from engine.billing.price_book import price_version
+from engine.domain.instance import Instance
+from engine.domain.invoice import BillingCalendar
 from engine.domain.price_book import PriceBook
-from engine.policies import rating
-from engine.policies.spec_catalogue import Spec
 from projections.projection import RowProjection
 from projections.tables import Key, Row, Rows, Table
 
-USAGE = Table("usage", ("id",), {
-    "id": "text", "cell": "text", "instance_id": "text", "account": "text",
-    "runtime": "text", "requested_vcpu": "numeric", "requested_memory_gib": "numeric",
-    "billed_vcpu": "numeric", "billed_memory_gib": "numeric", "state": "text",
-    "intervals": "text", "billed_seconds": "int", "last_event_at": "text",
-})
+_WHAT = ("account", "cell", "instance_id", "id")
+_INSTANCE = {
+    "account": "text", "cell": "text", "instance_id": "text", "id": "text", "runtime": "text",
+    "requested_vcpu": "numeric", "requested_memory_gib": "numeric", "billed_vcpu": "numeric",
+    "billed_memory_gib": "numeric", "state": "text", "intervals": "text",
+}
+USAGE_INSTANCES = Table("usage_instances", ("id",), {
+    **_INSTANCE, "requested_period": "text", "late_since": "text", "last_event_at": "text"})
+USAGE = Table("usage_by_period", ("account", "period", "cell", "instance_id"), {
+    "period": "text", **_INSTANCE, "billed_seconds": "int"})
+USAGE_OPEN = Table("usage_open", ("account", "cell", "instance_id"), dict(_INSTANCE))
+USAGE_LATE = Table("usage_late", ("account", "closed", "cell", "instance_id"), {
+    "closed": "text", **_INSTANCE})
+USAGE_CALENDAR = Table("usage_calendar", ("name",), {"name": "text", "closed": "text"})
 PRICE_BOOKS = Table("price_books", ("id",), {"id": "text", "cell": "text", "versions": "text"})
+CALENDAR = ("closed",)  # the calendar's one row
 
 
 class UsageProjection(RowProjection):
-    name = "usage"
-    tables = (USAGE, PRICE_BOOKS)
+    # Versioned with its tables' shape: a new name starts from position 0, so an upgraded
+    # reader fills the new tables from the log by itself (the old ones can be dropped).
+    name = "usage_v2"
+    tables = (USAGE_INSTANCES, USAGE, USAGE_OPEN, USAGE_LATE, USAGE_CALENDAR, PRICE_BOOKS)
 
     def keys(self, event: Any) -> Iterable[tuple[Table, Key]]:
-        if isinstance(event, Instance.Event):
-            return [(USAGE, (event.originator_id.hex,))]
+        if isinstance(event, Instance.Transitioned):
+            return [(USAGE_INSTANCES, (event.originator_id.hex,)), (USAGE_CALENDAR, CALENDAR)]
         if isinstance(event, PriceBook.Event):
             return [(PRICE_BOOKS, (event.originator_id.hex,))]
+        if isinstance(event, BillingCalendar.PeriodClosed):
+            return [(USAGE_CALENDAR, CALENDAR)]
         return []
 
     def apply(self, event: Any, rows: Rows) -> None:
-        if isinstance(event, PriceBook.Opened):
+        if isinstance(event, Instance.Transitioned):  # most events: first
+            instance = rows.get(USAGE_INSTANCES, (event.originator_id.hex,))
+            assert instance is not None
+            was_late = instance["late_since"]
+            intervals, change = follow(instance, event, rows)
+            rows.put(USAGE_INSTANCES, instance)
+            _spread(rows, instance, intervals, change, was_late)
+        elif isinstance(event, Instance.Requested):
+            instance = {
+                "id": event.originator_id.hex, "cell": event.cell, "instance_id": event.name,
+                "account": event.account, "runtime": event.runtime,
+                "requested_vcpu": str(event.requested_vcpu),
+                "requested_memory_gib": str(event.requested_memory_gib),
+                "billed_vcpu": str(event.billed_vcpu),
+                "billed_memory_gib": str(event.billed_memory_gib), "state": "requested",
+                "intervals": "[]", "last_event_at": event.timestamp.isoformat(),
+                "requested_period": period_at(micros(event.timestamp)),
+                "late_since": None,
+            }
+            rows.put(USAGE_INSTANCES, instance)
+            _spread(rows, instance, [], None, None)
+        elif isinstance(event, PriceBook.Opened):
             rows.put(PRICE_BOOKS, {"id": event.originator_id.hex, "cell": event.cell,
                                    "versions": "[]"})
         elif isinstance(event, PriceBook.VersionPublished):
@@ -53,74 +99,72 @@ class UsageProjection(RowProjection):
             assert book is not None
             versions = [*json.loads(book["versions"]), {"number": event.number, **event.terms}]
             rows.put(PRICE_BOOKS, {**book, "versions": json.dumps(versions, sort_keys=True)})
-        elif isinstance(event, Instance.Requested):
-            rows.put(USAGE, {
-                "id": event.originator_id.hex, "cell": event.cell, "instance_id": event.name,
-                "account": event.account, "runtime": event.runtime,
-                "requested_vcpu": str(event.requested_vcpu),
-                "requested_memory_gib": str(event.requested_memory_gib),
-                "billed_vcpu": str(event.billed_vcpu),
-                "billed_memory_gib": str(event.billed_memory_gib), "state": "requested",
-                "intervals": "[]", "billed_seconds": 0,
-                "last_event_at": event.timestamp.isoformat(),
-            })
-        elif isinstance(event, Instance.Transitioned):
-            row = rows.get(USAGE, (event.originator_id.hex,))
-            assert row is not None
-            event_id = f"instance/{row['instance_id']}#{event.originator_version}"
-            rows.put(USAGE, meter(row, event.new_state(), event.timestamp, event_id))
+        elif isinstance(event, BillingCalendar.PeriodClosed):
+            closed = _calendar(rows)
+            closed[event.cell] = event.period
+            rows.put(USAGE_CALENDAR, {"name": CALENDAR[0], "closed": json.dumps(closed)})
 
 
-def meter(row: Row, state: str, at: datetime, event_id: str) -> Row:
-    """Open a billed interval on entering a billed state, close it on leaving one.
+def follow(instance: Row, event: Any, rows: Rows) -> tuple[list[meter.Interval], str | None]:
+    """One transition through the billing fold, recording the ids of the events that open
+    and close intervals and, as the writer does, whether it was late (against the cell's
+    closed periods). Updates `instance`; returns its intervals and what the transition did
+    to them (meter.step)."""
+    intervals: list[meter.Interval] = orjson.loads(instance["intervals"])
+    state, at_us = event.new_state(), micros(event.timestamp)
+    change = None
+    if meter.changes(intervals, state):
+        closed = _calendar(rows).get(instance["cell"])
+        if closed is not None and meter.is_late(at_us, period_bounds(closed)[1]):
+            instance["late_since"] = closed
+        change = meter.step(intervals, state, at_us)
+        event_id = f"instance/{instance['instance_id']}#{event.originator_version}"
+        if change == meter.OPENED:
+            intervals[-1] += [event_id, None]
+        else:
+            intervals[-1][3] = event_id
+        instance["intervals"] = orjson.dumps(intervals).decode()
+    instance["state"] = state
+    instance["last_event_at"] = event.timestamp.isoformat()
+    return intervals, change
 
-    An interval is [t0_us, t1_us | null, opened_by, closed_by | null].
-    """
-    intervals: list[list[Any]] = json.loads(row["intervals"])
-    is_open = bool(intervals) and intervals[-1][1] is None
-    if state in BILLED and not is_open:
-        intervals.append([micros(at), None, event_id, None])
-    elif state not in BILLED and is_open:
-        intervals[-1][1] = micros(at)
-        intervals[-1][3] = event_id
-    closed = [(iv[0], iv[1]) for iv in intervals if iv[1] is not None]
-    seconds = sum(s1 - s0 for s0, s1 in rating.billed_seconds(closed))
-    return {**row, "state": state, "intervals": json.dumps(intervals),
-            "billed_seconds": seconds, "last_event_at": at.isoformat()}
+
+def _spread(rows: Rows, instance: Row, intervals: list[meter.Interval], change: str | None,
+            was_late: str | None) -> None:
+    """Copy the instance into each period it is in, and into the open and late sets."""
+    copy = {c: instance[c] for c in _INSTANCE}
+    where = (instance["account"], instance["cell"], instance["instance_id"])
+    seconds = meter.seconds_per_period(meter.closed_part(intervals))
+    for period in {instance["requested_period"], *seconds}:
+        rows.put(USAGE, {**copy, "period": period, "billed_seconds": seconds.get(period, 0)})
+    if meter.is_open(intervals):
+        rows.put(USAGE_OPEN, copy)
+    elif change == meter.CLOSED:
+        _close(rows, instance["id"], where)
+    late = instance["late_since"]
+    if late is not None:
+        rows.put(USAGE_LATE, {**copy, "closed": late})
+    if was_late is not None and was_late != late:
+        rows.delete(USAGE_LATE, (where[0], was_late, *where[1:]))
 
 
-def price_book(book_row: Row) -> rating.PriceBook | None:
+def _close(rows: Rows, instance_id: str, where: Key) -> None:
+    """Drop the instance's open row. If it was opened in this batch, the row is not in the
+    view yet: forget the pending put instead of sending a delete (a rebuild would otherwise
+    send one delete per short-lived instance)."""
+    stored = rows.loaded.get(USAGE_INSTANCES.name, {}).get((instance_id,))
+    if stored is not None and meter.is_open(orjson.loads(stored["intervals"])):
+        rows.delete(USAGE_OPEN, where)
+    else:
+        rows.changed.get(USAGE_OPEN.name, {}).pop(where, None)
+
+
+def _calendar(rows: Rows) -> dict[str, str]:
+    row = rows.get(USAGE_CALENDAR, CALENDAR)
+    return json.loads(row["closed"]) if row is not None else {}
+
+
+def price_book(book_row: Row) -> RatingBook | None:
     """The cell's book for rating (build one per cell and reuse it: it caches prices)."""
     versions = [price_version(v) for v in json.loads(book_row["versions"])]
-    return rating.PriceBook(tuple(versions)) if versions else None
-
-
-def accrued(row: Row, as_of_us: int) -> list[tuple[int, int]]:
-    """Billed intervals as known at `as_of`: cut there, later ones dropped."""
-    out = []
-    for t0, t1, *_ in json.loads(row["intervals"]):
-        if t0 < as_of_us:
-            out.append((t0, as_of_us if t1 is None else min(t1, as_of_us)))
-    return out
-
-
-def extended(row: Row, horizon_us: int) -> list[tuple[int, int]]:
-    """Every billed interval, open ones running on to `horizon_us`."""
-    return [(t0, max(t0, horizon_us) if t1 is None else t1)
-            for t0, t1, *_ in json.loads(row["intervals"])]
-
-
-def rate_intervals(row: Row, intervals: list[tuple[int, int]],
-                   book: rating.PriceBook | list[rating.PriceVersion]
-                   ) -> list[rating.InvoiceLine]:
-    return rating.rate_instance(
-        row["instance_id"], row["account"],
-        Spec(Decimal(row["billed_vcpu"]), Decimal(row["billed_memory_gib"])), row["runtime"],
-        intervals, book,
-        requested=Spec(Decimal(row["requested_vcpu"]), Decimal(row["requested_memory_gib"])))
-
-
-def rate_usage(row: Row, book: rating.PriceBook | list[rating.PriceVersion], as_of: datetime
-               ) -> list[rating.InvoiceLine]:
-    """Invoice lines of one instance, accrued up to `as_of`."""
-    return rate_intervals(row, accrued(row, micros(as_of)), book)
+    return RatingBook(tuple(versions)) if versions else None

@@ -79,13 +79,14 @@ def _in_window(value: datetime) -> datetime:
 # RFC 3339 with an offset, nothing else: no Unix seconds as a number or a string.
 RFC3339 = (r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,6})?"
            r"([Zz]|[+-][0-9]{2}:[0-9]{2})$")
+_RFC3339_MATCH = re.compile(RFC3339).fullmatch  # compiled once: every command has a time
 
 
 def _rfc3339(value: object) -> object:
     # Parsed here, so that strict validation (JSON input) sees a datetime, never a number.
     if isinstance(value, datetime):
         return value
-    if isinstance(value, str) and re.fullmatch(RFC3339, value):
+    if isinstance(value, str) and _RFC3339_MATCH(value):
         try:
             return datetime.fromisoformat(value.upper())
         except ValueError:
@@ -126,16 +127,17 @@ EnvName = Annotated[str, StringConstraints(
 # no sign, no spaces, no other digits (Python's Decimal would take "٣" and " 1 "), and an
 # exponent of at most two digits ("0E-999999999" is zero, but no amount to compute with).
 DECIMAL = r"^[0-9]+(\.[0-9]+)?([eE][+-]?[0-9]{1,2})?$"
+_DECIMAL_MATCH = re.compile(DECIMAL).fullmatch
 
 
 def _decimal(value: object) -> object:
     # Converted here, so that strict validation (JSON input) sees a Decimal.
     if isinstance(value, Decimal):
         return value
-    if isinstance(value, int | float) and not isinstance(value, bool):
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
         return Decimal(repr(value))  # a float's shortest repr: 0.1, not 0.1000000000000000055…
     if isinstance(value, str) and len(value) <= MAX_DECIMAL_CHARS \
-            and re.fullmatch(DECIMAL, value):
+            and _DECIMAL_MATCH(value):
         return Decimal(value)
     raise ValueError(f"not_a_decimal: must be a JSON number or a decimal string such as "
                      f"\"0.5\" (ASCII digits, at most {MAX_DECIMAL_CHARS} characters)")
@@ -298,13 +300,17 @@ class CreateInstance(Request):
     @property
     def vcpu(self) -> Decimal:
         # Kubernetes' effective request: init containers run alone, before the others.
-        return max([sum((c.vcpu for c in self.containers), Decimal(0)),
-                    *(c.vcpu for c in self.init_containers)])
+        total = sum((c.vcpu for c in self.containers), Decimal(0))
+        if not self.init_containers:  # the common case, without building a list for max
+            return total
+        return max([total, *(c.vcpu for c in self.init_containers)])
 
     @property
     def memory_gib(self) -> Decimal:
-        return max([sum((c.memory_gib for c in self.containers), Decimal(0)),
-                    *(c.memory_gib for c in self.init_containers)])
+        total = sum((c.memory_gib for c in self.containers), Decimal(0))
+        if not self.init_containers:
+            return total
+        return max([total, *(c.memory_gib for c in self.init_containers)])
 
 
 class StopInstance(Request):

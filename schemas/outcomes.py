@@ -27,7 +27,8 @@ from schemas.limits import (
 def clip(text: str, limit: int) -> str:
     """Text safe to echo: control characters and lone surrogates shown as U+FFFD, and at
     most `limit` characters (an ellipsis says where it was cut)."""
-    text = lines.BAD_TEXT.sub("\ufffd", text)
+    if not (text.isascii() and text.isprintable()):  # else none of BAD_TEXT: skip the regex
+        text = lines.BAD_TEXT.sub("\ufffd", text)
     return text if len(text) <= limit else text[:limit - 1] + "\u2026"
 
 

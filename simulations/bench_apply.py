@@ -1,16 +1,28 @@
-"""`cis bench apply`: commands/s of `cis apply`'s path (parse → decide → one write per batch)."""
+"""`cis bench apply`: commands/s of `cis apply`'s path (parse → decide → one write per batch).
+
+Workloads: `creates` — CreateInstance into a shared pool of 100 nodes (most end up
+unschedulable once their ENIs are taken); `lifecycles` — each instance placed, started,
+running, stopped and deleted (simulations/lifecycles.py), five commands an instance, in
+waves of `batch` commands; only `apply` is timed, not reading where instances were placed.
+`--profile` adds cProfile's top functions (by own time) of the timed part.
+"""
 
 from __future__ import annotations
 
+import cProfile
+import io
 import json
+import pstats
 import time
 from datetime import timedelta
 from typing import Any
 
-from adapters.bootstrap import connect
-from simulations import workloads
+from adapters.bootstrap import Engine, connect
+from schemas.outcomes import Outcome
+from simulations import lifecycles, workloads
 
 NODES = 100
+PROFILE_TOP = 20
 
 
 def creates(n: int) -> list[bytes]:
@@ -39,20 +51,75 @@ def setup_commands() -> list[bytes]:
     return [json.dumps(c).encode() for c in (price, pool, *ready)]
 
 
-def bench_apply(store: str, commands: int = 10_000, batch: int = 1000) -> dict[str, Any]:
+def _timed_creates(engine: Engine, commands: int, batch: int,
+                   profiler: cProfile.Profile | None) -> tuple[float, int]:
+    engine.apply(setup_commands())
+    items = creates(commands)
+    seconds, accepted = 0.0, 0
+    for i in range(0, len(items), batch):
+        took, outcomes = _apply(engine, items[i:i + batch], profiler)
+        seconds += took
+        accepted += sum(o.status == "accepted" for o in outcomes)
+    return seconds, accepted
+
+
+def _timed_lifecycles(engine: Engine, commands: int, batch: int,
+                      profiler: cProfile.Profile | None) -> tuple[float, int]:
+    engine.apply([json.dumps(c).encode() for c in lifecycles.setup_commands()])
+    waves = lifecycles.Lifecycles(max(1, commands // lifecycles.STEPS),
+                                  group=max(1, batch // lifecycles.STEPS))
+    placed = lifecycles.Placements(waves.names())
+    seconds, accepted = 0.0, 0
+    for k in range(waves.waves):
+        placed.learn(engine.app)  # untimed: where group k-1 went
+        items = [json.dumps(c).encode() for c in waves.wave(k, placed.nodes)]
+        took, outcomes = _apply(engine, items, profiler)
+        seconds += took
+        accepted += sum(o.status == "accepted" for o in outcomes)
+    return seconds, accepted
+
+
+def _apply(engine: Engine, items: list[bytes], profiler: cProfile.Profile | None
+           ) -> tuple[float, list[Outcome]]:
+    """One batch through the apply path: its seconds and outcomes."""
+    began = time.perf_counter()
+    if profiler is not None:
+        profiler.enable()
+    outcomes = engine.apply(items)
+    if profiler is not None:
+        profiler.disable()
+    return time.perf_counter() - began, outcomes
+
+
+WORKLOADS = {"creates": _timed_creates, "lifecycles": _timed_lifecycles}
+
+
+def bench_apply(store: str, commands: int = 10_000, batch: int = 1000,
+                workload: str = "creates", profile: bool = False) -> dict[str, Any]:
+    profiler = cProfile.Profile() if profile else None
     with connect(store) as engine:
-        engine.apply(setup_commands())
-        items = creates(commands)
-        began = time.perf_counter()
-        accepted = 0
-        for i in range(0, len(items), batch):
-            accepted += sum(o.status == "accepted" for o in engine.apply(items[i:i + batch]))
-        decide_s = time.perf_counter() - began
-        events = engine.app.recorder.max_notification_id() or 0
+        before = engine.app.recorder.max_notification_id() or 0
+        seconds, accepted = WORKLOADS[workload](engine, commands, batch, profiler)
+        decided = commands if workload == "creates" else \
+            lifecycles.STEPS * max(1, commands // lifecycles.STEPS)
+        events = (engine.app.recorder.max_notification_id() or 0) - before
         began = time.perf_counter()
         engine.update_projections()
         project_s = time.perf_counter() - began
-    return {"store": store.split(":")[0], "commands": commands, "batch": batch,
-            "accepted": accepted, "seconds": round(decide_s, 3),
-            "commands_per_s": round(commands / decide_s), "events_in_log": events,
-            "projection_seconds": round(project_s, 3)}
+    report = {"store": store.split(":")[0], "workload": workload, "commands": decided,
+              "batch": batch, "accepted": accepted, "seconds": round(seconds, 3),
+              "commands_per_s": round(decided / seconds),
+              "us_per_command": round(1e6 * seconds / decided, 1),
+              "events_in_log": events, "projection_seconds": round(project_s, 3)}
+    if profiler is not None:
+        report["profile"] = top_functions(profiler)
+    return report
+
+
+def top_functions(profiler: cProfile.Profile, n: int = PROFILE_TOP) -> list[str]:
+    """cProfile's table of the `n` functions with the most own time."""
+    out = io.StringIO()
+    pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(n)
+    lines = out.getvalue().splitlines()
+    header = next(i for i, line in enumerate(lines) if line.lstrip().startswith("ncalls"))
+    return [line for line in lines[header:] if line.strip()]

@@ -7,7 +7,7 @@ rates, a minimum of 60 s) and N instances, each with one billed interval in Marc
 Requested, Scheduled, Starting, Running[, Restarting, Running], Stopped. Then:
 
 - read: every event of the log, decoded (what any projection or replay pays);
-- invoice: the same read feeding the billing meter (engine/billing.py), then the
+- invoice: the same read feeding the writer's billing meter (engine/billing/), then the
   finalisation of March and April for every account, as the Tick decider does it, down to
   the InvoiceFinalized event fields with their content hashes.
 
@@ -25,17 +25,16 @@ from decimal import Decimal
 from typing import Any
 
 from adapters.bootstrap import connect
-from engine.billing import EPOCH, BillingMeter
+from engine.billing import EPOCH, US_PER_S, BillingMeter
 from engine.domain.instance import Instance
 from engine.domain.invoice import finalized_fields
 from engine.domain.price_book import PriceBook
-from engine.policies import rating
 from engine.policies.spec_catalogue import DEFAULT_CATALOGUE
 
 CELL = "bench-1"
 MARCH = calendar.timegm((2024, 3, 1, 0, 0, 0))
 APRIL = calendar.timegm((2024, 4, 1, 0, 0, 0))
-US = rating.US_PER_S
+US = US_PER_S
 EVENTS_PER_SAVE = 20_000
 
 

@@ -107,7 +107,9 @@ def prepare(
                 break
         if not placed:
             break  # pool saturated before reaching the target
-    index.place([0, 0, 0, 0], policy)  # the index builds a policy's lists on first use: not timed
+    # The index builds a policy's lists on first use (and sorts the nodes a demand like these
+    # can use): not timed. Every demand takes an ENI and a pod slot.
+    index.place([250, 512, 1, 1], policy)
 
     return {
         "capacity": capacity,

@@ -15,15 +15,10 @@ import sys
 import time
 from decimal import Decimal
 
-from engine.policies.rating import (
-    US_PER_S,
-    InvoiceLine,
-    PriceBook,
-    PriceVersion,
-    Rates,
-    invoice_for,
-    rate_instance,
-)
+from engine.billing.invoice import invoice_for
+from engine.billing.periods import US_PER_S
+from engine.billing.price_book import PriceBook, PriceVersion, Rates
+from engine.billing.rate import InvoiceLine, rate_instance
 from engine.policies.spec_catalogue import DEFAULT_CATALOGUE, Spec
 
 Instance = tuple[str, str, Spec, str, list[tuple[int, int]]]

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.policies.node_index import _ID_MASK, NodeIndex, OverCommitError, _Blocks
+from engine.policies.node_index import _ID_MASK, NodeIndex, OverCommitError, _Bag, _Blocks
 from engine.policies.placement import POLICIES, Placed, Unplaceable
 
 DIMS = ("cpu", "mem", "eni")
@@ -16,12 +16,23 @@ SHAPES = [(4, 8, 3), (8, 16, 3), (3, 7, 5), (6, 9, 2)]
 # Capacities whose scores are not exact (prod * d >= 2**53: best/worst defer to the scan) and
 # values near the int64 limit (the packed fields must not carry into each other).
 BIG_SHAPES = [(2**62, 2**40 + 7, 3), (2**62 + 12345, 2**40 + 7, 2), (5, 2**61, 1)]
-POLICY_NAMES = ["first_fit", "best_fit", "worst_fit"]
+POLICY_NAMES = ["first_fit", "best_fit", "worst_fit"]  # the ones that remember misses
+ALL_POLICIES = [*POLICY_NAMES, "dot_product"]
 
 
-def _plain(idx: NodeIndex, demand: list[int], policy: str):
-    return POLICIES[policy](idx.capacity.copy(), idx.allocated.copy(), idx.eligible.copy(),
+def _plain(idx: NodeIndex, demand: list[int], policy: str, parts: tuple[int, ...] | None = None):
+    """The reference: the numpy scan over the eligible nodes of `parts`."""
+    eligible = idx.eligible.copy()
+    if parts is not None:
+        eligible &= np.isin([idx.part_of(i) for i in range(len(idx))], list(parts))
+    return POLICIES[policy](idx.capacity.copy(), idx.allocated.copy(), eligible,
                             np.asarray(demand, dtype=np.int64), DIMS)
+
+
+def _parts(r: int) -> tuple[int, ...] | None:
+    """A query's parts drawn from r: all of them (None) a quarter of the time, else a subset
+    of parts 0-2 (possibly empty: nothing eligible)."""
+    return None if r % 4 == 0 else tuple(p for p in range(3) if (r >> 2) >> p & 1)
 
 
 def _check_list(idx: NodeIndex, lst: _Blocks, has: int) -> list[int]:
@@ -51,16 +62,39 @@ def _check_invariants(idx: NodeIndex) -> None:
         nodes: list[int] = []
         for gid, g in enumerate(idx._groups):
             for has, lst in g.lists.items():
+                assert idx._active[has]
                 for e in lst:
                     i = e & _ID_MASK
                     assert idx._gid[i] == gid and e >> 24 == g.key(free[i].tolist())
+                    assert idx.part_of(i) == g.part
                 nodes += _check_list(idx, lst, has)
+            for has, bag in g.bags.items():
+                assert all(idx._gid[i] == gid for i in bag)
+                nodes += _check_bag(idx, bag, has)
         assert sorted(nodes) == eligible
     if idx._by_index is not None:
         nodes = []
-        for has, lst in idx._by_index.items():
+        for (part, has), lst in idx._by_index.items():
+            assert all(idx.part_of(e) == part for e in lst)
             nodes += _check_list(idx, lst, has)
+        for (part, has), bag in idx._by_index_bags.items():
+            assert all(idx.part_of(i) == part for i in bag)
+            nodes += _check_bag(idx, bag, has)
         assert sorted(nodes) == eligible
+    for has, active in idx._active.items():  # sorted exactly when a demand asked can use it
+        assert active == any(has & needs == needs for needs in idx._needs_seen)
+
+
+def _check_bag(idx: NodeIndex, bag: _Bag, has: int) -> list[int]:
+    """Invariants of an unordered bag (a `has` no demand asked so far can use)."""
+    guard = idx._guard
+    assert not idx._active[has]
+    assert sorted(bag.pos.items()) == sorted((i, k) for k, i in enumerate(bag.entries))
+    assert len(bag.bounds) == -(-len(bag.entries) // 64)
+    for k, i in enumerate(bag.entries):
+        assert idx._has[i] == has
+        assert (bag.bounds[k // 64] + guard - idx._free[i]) & guard == guard
+    return list(bag.entries)
 
 
 def test_basic_first_and_best_fit() -> None:
@@ -139,7 +173,7 @@ def _lists(idx: NodeIndex) -> list[_Blocks]:
 def test_numpy_and_list_demands_agree() -> None:
     cap = np.array([[10, 10, 3], [10, 10, 3], [4, 8, 3]])
     idx = NodeIndex(cap, np.array([[2, 2, 0], [8, 8, 1], [1, 1, 1]]), np.ones(3, bool), DIMS)
-    for policy in POLICY_NAMES:
+    for policy in ALL_POLICIES:
         assert idx.place(np.array([2, 2, 1]), policy) == idx.place([2, 2, 1], policy)
         assert idx.place(np.array([2, 2, 1]), policy) == _plain(idx, [2, 2, 1], policy)
     idx.allocate(1, np.array([2, 2, 1], dtype=np.int64))
@@ -163,7 +197,7 @@ ops = st.lists(op, min_size=1, max_size=60)
 @settings(max_examples=150, deadline=None)
 @given(
     shapes=st.lists(st.sampled_from(SHAPES), min_size=0, max_size=20),
-    policy=st.sampled_from(POLICY_NAMES),
+    policy=st.sampled_from(ALL_POLICIES),
     block=st.sampled_from([1, 2, 4, 64]),
     seq=ops,
 )
@@ -176,7 +210,7 @@ def test_index_matches_plain_policy(shapes, policy, block, seq) -> None:
     shapes=st.lists(st.sampled_from(SHAPES), min_size=0, max_size=40),
     block=st.sampled_from([1, 2, 4, 64]),
     seq=st.lists(op, min_size=1, max_size=150),
-    policies=st.lists(st.sampled_from(POLICY_NAMES), min_size=1, max_size=3),
+    policies=st.lists(st.sampled_from(ALL_POLICIES), min_size=1, max_size=3),
 )
 def test_index_matches_plain_policy_mixed_and_checked(shapes, block, seq, policies) -> None:
     """Policies interleaved on one index (each family of lists is built lazily, then kept up
@@ -193,16 +227,19 @@ def test_index_matches_plain_policy_mixed_and_checked(shapes, block, seq, polici
         st.integers(0, 10_000),
         st.tuples(st.integers(0, 4), st.integers(0, 9), st.integers(0, 2)),
     ), min_size=1, max_size=60),
-    policies=st.lists(st.sampled_from(POLICY_NAMES), min_size=1, max_size=3),
+    policies=st.lists(st.sampled_from(ALL_POLICIES), min_size=1, max_size=3),
 )
 def test_index_matches_plain_policy_big_values(shapes, block, seq, policies) -> None:
     _run_against_plain(shapes, policies, block, seq, SHAPES + BIG_SHAPES, check=True)
 
 
 def _run_against_plain(shapes, policies, block, seq, add_shapes, check: bool = False) -> None:
+    """Random operations; nodes fall into parts 0-2 (label sets) and each query is limited to
+    some parts, as a node selector limits it."""
     n = len(shapes)
     cap = np.array(shapes, dtype=np.int64).reshape(n, 3)
-    idx = NodeIndex(cap, np.zeros_like(cap), np.ones(n, bool), DIMS, block=block)
+    idx = NodeIndex(cap, np.zeros_like(cap), np.ones(n, bool), DIMS, block=block,
+                    parts=[k % 3 for k in range(n)])
     live: list[tuple[int, list[int]]] = []
     for step, (op, r, dem) in enumerate(seq):
         demand = list(dem)
@@ -210,8 +247,9 @@ def _run_against_plain(shapes, policies, block, seq, add_shapes, check: bool = F
         if op == "big":  # a demand in the range of the big shapes
             op, demand = "place", [2**39 + r, 2**20 * (r % 5), r % 3]
         if op == "place":
-            got = idx.place(demand, policy)
-            assert got == _plain(idx, demand, policy)
+            parts = _parts(r)
+            got = idx.place(demand, policy, parts)
+            assert got == _plain(idx, demand, policy, parts)
             if isinstance(got, Placed):
                 idx.allocate(got.node_index, demand)
                 live.append((got.node_index, demand))
@@ -222,13 +260,13 @@ def _run_against_plain(shapes, policies, block, seq, add_shapes, check: bool = F
             i = r % len(idx)
             idx.set_eligible(i, not bool(idx.eligible[i]))
         elif op == "add":
-            idx.add_node(add_shapes[r % len(add_shapes)])
+            idx.add_node(add_shapes[r % len(add_shapes)], part=r % 3)
         assert (idx.allocated <= idx.capacity).all() and (idx.allocated >= 0).all()
         if check:
             _check_invariants(idx)
 
 
-@pytest.mark.parametrize("policy", POLICY_NAMES)
+@pytest.mark.parametrize("policy", ALL_POLICIES)
 def test_long_run_on_bench_shapes(policy: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """Steady state on realistic shapes, long enough for blocks to split, merge and remember
     misses: every decision equals the plain scan's."""
@@ -247,10 +285,14 @@ def test_long_run_on_bench_shapes(policy: str, monkeypatch: pytest.MonkeyPatch) 
     rng = np.random.default_rng(7)
     cap = make_pool(300, rng)
     start, live = _random_fill(cap, 0.7, rng)  # fragmented: misses happen
-    idx = NodeIndex(cap, start, np.ones(300, bool), dims, block=4)
+    idx = NodeIndex(cap, start, np.ones(300, bool), dims, block=4,
+                    parts=[k % 3 for k in range(300)])
     for k, dem in enumerate(make_demands(3000, rng).tolist()):
-        got = idx.place(dem, policy)
-        plain = POLICIES[policy](idx.capacity, idx.allocated, idx.eligible,
+        parts = _parts(k)
+        got = idx.place(dem, policy, parts)
+        allowed = [0, 1, 2] if parts is None else list(parts)
+        eligible = idx.eligible & np.isin(np.arange(300) % 3, allowed)
+        plain = POLICIES[policy](idx.capacity, idx.allocated, eligible,
                                  np.asarray(dem, dtype=np.int64), dims)
         assert got == plain
         if isinstance(got, Placed):
@@ -264,7 +306,7 @@ def test_long_run_on_bench_shapes(policy: str, monkeypatch: pytest.MonkeyPatch) 
         if k % 50 == 0:
             _check_invariants(idx)
     _check_invariants(idx)
-    assert missed  # the remembered-miss path was exercised
+    assert missed or policy == "dot_product"  # the remembered-miss path was exercised
 
 
 @settings(max_examples=100, deadline=None)
@@ -306,3 +348,32 @@ def test_fits_is_empty_and_fill() -> None:
     assert not index.is_empty(1)
     index.release(1, [1, 0])
     assert index.is_empty(1)
+
+
+def test_nodes_no_demand_can_use_wait_in_bags_until_one_can() -> None:
+    """Nodes out of a dimension every demand so far needs sit in an unordered bag (O(1)
+    updates); reasons for a failed placement still count them; a demand that can use them
+    has them sorted into a list first."""
+    cap = np.array([[10, 10, 3]] * 4)
+    alloc = np.array([[2, 2, 3], [9, 1, 3], [5, 5, 0], [1, 8, 3]])  # nodes 0, 1, 3: no ENI left
+    idx = NodeIndex(cap, alloc, np.ones(4, bool), DIMS)
+    assert idx.place([1, 1, 1], "best_fit").node_index == 2
+    g = idx._groups[0]
+    assert sorted(i for bag in g.bags.values() for i in bag) == [0, 1, 3]
+    idx.allocate(2, [5, 5, 1])
+    got = idx.place([1, 1, 1], "best_fit")
+    assert got == _plain(idx, [1, 1, 1], "best_fit")
+    assert got == Unplaceable((("all", "fragmented: every dimension fits on some node but "
+                                       "none fits all"),))  # the cpu is in the bag
+    idx.allocate(2, [0, 0, 2])
+    got = idx.place([10, 1, 1], "best_fit")
+    assert got == _plain(idx, [10, 1, 1], "best_fit")
+    assert got == Unplaceable((("cpu", "insufficient: need 10, largest free 9"),
+                               ("eni", "insufficient: need 1, largest free 0")))
+    _check_invariants(idx)
+    # A demand needing no ENI can use the nodes out of ENIs: their bag becomes a sorted list
+    # (node 2, out of everything, stays in its bag).
+    got = idx.place([8, 1, 0], "best_fit")
+    assert got == _plain(idx, [8, 1, 0], "best_fit") and got.node_index in (0, 3)
+    assert sorted(i for bag in g.bags.values() for i in bag) == [2]
+    _check_invariants(idx)

@@ -1,4 +1,4 @@
-"""Rating (engine/policies/rating.py) against docs/design.md §3.3 and the naive reference."""
+"""Rating (engine/billing/) against docs/design.md §3.3 and the naive reference."""
 
 from __future__ import annotations
 
@@ -10,23 +10,19 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine.policies.rating import (
-    US_PER_S,
-    Invoice,
-    InvoiceLine,
+from engine.billing.adjust import adjustments
+from engine.billing.invoice import Invoice, invoice_for
+from engine.billing.meter import billed_seconds
+from engine.billing.money import round_money
+from engine.billing.periods import US_PER_S, period_bounds, period_of
+from engine.billing.price_book import (
     PriceBook,
     PriceVersion,
     Rates,
-    adjustments,
-    billed_seconds,
     finalises_at,
-    invoice_for,
-    period_bounds,
-    period_of,
     price_book_errors,
-    rate_instance,
-    round_money,
 )
+from engine.billing.rate import InvoiceLine, rate_instance
 from engine.policies.spec_catalogue import (
     DEFAULT_CATALOGUE,
     Spec,

@@ -8,7 +8,7 @@ from adapters import queries
 from adapters.bootstrap import Engine, connect
 from adapters.projector import projector_process
 from projections.instances import INSTANCES
-from projections.usage import USAGE
+from projections.usage import USAGE, USAGE_INSTANCES
 from simulations import workloads
 from tests.helpers import simulate
 
@@ -21,7 +21,8 @@ def test_rebuild_reproduces_identical_rows(engine: Engine) -> None:
     simulate(engine, 25, seed=3, hours=12)
     engine.update_projections()
     before = _dump(engine)
-    assert len(before["instances"]) > 0 and len(before["usage"]) == len(before["instances"])
+    assert len(before["instances"]) > 0 and len(before[USAGE_INSTANCES.name]) == len(
+        before["instances"])
     usage_before = queries.usage(engine, "acme", workloads.DAY_START + timedelta(hours=12))
     engine.rebuild_projections()
     assert _dump(engine) == before

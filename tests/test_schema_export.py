@@ -44,7 +44,8 @@ def test_every_command_and_outcome_of_a_simulated_day_is_valid(tmp_path: Path) -
         engine.apply = recording  # type: ignore[method-assign]
         simulate(engine, 30, seed=9, hours=24, tick_every_s=900)
         sent = commands_in(engine.app)
-        recorded = list(engine.processor.world.outcomes.values())
+        recorded = [o for state in engine.processor.world.parts.values()
+                    for o in state.outcomes.values()]
     kinds = {json.loads(raw)["type"] for raw in applied}
     assert {"CreateInstance", "ReportNodeReady", "ReportInstanceRunning", "Tick",
             "ConfigurePool", "PublishPriceBook"} <= kinds

@@ -25,9 +25,10 @@ def _codes(outcome) -> list[str | None]:  # type: ignore[no-untyped-def]
 
 def _newest_time(engine: Engine) -> datetime:
     """The time the log has reached: what the default `as_of` of usage and invoices is."""
-    newest = engine.app.recorder.max_notification_id() or 0
-    ((_, event),) = engine.app.page(newest - 1, 1)
-    return event.timestamp
+    from adapters.queries import newest_event_time
+    found = newest_event_time(engine)
+    assert found is not None
+    return found
 
 
 def _far(command: dict, when: str = "2099-01-01T00:00:00+00:00") -> dict:
@@ -138,7 +139,7 @@ def test_a_price_version_inside_a_finalised_period_is_refused(engine: Engine) ->
     cell_with_ready_node(engine)
     accepted(engine, b.create("x", 1), b.tick(APRIL + 3600))  # March is finalised
     before = domain_snapshot(engine)
-    late = b.price_book(10 * DAY, rate_per_vcpu_second="0.5")  # issued back then
+    late = b.price_book(APRIL, rate_per_vcpu_second="0.5")  # (older would be expired)
     late["effective_from"] = b.at(20 * DAY)
     out = one(engine, late)
     # Both: it starts before the cell's clock, and inside a finalised period.

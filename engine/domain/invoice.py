@@ -15,10 +15,11 @@ from uuid import UUID
 
 from eventsourcing.domain import Aggregate
 
+from engine.billing.adjust import AdjustmentLine
+from engine.billing.invoice import Invoice as RatedInvoice
+from engine.billing.rate import InvoiceLine
 from engine.domain.base import Recorded
 from engine.domain.ids import aggregate_id
-from engine.policies.rating import AdjustmentLine, InvoiceLine
-from engine.policies.rating import Invoice as RatedInvoice
 from engine.policies.spec_catalogue import Spec
 
 

@@ -1,5 +1,12 @@
 """Incremental placement index: the decisions of `placement.py` without a full scan per call.
 
+This is how the engine finds a node in a shared pool. `placement.py`'s numpy scans stay as
+the reference the tests compare the index against, and decide in two cases the index has no
+exact order for: dot_product (its score weighs each dimension by the demand, so no one sort
+order serves every demand; a branch and bound on block bounds was tried and visits nearly every
+node, 25 times slower than the vectorised scan), and best/worst fit over a capacity row whose
+d * lcm reaches 2**53 (see below). Both are masked by the query's parts, never by labels.
+
 Free capacity is kept per node as one packed Python int (SWAR): dimension k occupies bits
 [65k, 65k + 64) and bit 65k + 64 is a guard. With G the guard bits and X the packed demand,
 "free >= demand in every dimension" is `(F + G - X) & G == G` (a field that would go negative
@@ -13,258 +20,77 @@ one by one. Bounds are only ever loosened on update (an upper bound stays valid 
 free shrinks or it leaves the block) and are made exact when a query scans a whole block and
 finds nothing, so an update costs O(log n + block) and no numpy call.
 
-Lists are partitioned by the set of dimensions with any free capacity left, so nodes out of a
-dimension the demand needs (typically ENIs) are never walked:
+Nodes are partitioned by a caller-given *part* (the pool keeps one part per distinct label
+set, so a node selector is the set of parts whose labels it matches), then by the set of
+dimensions with any free capacity left (`has`), so nodes out of a dimension the demand needs
+(typically ENIs) are never walked. A query names the parts it may use (None: all). A `has`
+set that no demand asked so far can use (every instance takes an ENI and a pod slot, so "no
+ENI left" is one) is kept as an unordered `_Bag` with O(1) updates instead of a sorted list:
+best fit fills nodes to the last ENI, so most updates move a node in or out of such a set.
+It is sorted into a list the first time a demand could use it.
 
-* first_fit -- entries are node indices; the first fitting entry of each partition, lowest wins.
-* best_fit / worst_fit -- nodes are grouped by identical capacity row (an instance type). In a
-  group, "most allocated after placement" is "least normalised free capacity", and that is an
-  exact integer key: sum_k free_k * lcm(cap) / cap_k. Entries are (key << 24) | node, so equal
-  keys order by node index. best_fit takes the first fitting entry at or after the demand's own
+* first_fit -- entries are node indices; the first fitting entry of each list, lowest wins.
+* best_fit / worst_fit -- nodes are grouped by (part, identical capacity row). In a group,
+  "most allocated after placement" is "least normalised free capacity", and that is an exact
+  integer key: sum_k free_k * lcm(cap) / cap_k. Entries are (key << 24) | node, so equal keys
+  order by node index. best_fit takes the first fitting entry at or after the demand's own
   key; worst_fit the last fitting entry, then the first fitting one with that same key (lowest
   index). Groups are compared with the very same float scores as the plain policy (distinct
   keys of one group never round to the same float), so decisions are identical, including the
   lowest-index tie-break.
+* no fit -- the reasons (each dimension no eligible node can hold on its own, with its
+  largest free) come from the block bounds, made exact only where they could matter.
 
 Each family of lists is built on first use, so a pool that only runs best_fit does not pay
-for first_fit's lists. dot_product is delegated to the plain numpy scan (no index for it).
-The numpy views (`allocated`, ...) are refreshed lazily from the packed ints when read.
+for first_fit's lists. The numpy views (`allocated`, ...) are refreshed lazily from the
+packed ints when read; the engine's decision path never reads them. Everything here is plain
+data (lists, dicts, ints, numpy arrays): an index pickles and unpickles to the same decisions.
 """
 
 from __future__ import annotations
 
-from bisect import bisect_left, insort
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from math import lcm
 from operator import mul
 
 import numpy as np
 
+from engine.policies.node_lists import (
+    _FIELD,
+    _FIELD_MASK,
+    _ID_BITS,
+    _ID_MASK,
+    _Bag,
+    _Blocks,
+)
 from engine.policies.placement import (
     DEFAULT_DIMENSIONS,
     POLICIES,
     Decision,
     Placed,
-    unplaceable_reasons,
+    Unplaceable,
     utilisation_score_row,
 )
 
-_ID_BITS = 24  # a sort entry is (key << 24) | node, so ties in key order by node index
-_ID_MASK = (1 << _ID_BITS) - 1
-_FIELD = 64  # bits per packed dimension; values are int64, so < 2**63 always fits
 _STRIDE = _FIELD + 1  # plus one guard bit
-_FIELD_MASK = (1 << _FIELD) - 1
 _VALUE_LIMIT = 1 << 63
 _LOAD = 64  # default block load: split above 2 * load entries, merge below load // 2
+_DEMAND_CACHE = 4096  # distinct demand shapes remembered (instance specs: a few dozen)
+
+Parts = tuple[int, ...] | None  # the parts a query may use, ascending; None: every part
 
 
 class OverCommitError(ValueError):
     """Raised when an allocation would exceed capacity or a release would go below zero."""
 
 
-def _vmax(a: int, b: int, guard: int) -> int:
-    """Per-dimension max of two packed vectors."""
-    a_ge = (((a | guard) - b) & guard) >> _FIELD  # bit 65k set where a_k >= b_k
-    pick_a = a_ge * _FIELD_MASK  # ... spread over the whole field (no carries: 65-bit stride)
-    return (a & pick_a) | (b & ~pick_a)
-
-
-class _Blocks:
-    """Sorted ints, cut into blocks with a packed upper bound of the free capacity of the
-    nodes (entry & _ID_MASK) in each block. Only eligible nodes are ever entries.
-
-    A per-dimension bound can pass while no single node fits (one node has the CPU, another
-    the memory), so a block also remembers the demands (as gx) that a full scan found no room
-    for, until an entry enters it or gains free capacity; leaving never makes room."""
-
-    __slots__ = ("blocks", "lasts", "bounds", "misses", "free", "guard", "load")
-
-    def __init__(
-        self, free: list[int], guard: int, load: int, entries: Sequence[int] = ()
-    ) -> None:
-        self.free = free  # shared with NodeIndex: packed free capacity per node
-        self.guard = guard
-        self.load = load
-        self.blocks: list[list[int]] = []
-        self.lasts: list[int] = []  # last entry of each block, to bisect for a block
-        self.bounds: list[int] = []
-        self.misses: list[set[int] | None] = []
-        for lo in range(0, len(entries), load):
-            blk = list(entries[lo : lo + load])
-            self.blocks.append(blk)
-            self.lasts.append(blk[-1])
-            self.bounds.append(self._bound(blk))
-            self.misses.append(None)
-
-    def __iter__(self) -> Iterator[int]:  # for tests and checks
-        for blk in self.blocks:
-            yield from blk
-
-    def _bound(self, blk: list[int]) -> int:
-        free, guard = self.free, self.guard
-        bound = 0
-        for e in blk:
-            bound = _vmax(bound, free[e & _ID_MASK], guard)
-        return bound
-
-    def _split(self, b: int) -> None:
-        # Both halves inherit bound and misses: still true of a subset, tightened when scanned.
-        blk = self.blocks[b]
-        self.blocks.insert(b + 1, blk[self.load :])
-        del blk[self.load :]
-        self.lasts.insert(b, blk[-1])
-        self.bounds.insert(b, self.bounds[b])
-        miss = self.misses[b]
-        self.misses.insert(b, None if miss is None else set(miss))
-
-    def add(self, e: int, f: int) -> None:
-        lasts = self.lasts
-        b = bisect_left(lasts, e)
-        if b == len(lasts):
-            if not b:
-                self.blocks.append([e])
-                lasts.append(e)
-                self.bounds.append(f)
-                self.misses.append(None)
-                return
-            b -= 1
-            blk = self.blocks[b]
-            blk.append(e)
-            lasts[b] = e
-        else:
-            blk = self.blocks[b]
-            insort(blk, e)
-        self.misses[b] = None
-        bound = self.bounds[b]
-        guard = self.guard
-        if (bound + guard - f) & guard != guard:  # f exceeds the bound somewhere: raise it
-            self.bounds[b] = _vmax(bound, f, guard)
-        if len(blk) > 2 * self.load:
-            self._split(b)
-
-    def remove(self, e: int) -> None:
-        lasts = self.lasts
-        b = bisect_left(lasts, e)
-        blk = self.blocks[b]
-        i = bisect_left(blk, e)
-        del blk[i]
-        if not blk:
-            del self.blocks[b], lasts[b], self.bounds[b], self.misses[b]
-            return
-        if len(blk) >= self.load // 2 or len(lasts) == 1:
-            if i == len(blk):
-                lasts[b] = blk[-1]
-            return
-        # Few left: fold into a neighbour so the block count tracks the entry count.
-        a = b - 1 if b + 1 == len(lasts) else b
-        merged = self.blocks[a] + self.blocks[a + 1]
-        bound = _vmax(self.bounds[a], self.bounds[a + 1], self.guard)
-        del self.blocks[a + 1], lasts[a + 1], self.bounds[a + 1], self.misses[a + 1]
-        self.blocks[a] = merged
-        lasts[a] = merged[-1]
-        self.bounds[a] = bound
-        self.misses[a] = None
-        if len(merged) > 2 * self.load:
-            self._split(a)
-
-    def move(self, old: int, new: int, f: int) -> None:
-        """Replace entry old by new, whose node now has free capacity f."""
-        lasts = self.lasts
-        b = bisect_left(lasts, old)
-        blk = self.blocks[b]
-        if (b == 0 or new > lasts[b - 1]) and (b + 1 == len(lasts) or new < self.blocks[b + 1][0]):
-            # Stays in this block: no second search, no split or merge.
-            del blk[bisect_left(blk, old)]
-            insort(blk, new)
-            lasts[b] = blk[-1]
-            self.bounds[b] = _vmax(self.bounds[b], f, self.guard)
-            self.misses[b] = None
-        else:
-            self.remove(old)
-            self.add(new, f)
-
-    def raise_bound(self, e: int, f: int) -> None:
-        """Entry e's node gained free capacity f (its position is unchanged)."""
-        b = bisect_left(self.lasts, e)
-        self.bounds[b] = _vmax(self.bounds[b], f, self.guard)
-        self.misses[b] = None
-
-    def _missed(self, b: int, gx: int) -> None:
-        """A scan of all of block b found no room for gx."""
-        blk = self.blocks[b]
-        bound = self.bounds[b] = self._bound(blk)  # tighten
-        guard = self.guard
-        if (bound + gx) & guard == guard:  # the exact bound still lets gx in: remember
-            miss = self.misses[b]
-            if miss is None:
-                self.misses[b] = {gx}
-            elif len(miss) < 64:
-                miss.add(gx)
-
-    def first_fit(self, lo: int, hi: int | None, gx: int) -> int | None:
-        """First entry e with lo <= e < hi (None: no upper limit) whose node fits:
-        (free + gx) & guard == guard, where gx = guard - packed demand."""
-        lasts = self.lasts
-        b = bisect_left(lasts, lo)
-        nb = len(lasts)
-        if hi is None:
-            if b == nb:
-                return None
-            hi = lasts[-1] + 1
-        guard, free, blocks, bounds, misses = (
-            self.guard, self.free, self.blocks, self.bounds, self.misses)
-        while b < nb:
-            blk = blocks[b]
-            if blk[0] >= hi:
-                return None
-            if (bounds[b] + gx) & guard == guard:
-                if blk[0] >= lo and lasts[b] < hi:  # all of the block
-                    miss = misses[b]
-                    if miss is None or gx not in miss:
-                        for e in blk:
-                            if (free[e & _ID_MASK] + gx) & guard == guard:
-                                return e
-                        self._missed(b, gx)
-                else:
-                    i = bisect_left(blk, lo)
-                    for e in blk[i : bisect_left(blk, hi, i)]:
-                        if (free[e & _ID_MASK] + gx) & guard == guard:
-                            return e
-            b += 1
-        return None
-
-    def max_key_fit(self, lo: int, gx: int) -> int | None:
-        """Among entries e >= lo (entries being (key << _ID_BITS) | node) whose node fits,
-        the lowest-index one of the largest key."""
-        lasts = self.lasts
-        guard, free, blocks, bounds, misses = (
-            self.guard, self.free, self.blocks, self.bounds, self.misses)
-        b = len(lasts) - 1
-        while b >= 0 and lasts[b] >= lo:
-            if (bounds[b] + gx) & guard == guard:
-                blk = blocks[b]
-                i = bisect_left(blk, lo) if blk[0] < lo else 0
-                miss = misses[b]
-                if i or miss is None or gx not in miss:
-                    for k in range(len(blk) - 1, i - 1, -1):
-                        e = blk[k]
-                        if (free[e & _ID_MASK] + gx) & guard == guard:
-                            # e is the highest index of its key; usually also the only one.
-                            key_lo = (e >> _ID_BITS) << _ID_BITS
-                            prev = blk[k - 1] if k else lasts[b - 1] if b else -1
-                            return e if prev < key_lo else self.first_fit(key_lo, e + 1, gx)
-                    if not i:
-                        self._missed(b, gx)
-            b -= 1
-        return None
-
-
 class _Group:
-    """Nodes sharing one capacity row, sorted by exact normalised free capacity."""
+    """Nodes of one part sharing one capacity row, sorted by exact normalised free capacity."""
 
-    __slots__ = ("cap", "weights", "denom", "exact", "lists")
+    __slots__ = ("part", "cap", "weights", "denom", "exact", "lists", "bags")
 
-    def __init__(self, cap: tuple[int, ...]) -> None:
+    def __init__(self, part: int, cap: tuple[int, ...]) -> None:
+        self.part = part
         self.cap = cap
         big = lcm(*cap)
         self.weights = tuple(big // c for c in cap)
@@ -276,17 +102,26 @@ class _Group:
         for c in cap:
             prod *= float(c)
         self.exact = prod * d < float(1 << 53)
-        # One sorted list per set of dimensions with free capacity left (packed guard bits).
+        # One sorted list per set of dimensions with free capacity left (packed guard bits)
+        # that some demand can use; a bag for each of the others.
         self.lists: dict[int, _Blocks] = {}
+        self.bags: dict[int, _Bag] = {}
 
     def key(self, vals: Sequence[int]) -> int:
         return sum(map(mul, vals, self.weights))
 
 
+# What a query of one demand walks, for one choice of parts: per group (group, the demand's
+# key in it, the group's lists with room in every dimension the demand needs), and the first
+# fit lists likewise. Valid while the index's list count is `seen`.
+_Candidates = tuple[int, list[tuple[_Group, int, list[_Blocks]]], list[_Blocks]]
+
+
 class _Demand:
     """A demand with everything a query or update derives from it (cached per demand)."""
 
-    __slots__ = ("vals", "packed", "gx", "needs", "keys", "seen", "lists", "by_index")
+    __slots__ = ("vals", "packed", "gx", "needs", "keys", "seen", "groups", "by_index",
+                 "restricted")
 
     def __init__(self, vals: list[int], packed: int, guard: int, ones: int) -> None:
         self.vals = vals
@@ -294,16 +129,16 @@ class _Demand:
         self.gx = guard - packed  # (free + gx) & guard == guard <=> free fits the demand
         self.needs = (packed + guard - ones) & guard  # guard bits of the non-zero dimensions
         self.keys: list[int] = []  # the demand's key in each capacity group, by group id
-        # The lists whose nodes have free capacity in every dimension the demand needs, per
-        # group and for first fit; valid while `seen` is the index's list count.
+        # The candidates over every part (the hot path), then per restricted set of parts.
         self.seen = -1
-        self.lists: list[list[_Blocks]] = []
+        self.groups: list[tuple[_Group, int, list[_Blocks]]] = []
         self.by_index: list[_Blocks] = []
+        self.restricted: dict[tuple[int, ...], _Candidates] = {}
 
 
 class NodeIndex:
-    """Mutable index over one cell's nodes; `place` matches `placement.POLICIES` exactly for
-    first_fit, best_fit and worst_fit (see module doc for the float-tie argument).
+    """Mutable index over one pool's nodes; `place` matches `placement.POLICIES` exactly for
+    every policy, over the eligible nodes of the parts it is given (see module doc).
 
     The numpy views are snapshots: read them again after a mutation."""
 
@@ -314,6 +149,7 @@ class NodeIndex:
         eligible: np.ndarray,
         dimensions: Sequence[str] = DEFAULT_DIMENSIONS,
         block: int = _LOAD,
+        parts: Sequence[int] | None = None,
     ) -> None:
         capacity = np.asarray(capacity, dtype=np.int64)
         allocated = np.asarray(allocated, dtype=np.int64)
@@ -321,6 +157,8 @@ class NodeIndex:
         n, d = capacity.shape
         if allocated.shape != (n, d) or eligible.shape != (n,):
             raise ValueError("capacity, allocated and eligible shapes disagree")
+        if parts is not None and len(parts) != n:
+            raise ValueError(f"{len(parts)} parts for {n} nodes")
         if len(dimensions) != d:
             raise ValueError(f"{len(dimensions)} dimension names for {d} dimensions")
         if n and ((capacity <= 0).any() or (allocated < 0).any() or (allocated > capacity).any()):
@@ -334,28 +172,44 @@ class NodeIndex:
         self._shifts = tuple(_STRIDE * k for k in range(d))
         self._guard = sum(1 << (s + _FIELD) for s in self._shifts)
         self._ones = sum(1 << s for s in self._shifts)
+        self._has_add = self._guard - self._ones  # (free + this) & guard: `has` of free
         room = max(16, n)
         self._cap = np.zeros((room, d), dtype=np.int64)
         self._alloc = np.zeros((room, d), dtype=np.int64)
         self._elig = np.zeros(room, dtype=bool)
-        self._dirty: set[int] = set()  # rows of _alloc behind _free
+        self._part_np = np.zeros(room, dtype=np.int64)  # for the scans' masks
+        self._dirty: set[int] = set()  # rows of _alloc behind _free (order never read)
         self._free: list[int] = []  # packed free capacity
         self._cap_p: list[int] = []  # packed capacity
         self._cap_l: list[tuple[int, ...]] = []
         self._cap_max: tuple[int, ...] = ()
         self._elig_l: list[bool] = []
+        self._part: list[int] = []
         self._has: list[int] = []  # guard bits of the dimensions with free capacity left
         self._gid: list[int] = []
         self._key: list[int] = []  # valid while the key lists exist
         self._groups: list[_Group] = []
-        self._group_of: dict[tuple[int, ...], int] = {}
+        self._group_of: dict[tuple[int, tuple[int, ...]], int] = {}
         self._keyed = False  # best/worst fit lists built
         self._exact = True  # every group's scores are exact (else best/worst use the scan)
         self._dems: dict[tuple, _Demand] = {}
-        self._list_count = 0  # lists ever created: a new one invalidates _Demand.lists
-        self._by_index: dict[int, _Blocks] | None = None  # first fit lists, once built
+        self._list_count = 0  # lists ever created: a new one invalidates cached candidates
+        # First fit lists, once built, by (part, dimensions with room); bags likewise.
+        self._by_index: dict[tuple[int, int], _Blocks] | None = None
+        self._by_index_bags: dict[tuple[int, int], _Bag] = {}
+        # Every `has` seen, and whether some demand asked so far can use it (then its nodes
+        # sit in sorted lists, else in bags); the `needs` of the demands asked so far.
+        self._active: dict[int, bool] = {}
+        self._needs_seen: dict[int, None] = {}
         for i in range(n):
-            self.add_node(capacity[i], allocated[i], bool(eligible[i]))
+            self.add_node(capacity[i], allocated[i], bool(eligible[i]),
+                          0 if parts is None else int(parts[i]))
+
+    def __getstate__(self) -> dict:
+        # Cached demands are derived data (they hold the lists they walk): not worth a pickle.
+        state = self.__dict__.copy()
+        state["_dems"] = {}
+        return state
 
     # ---- views -------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -377,6 +231,12 @@ class NodeIndex:
     def eligible(self) -> np.ndarray:
         return self._elig[: self._n]
 
+    def is_eligible(self, i: int) -> bool:
+        return self._elig_l[i]
+
+    def part_of(self, i: int) -> int:
+        return self._part[i]
+
     def is_empty(self, i: int) -> bool:
         """Node i holds nothing (its free capacity is its capacity)."""
         return self._free[i] == self._cap_p[i]
@@ -388,6 +248,13 @@ class NodeIndex:
 
     def capacity_of(self, i: int) -> tuple[int, ...]:
         return self._cap_l[i]
+
+    def free_of(self, i: int) -> list[int]:
+        """Node i's free capacity per dimension (no numpy: the engine's hot path reads it)."""
+        return self._unpack(self._free[i])
+
+    def allocated_of(self, i: int) -> list[int]:
+        return self._unpack(self._cap_p[i] - self._free[i])
 
     def largest_capacity(self) -> tuple[int, ...]:
         """Per dimension, the largest capacity of any node (() with no nodes)."""
@@ -416,8 +283,9 @@ class NodeIndex:
     def add_node(
         self, capacity_row: Sequence[int] | np.ndarray,
         allocated_row: Sequence[int] | np.ndarray | None = None, eligible: bool = True,
+        part: int = 0,
     ) -> int:
-        """Append a node; returns its index."""
+        """Append a node (of `part`, for queries limited to some parts); returns its index."""
         cap = tuple(int(c) for c in capacity_row)
         alloc = [0] * self._d if allocated_row is None else [int(a) for a in allocated_row]
         if len(cap) != self._d or len(alloc) != self._d:
@@ -436,17 +304,19 @@ class NodeIndex:
         self._cap[i] = cap
         self._alloc[i] = alloc
         self._elig[i] = eligible
+        self._part_np[i] = part
         free = self._pack([c - a for c, a in zip(cap, alloc, strict=True)])
         self._free.append(free)
         self._cap_p.append(self._pack(cap))
         self._cap_l.append(cap)
         self._cap_max = tuple(map(max, self._cap_max, cap)) if self._cap_max else cap
         self._elig_l.append(eligible)
+        self._part.append(part)
         self._has.append(self._has_bits(free))
-        g = self._group_of.get(cap)
+        g = self._group_of.get((part, cap))
         if g is None:
-            g = self._group_of[cap] = len(self._groups)
-            self._groups.append(_Group(cap))
+            g = self._group_of[(part, cap)] = len(self._groups)
+            self._groups.append(_Group(part, cap))
             self._list_count += 1  # cached candidates list no lists for this group yet
             self._exact = self._exact and self._groups[g].exact
         self._gid.append(g)
@@ -466,79 +336,178 @@ class NodeIndex:
         self._cap = bigger(self._cap)
         self._alloc = bigger(self._alloc)
         self._elig = bigger(self._elig)
+        self._part_np = bigger(self._part_np)
 
-    def _list(self, lists: dict[int, _Blocks], has: int) -> _Blocks:
-        lst = lists.get(has)
+    def _list(self, lists: dict, key: int | tuple[int, int]) -> _Blocks:
+        lst = lists.get(key)
         if lst is None:
-            lst = lists[has] = _Blocks(self._free, self._guard, self._load)
+            lst = lists[key] = _Blocks(self._free, self._guard, self._load)
             self._list_count += 1
         return lst
 
-    def _candidates(self, dem: _Demand) -> None:
-        """Refresh dem's candidate lists (nodes out of a dimension it needs are never
-        candidates: those lists are skipped without a look)."""
+    def _bag(self, bags: dict, key: int | tuple[int, int]) -> _Bag:
+        bag = bags.get(key)
+        if bag is None:
+            bag = bags[key] = _Bag(self._free, self._guard)
+        return bag
+
+    def _is_active(self, has: int) -> bool:
+        """Whether nodes with room in exactly `has` are kept sorted (a demand asked so far
+        can use them). A `has` seen for the first time is decided here."""
+        active = self._active.get(has)
+        if active is None:
+            active = self._active[has] = any(has & n == n for n in self._needs_seen)
+        return active
+
+    def _activate(self, needs: int) -> None:
+        """A demand needing `needs` is asked for: sort every bag it could use into a list."""
+        if needs in self._needs_seen:
+            return
+        self._needs_seen[needs] = None
+        for has, active in list(self._active.items()):
+            if active or has & needs != needs:
+                continue
+            self._active[has] = True
+            for g in self._groups:
+                bag = g.bags.pop(has, None)
+                if bag is not None and bag.entries:
+                    keys = self._key
+                    g.lists[has] = _Blocks(self._free, self._guard, self._load,
+                                           sorted((keys[i] << _ID_BITS) | i for i in bag))
+                    self._list_count += 1
+            for key in [k for k in self._by_index_bags if k[1] == has]:
+                bag = self._by_index_bags.pop(key)
+                if bag.entries and self._by_index is not None:
+                    self._by_index[key] = _Blocks(self._free, self._guard, self._load,
+                                                  sorted(bag))
+                    self._list_count += 1
+
+    def _candidates(self, dem: _Demand, parts: Parts) -> _Candidates:
+        """dem's candidate lists for these parts (nodes out of a dimension it needs are
+        never candidates: those lists are skipped without a look)."""
         needs = dem.needs
+        self._activate(needs)
         if len(dem.keys) < len(self._groups):
             self._dem_key(dem, len(self._groups) - 1)
-        dem.lists = [[lst for has, lst in g.lists.items() if has & needs == needs]
-                     for g in self._groups]
-        dem.by_index = [lst for has, lst in (self._by_index or {}).items()
-                        if has & needs == needs]
-        dem.seen = self._list_count
+        allowed = None if parts is None else frozenset(parts)
+        groups = [(g, need, [lst for has, lst in g.lists.items() if has & needs == needs])
+                  for g, need in zip(self._groups, dem.keys)  # noqa: B905 -- keys >= groups
+                  if allowed is None or g.part in allowed]
+        by_index = [lst for (part, has), lst in (self._by_index or {}).items()
+                    if has & needs == needs and (allowed is None or part in allowed)]
+        return self._list_count, groups, by_index
+
+    def _cands(self, dem: _Demand, parts: Parts) -> _Candidates:
+        if parts is None:
+            if dem.seen != self._list_count:
+                dem.seen, dem.groups, dem.by_index = self._candidates(dem, None)
+            return dem.seen, dem.groups, dem.by_index
+        got = dem.restricted.get(parts)
+        if got is None or got[0] != self._list_count:
+            if len(dem.restricted) >= 256:  # selectors are few; bound them all the same
+                dem.restricted.clear()
+            got = dem.restricted[parts] = self._candidates(dem, parts)
+        return got
 
     def _enter(self, i: int) -> None:
-        """Put eligible node i into the lists that exist."""
+        """Put eligible node i into the lists (or bags) that exist."""
+        has, f = self._has[i], self._free[i]
+        active = self._is_active(has)
         if self._keyed:
             g = self._groups[self._gid[i]]
-            self._list(g.lists, self._has[i]).add((self._key[i] << _ID_BITS) | i, self._free[i])
+            if active:
+                self._list(g.lists, has).add((self._key[i] << _ID_BITS) | i, f)
+            else:
+                self._bag(g.bags, has).add(i, f)
         if self._by_index is not None:
-            self._list(self._by_index, self._has[i]).add(i, self._free[i])
+            key = (self._part[i], has)
+            if active:
+                self._list(self._by_index, key).add(i, f)
+            else:
+                self._bag(self._by_index_bags, key).add(i, f)
 
     def _leave(self, i: int) -> None:
+        has = self._has[i]
+        active = self._active[has]
         if self._keyed:
             g = self._groups[self._gid[i]]
-            g.lists[self._has[i]].remove((self._key[i] << _ID_BITS) | i)
+            if active:
+                g.lists[has].remove((self._key[i] << _ID_BITS) | i)
+            else:
+                g.bags[has].remove(i)
         if self._by_index is not None:
-            self._by_index[self._has[i]].remove(i)
+            key = (self._part[i], has)
+            if active:
+                self._by_index[key].remove(i)
+            else:
+                self._by_index_bags[key].remove(i)
 
     def _set_free(self, i: int, new: int, dem: _Demand, sign: int) -> None:
-        """Node i's free capacity becomes `new` (= old + sign * demand)."""
+        """Node i's free capacity becomes `new` (= old + sign * demand). The hot path of
+        every update: written out flat, since each call or lookup here costs per placement."""
         self._free[i] = new
         self._dirty.add(i)
-        old_has = self._has[i]
-        guard = self._guard
-        has = self._has[i] = (new + guard - self._ones) & guard
-        elig = self._elig_l[i]
-        if self._keyed:
+        has_of = self._has
+        old_has = has_of[i]
+        has = has_of[i] = (new + self._has_add) & self._guard
+        keyed = self._keyed
+        if keyed:
             gid = self._gid[i]
             keys = dem.keys
             old_key = self._key[i]
             key = self._key[i] = old_key + sign * (
                 keys[gid] if gid < len(keys) else self._dem_key(dem, gid))
-            if elig:
-                lists = self._groups[gid].lists
-                if has == old_has:
-                    lists[has].move((old_key << _ID_BITS) | i, (key << _ID_BITS) | i, new)
+        if not self._elig_l[i]:
+            return
+        active = self._active
+        was_sorted = active[old_has]
+        if has == old_has:
+            if keyed:
+                g = self._groups[gid]
+                if was_sorted:
+                    g.lists[has].move((old_key << _ID_BITS) | i, (key << _ID_BITS) | i, new,
+                                      sign > 0)
+                elif sign > 0:
+                    g.bags[has].grew(i, new)
+            if self._by_index is not None and sign > 0:  # less free: bounds still hold
+                if was_sorted:
+                    self._by_index[(self._part[i], has)].raise_bound(i, new)
                 else:
-                    lists[old_has].remove((old_key << _ID_BITS) | i)
-                    lst = lists.get(has)
-                    if lst is None:
-                        lst = self._list(lists, has)
-                    lst.add((key << _ID_BITS) | i, new)
-        if elig and self._by_index is not None:
-            if has != old_has:
-                self._by_index[old_has].remove(i)
-                lst = self._by_index.get(has)
+                    self._by_index_bags[(self._part[i], has)].grew(i, new)
+            return
+        is_sorted = active.get(has)
+        if is_sorted is None:
+            is_sorted = self._is_active(has)
+        if keyed:
+            g = self._groups[gid]
+            if was_sorted:
+                g.lists[old_has].remove((old_key << _ID_BITS) | i)
+            else:
+                g.bags[old_has].remove(i)
+            if is_sorted:
+                lst = g.lists.get(has)
                 if lst is None:
-                    lst = self._list(self._by_index, has)
-                lst.add(i, new)
-            elif sign > 0:
-                self._by_index[has].raise_bound(i, new)
-            # Less free: the block's bound is still an upper bound.
+                    lst = self._list(g.lists, has)
+                lst.add((key << _ID_BITS) | i, new)
+            else:
+                bag = g.bags.get(has)
+                if bag is None:
+                    bag = self._bag(g.bags, has)
+                bag.add(i, new)
+        if self._by_index is not None:
+            part = self._part[i]
+            if was_sorted:
+                self._by_index[(part, old_has)].remove(i)
+            else:
+                self._by_index_bags[(part, old_has)].remove(i)
+            if is_sorted:
+                self._list(self._by_index, (part, has)).add(i, new)
+            else:
+                self._bag(self._by_index_bags, (part, has)).add(i, new)
 
     def allocate(self, i: int, demand: Sequence[int] | np.ndarray) -> None:
         """Reserve `demand` on node i; raises OverCommitError rather than exceed capacity."""
-        dem = self._demand(demand)
+        dem = self._dems.get(tuple(demand)) or self._demand(demand)
         free = self._free[i]
         guard = self._guard
         if (free + dem.gx) & guard != guard:
@@ -552,7 +521,7 @@ class NodeIndex:
 
     def release(self, i: int, demand: Sequence[int] | np.ndarray) -> None:
         """Return `demand` to node i; raises OverCommitError if more than allocated."""
-        dem = self._demand(demand)
+        dem = self._dems.get(tuple(demand)) or self._demand(demand)
         new = self._free[i] + dem.packed  # fields stay < 2**64: no carry between them
         guard = self._guard
         if (self._cap_p[i] + guard - new) & guard != guard:
@@ -579,7 +548,7 @@ class NodeIndex:
             if len(vals) != self._d or (vals and (min(vals) < 0 or max(vals) >= _VALUE_LIMIT)):
                 raise ValueError(
                     f"demand must be {self._d} non-negative int64 values, got {vals}")
-            if len(self._dems) >= 4096:
+            if len(self._dems) >= _DEMAND_CACHE:
                 self._dems.clear()
             dem = self._dems[t] = _Demand(vals, self._pack(vals), self._guard, self._ones)
         return dem
@@ -596,78 +565,128 @@ class NodeIndex:
             g = self._groups[self._gid[i]]
             self._key[i] = g.key(self._unpack(self._free[i]))
             if self._elig_l[i]:
-                per.setdefault((self._gid[i], self._has[i]), []).append(
-                    (self._key[i] << _ID_BITS) | i)
-        for (gid, has), entries in per.items():
-            entries.sort()
-            self._groups[gid].lists[has] = _Blocks(self._free, self._guard, self._load, entries)
-            self._list_count += 1
+                per.setdefault((self._gid[i], self._has[i]), []).append(i)
+        for (gid, has), nodes in per.items():
+            g = self._groups[gid]
+            if self._active[has]:
+                entries = sorted((self._key[i] << _ID_BITS) | i for i in nodes)
+                g.lists[has] = _Blocks(self._free, self._guard, self._load, entries)
+                self._list_count += 1
+            else:
+                bag = self._bag(g.bags, has)
+                for i in nodes:
+                    bag.add(i, self._free[i])
         self._keyed = True
 
     def _build_by_index(self) -> None:
-        per: dict[int, list[int]] = {}
+        per: dict[tuple[int, int], list[int]] = {}
         for i in range(self._n):
             if self._elig_l[i]:
-                per.setdefault(self._has[i], []).append(i)
-        self._by_index = {
-            has: _Blocks(self._free, self._guard, self._load, e) for has, e in per.items()}
+                per.setdefault((self._part[i], self._has[i]), []).append(i)
+        self._by_index = {}
+        for key, nodes in per.items():
+            if self._active[key[1]]:
+                self._by_index[key] = _Blocks(self._free, self._guard, self._load, nodes)
+            else:
+                bag = self._bag(self._by_index_bags, key)
+                for i in nodes:
+                    bag.add(i, self._free[i])
         self._list_count += len(per) + 1  # +1: `per` may be empty, the dict is still new
 
     # ---- queries -----------------------------------------------------------------------
-    def place(self, demand: Sequence[int] | np.ndarray, policy: str = "best_fit") -> Decision:
-        """Choose a node (does not allocate; call `allocate` with the result)."""
-        dem = self._demand(demand)
+    def place(self, demand: Sequence[int] | np.ndarray, policy: str = "best_fit",
+              parts: Parts = None) -> Decision:
+        """Choose a node among the eligible nodes of `parts` (ascending part ids; None: all).
+        Does not allocate: call `allocate` with the result."""
+        dem = self._dems.get(tuple(demand)) or self._demand(demand)
+        if (policy == "best_fit" and parts is None and dem.seen == self._list_count
+                and self._keyed and self._exact):  # the hot path, in short
+            i, score = self._best_fit(dem.gx, dem.groups)
+            if i >= 0:
+                return Placed(i, policy, score)
         if policy == "best_fit" or policy == "worst_fit":
             if self._exact:
-                found = self._sorted_fit(dem, policy == "best_fit")
+                if not self._keyed:
+                    self._build_keyed()
+                _, groups, _ = self._cands(dem, parts)
+                found = self._sorted_fit(dem, groups, policy == "best_fit")
                 if found is not None:
                     return Placed(found[0], policy, found[1])
-                return self._unplaceable(dem)
+                return self._unplaceable(dem, parts, keyed=True)
         elif policy == "first_fit":
-            i = self._first_fit(dem)
+            if self._by_index is None:
+                self._build_by_index()
+            _, _, by_index = self._cands(dem, parts)
+            i = self._first_fit(dem, by_index)
             if i is not None:
-                gid = self._gid[i]
-                g = self._groups[gid]
-                free = self._unpack(self._free[i])
-                if g.exact:  # = utilisation_score_row: same integers, same division
-                    score = (g.denom - g.key(free) + self._dem_key(dem, gid)) / g.denom
-                else:
-                    cap = self._cap_l[i]
-                    alloc = [c - f for c, f in zip(cap, free, strict=True)]
-                    score = utilisation_score_row(cap, alloc, dem.vals)
-                return Placed(i, policy, score)
-            return self._unplaceable(dem)
-        elif policy not in POLICIES:
+                return Placed(i, policy, self._utilisation_score(i, dem))
+            return self._unplaceable(dem, parts, keyed=False)
+        elif policy != "dot_product":
             raise KeyError(f"unknown policy {policy!r}; known: {sorted(POLICIES)}")
-        return POLICIES[policy](self.capacity, self.allocated, self.eligible,
+        # dot_product, or best/worst fit over a row whose scores are not exact: the scan.
+        return POLICIES[policy](self.capacity, self.allocated, self._eligible_in(parts),
                                 np.asarray(dem.vals, dtype=np.int64), self.dimensions)
 
-    def _unplaceable(self, dem: _Demand) -> Decision:
-        return unplaceable_reasons(self.capacity, self.allocated, self.eligible,
-                                   np.asarray(dem.vals, dtype=np.int64), self.dimensions)
+    def _eligible_in(self, parts: Parts) -> np.ndarray:
+        if parts is None:
+            return self.eligible
+        return self.eligible & np.isin(self._part_np[: self._n], np.asarray(parts, dtype=np.int64))
 
-    def _first_fit(self, dem: _Demand) -> int | None:
-        if self._by_index is None:
-            self._build_by_index()
-        if dem.seen != self._list_count:
-            self._candidates(dem)
+    def _utilisation_score(self, i: int, dem: _Demand) -> float:
+        """= placement.utilisation_score_row for node i and dem: same integers, same division."""
+        gid = self._gid[i]
+        g = self._groups[gid]
+        free = self._unpack(self._free[i])
+        if g.exact:
+            return (g.denom - g.key(free) + self._dem_key(dem, gid)) / g.denom
+        cap = self._cap_l[i]
+        alloc = [c - f for c, f in zip(cap, free, strict=True)]
+        return utilisation_score_row(cap, alloc, dem.vals)
+
+    def _first_fit(self, dem: _Demand, by_index: list[_Blocks]) -> int | None:
         gx = dem.gx
         best: int | None = None
-        for lst in dem.by_index:
+        for lst in by_index:
             e = lst.first_fit(0, best, gx)
             if e is not None:
                 best = e
         return best
 
-    def _sorted_fit(self, dem: _Demand, most: bool) -> tuple[int, float] | None:
-        if not self._keyed:
-            self._build_keyed()
-        if dem.seen != self._list_count:
-            self._candidates(dem)
+    @staticmethod
+    def _best_fit(gx: int, groups: list[tuple[_Group, int, list[_Blocks]]]
+                  ) -> tuple[int, float]:
+        """best_fit over the candidates: (node, score), node -1 if none fits. The same as
+        `_sorted_fit(most=True)`, kept lean: it runs once per placement."""
+        best_i = -1
+        best_score = 0.0
+        hi = None
+        for g, need, lists in groups:
+            # `need` is the demand's own key: no node with a smaller key can hold it.
+            lo = need << _ID_BITS
+            if best_i >= 0:
+                # Keys above this cannot reach best_score (+1 keeps float-equal ties).
+                hi = (int(g.denom * (1.0 - best_score)) + need + 2) << _ID_BITS
+            found = None
+            for lst in lists:
+                # Only entries smaller than the best so far can improve on it.
+                e = lst.first_fit(lo, hi if found is None else found, gx)
+                if e is not None:
+                    found = e
+            if found is not None:
+                denom = g.denom
+                score = (denom - (found >> _ID_BITS) + need) / denom  # sum (alloc + demand)/cap
+                i = found & _ID_MASK
+                # Compare the correctly rounded floats, as the plain policy does.
+                if best_i < 0 or score > best_score or (score == best_score and i < best_i):
+                    best_i, best_score = i, score
+        return best_i, best_score
+
+    def _sorted_fit(self, dem: _Demand, groups: list[tuple[_Group, int, list[_Blocks]]],
+                    most: bool) -> tuple[int, float] | None:
         gx = dem.gx
         best_i = -1
         best_score = 0.0
-        for g, need, lists in zip(self._groups, dem.keys, dem.lists):  # noqa: B905 -- same lengths
+        for g, need, lists in groups:
             # `need` is the demand's own key: no node with a smaller key can hold it.
             lo = need << _ID_BITS
             found: int | None = None  # the group's extreme fitting entry, lowest index on ties
@@ -701,3 +720,42 @@ class NodeIndex:
         if best_i < 0:
             return None
         return best_i, best_score
+
+    def _unplaceable(self, dem: _Demand, parts: Parts, keyed: bool) -> Unplaceable:
+        """placement.unplaceable_reasons over the eligible nodes of `parts`, from the lists:
+        a block's bound is made exact only while it could still be the largest free."""
+        allowed = None if parts is None else frozenset(parts)
+        lists: list[_Blocks | _Bag]
+        if keyed:
+            lists = [lst for g in self._groups if allowed is None or g.part in allowed
+                     for lst in (*g.lists.values(), *g.bags.values()) if lst.bounds]
+        else:
+            lists = [lst for (part, _), lst in (*(self._by_index or {}).items(),
+                                                 *self._by_index_bags.items())
+                     if lst.bounds and (allowed is None or part in allowed)]
+        if not lists:
+            return Unplaceable((("nodes", f"no eligible node among {self._n}"),))
+        blocks = [(lst, b) for lst in lists for b in range(len(lst.bounds))]
+        reasons = []
+        for name, need, s in zip(self.dimensions, dem.vals, self._shifts, strict=True):
+            largest = self._largest(blocks, s) if need else 0
+            if need > largest:
+                reasons.append((name, f"insufficient: need {need}, largest free {largest}"))
+        if not reasons:
+            reasons.append(
+                ("all", "fragmented: every dimension fits on some node but none fits all"))
+        return Unplaceable(tuple(reasons))
+
+    @staticmethod
+    def _largest(blocks: list[tuple[_Blocks | _Bag, int]], shift: int) -> int:
+        """The exact largest free of one dimension over these blocks' nodes."""
+        loose = sorted(((lst.bounds[b] >> shift) & _FIELD_MASK, k)
+                       for k, (lst, b) in enumerate(blocks))
+        largest = -1
+        for bound, k in reversed(loose):
+            if bound <= largest:
+                break
+            lst, b = blocks[k]
+            largest = max(largest, (lst.tighten(b) >> shift) & _FIELD_MASK)
+        return largest
+

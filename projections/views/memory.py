@@ -58,8 +58,15 @@ class MemoryView(POPOTrackingRecorder):
         # One process, and nothing serves a memory store over HTTP: reads go straight in.
         yield self
 
+    def scan(self, table: Table, after: Key | None, limit: int) -> list[Row]:
+        """Up to `limit` rows in key order, after the key `after` (None: from the first)."""
+        rows = self.tables.get(table.name, {})
+        keys = sorted(k for k in rows if after is None or k > after)[:limit]
+        return [dict(rows[k]) for k in keys]
+
     def select(self, table: Table, where: dict[str, object] | None = None) -> list[Row]:
         rows = self.tables.get(table.name, {})
-        found = [dict(r) for k, r in sorted(rows.items())
-                 if all(r.get(c) == v for c, v in (where or {}).items())]
-        return found
+        conditions = (where or {}).items()
+        # Filter, then sort only what matched (in key order, like the SQL views).
+        matched = [(k, r) for k, r in rows.items() if all(r.get(c) == v for c, v in conditions)]
+        return [dict(r) for _, r in sorted(matched, key=lambda kr: kr[0])]

@@ -1,0 +1,338 @@
+"""`cis bench history`: start-up, memory and rebuild of the writer after a long history.
+
+A synthetic history of D days of L launches (simulations/history.py: the real engine's
+events for two days, copied day by day) is written straight into an empty store; at its end
+`--live` instances are running. Then, each in a fresh process so that its RSS is its own:
+
+- read: every event of the log, decoded (`engine.app.read()`): the baseline;
+- writer, twice: start-up (`connect` + loading every cell: `processor.warm()`), RSS after
+  it, and the latency of the first decision after it (one CreateInstance); the first start
+  reads the whole log (the history was written straight into the store), its clean shutdown
+  snapshots the cells, and the second start reads that snapshot and the log after it;
+- rebuild: `engine.rebuild_projections()` from an empty read model: events/s and peak RSS.
+
+Figures are wall times on a shared machine: read them against the baseline of the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from collections.abc import Iterable
+from typing import Any
+
+import psycopg
+from eventsourcing.persistence import StoredEvent
+from tqdm import tqdm
+
+from adapters.bootstrap import Engine, connect, tune_gc
+from adapters.cli_args import positive_int
+from adapters.stores import Store, parse_store
+from simulations import history
+
+MB = 1024 * 1024
+CHUNK = 20_000  # events per insert (SQLite) or per COPY flush (PostgreSQL)
+GOALS = {"startup_seconds_at_most": 3.0, "writer_rss_mb_at_most": 400,
+         "rebuild_events_per_s_at_least": 50_000,
+         "startup_at_30_days_over_1_day_at_most": 1.5}
+
+
+# --- writing the history -------------------------------------------------------------------
+
+
+def _pg_connect(store: Store, autocommit: bool) -> psycopg.Connection[Any]:
+    env = store.env
+    return psycopg.connect(dbname=env["POSTGRES_DBNAME"], host=env["POSTGRES_HOST"],
+                           port=env["POSTGRES_PORT"], user=env["POSTGRES_USER"],
+                           password=env["POSTGRES_PASSWORD"], autocommit=autocommit)
+
+
+def _create_schema(store: Store) -> None:
+    if store.kind == "postgres":
+        with _pg_connect(store, autocommit=True) as conn:
+            conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{store.env["POSTGRES_SCHEMA"]}"')
+
+
+def write_history(url: str, template: history.Template, days: int,
+                  progress: tqdm | None = None) -> int:
+    """Write the history into an empty store; returns the number of events."""
+    store = parse_store(url)
+    if store.kind == "memory":
+        raise history.HistoryError("the measurements run in fresh processes: give a store "
+                                   "they can open (sqlite:///FILE or postgresql://…)")
+    _create_schema(store)
+    with connect(url) as engine:
+        if engine.app.recorder.max_notification_id():
+            raise history.HistoryError(f"{url}: the store already holds events; give a fresh "
+                                       "one (a new file or ?schema=)")
+        days_of_events = history.history(template, days)
+        if store.kind == "postgres":
+            return _copy_into_postgres(store, engine, days_of_events, progress)
+        written = 0
+        for _, events in days_of_events:
+            for i in range(0, len(events), CHUNK):
+                engine.app.recorder.insert_events(events[i:i + CHUNK])
+                if progress is not None:
+                    progress.update(len(events[i:i + CHUNK]))
+            written += len(events)
+        return written
+
+
+def _copy_into_postgres(store: Store, engine: Engine, days: Iterable[tuple[str, list[StoredEvent]]],
+                        progress: tqdm | None) -> int:
+    """COPY each day into the events table. Its indexes are dropped first and built again at
+    the end (one sort each instead of millions of random inserts into a b-tree); the table
+    is fresh, so no reader sees it without them."""
+    recorder: Any = engine.app.recorder
+    schema, table = recorder.datastore.schema, recorder.events_table_name
+    qualified = f'"{schema}"."{table}"'
+    written = 0
+    with _pg_connect(store, autocommit=False) as conn:
+        conn.execute("SET synchronous_commit = off")
+        conn.execute("SET maintenance_work_mem = '512MB'")
+        constraints = conn.execute(
+            "SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint "
+            "WHERE conrelid = %s::regclass AND contype IN ('p', 'u')", (qualified,)).fetchall()
+        indexes = conn.execute(
+            "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = %s AND "
+            "tablename = %s", (schema, table)).fetchall()
+        owned = {_values(c)[0] for c in constraints}
+        for name, _ in map(_values, constraints):
+            conn.execute(f'ALTER TABLE {qualified} DROP CONSTRAINT "{name}"')
+        plain = [(n, d) for n, d in map(_values, indexes) if n not in owned]
+        for name, _ in plain:
+            conn.execute(f'DROP INDEX "{schema}"."{name}"')
+        conn.commit()
+        sql = (f"COPY {qualified} (originator_id, originator_version, topic, state) "
+               "FROM STDIN (FORMAT BINARY)")
+        for _, events in days:
+            with conn.cursor() as cursor, cursor.copy(sql) as copy:
+                copy.set_types(["uuid", "int8", "text", "bytea"])
+                for e in events:
+                    copy.write_row((e.originator_id, e.originator_version, e.topic, e.state))
+            conn.commit()
+            written += len(events)
+            if progress is not None:
+                progress.update(len(events))
+        if progress is not None:
+            progress.set_description("indexing")
+        for name, definition in map(_values, constraints):
+            conn.execute(f'ALTER TABLE {qualified} ADD CONSTRAINT "{name}" {definition}')
+        for _, definition in plain:
+            conn.execute(definition)
+        conn.execute(f"ANALYZE {qualified}")
+        conn.commit()
+    return written
+
+
+def _values(row: Any) -> list[Any]:
+    return list(row.values()) if isinstance(row, dict) else list(row)
+
+
+# --- measurements, each in a fresh process ----------------------------------------------------
+
+
+def _rss_mb() -> dict[str, float]:
+    """Resident set size now and at its peak (Linux: /proc; elsewhere the peak only)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    try:
+        with open("/proc/self/status") as status:
+            fields = dict(line.split(":", 1) for line in status)
+        return {"rss_mb": round(int(fields["VmRSS"].split()[0]) / 1024, 1),
+                "peak_rss_mb": round(int(fields["VmHWM"].split()[0]) / 1024, 1)}
+    except OSError:
+        return {"rss_mb": round(peak, 1), "peak_rss_mb": round(peak, 1)}
+
+
+def probe_read(url: str) -> dict[str, Any]:
+    with connect(url) as engine:
+        began = time.perf_counter()
+        events = sum(1 for _ in engine.app.read())
+        seconds = time.perf_counter() - began
+    return {"events": events, "seconds": round(seconds, 3),
+            "events_per_s": round(events / seconds), **_rss_mb()}
+
+
+def probe_writer(url: str, first: dict[str, Any]) -> dict[str, Any]:
+    """Start-up (connect + every cell loaded), RSS after it, the first decision; then a
+    clean shutdown, which snapshots the cells (timed apart: the next start reads it)."""
+    began = time.perf_counter()
+    engine = connect(url)
+    try:
+        warm = getattr(engine.processor, "warm", None)
+        if warm is not None:
+            warm()
+        else:  # before snapshots: the whole world, loaded on first touch
+            _ = engine.processor.world
+        started = time.perf_counter()
+        rss = _rss_mb()
+        outcome = engine.apply([json.dumps(first)])[0]
+        decided = time.perf_counter()
+    finally:
+        engine.close()
+    return {"startup_seconds": round(started - began, 3), **rss,
+            "first_decision_ms": round((decided - started) * 1000, 1),
+            "first_decision": outcome.status,
+            "shutdown_seconds": round(time.perf_counter() - decided, 3)}
+
+
+def probe_rebuild(url: str) -> dict[str, Any]:
+    with connect(url) as engine:
+        before = _rss_mb()["rss_mb"]
+        events = engine.app.recorder.max_notification_id() or 0
+        began = time.perf_counter()
+        engine.rebuild_projections()  # (returns events times the projections fed)
+        seconds = time.perf_counter() - began
+        return {"events": events, "seconds": round(seconds, 3),
+                "events_per_s": round(events / seconds), "rss_before_mb": before, **_rss_mb()}
+
+
+PROBES = {"read": probe_read, "writer": probe_writer, "rebuild": probe_rebuild}
+
+
+def run_probe(name: str, url: str, *args: Any, max_rss_mb: int, timeout_s: float
+              ) -> dict[str, Any]:
+    """Run one probe in a fresh interpreter; stop it if its RSS passes `max_rss_mb`."""
+    command = [sys.executable, "-m", "simulations.bench_history", name, url,
+               *[json.dumps(a) for a in args]]
+    began = time.monotonic()
+    child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    verdict = None
+    while child.poll() is None:
+        rss = _child_rss_mb(child.pid)
+        if rss is not None and rss > max_rss_mb:
+            verdict = f"stopped: RSS passed {max_rss_mb} MB after " \
+                      f"{time.monotonic() - began:.0f} s"
+        elif time.monotonic() - began > timeout_s:
+            verdict = f"stopped: still running after {timeout_s:.0f} s"
+        if verdict:
+            child.kill()
+            break
+        time.sleep(0.1)
+    out, err = child.communicate()
+    if verdict:
+        return {"error": verdict}
+    if child.returncode != 0:
+        return {"error": err.decode(errors="replace").strip().splitlines()[-1:]}
+    return json.loads(out)  # type: ignore[no-any-return]
+
+
+def _child_rss_mb(pid: int) -> float | None:
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
+# --- the bench ---------------------------------------------------------------------------
+
+
+MEASURES = ("read", "writer", "rebuild")
+
+
+def bench_history(url: str, days: int, launches_per_day: int, live: int, seed: int = 12,
+                  max_rss_mb: int = 4000, timeout_s: float = 3600,
+                  measure: Iterable[str] = MEASURES) -> dict[str, Any]:
+    if parse_store(url).kind == "memory":
+        raise history.HistoryError("give a store the measuring processes can open "
+                                   "(sqlite:///FILE or postgresql://…)")
+    if not 1 <= days <= history.MAX_DAYS:
+        raise history.HistoryError(f"--days {days}: give 1 to {history.MAX_DAYS}")
+    began = time.perf_counter()
+    with tqdm(desc="recording a day (engine)", unit="h", total=24, disable=None,
+              file=sys.stderr) as bar:
+        template = history.make_template(launches_per_day, live, days, seed, bar.update)
+    made = time.perf_counter()
+    total = template.events_in(days)
+    with tqdm(desc="writing", unit="event", total=total, disable=None, unit_scale=True,
+              file=sys.stderr) as bar:
+        events = write_history(url, template, days, bar)
+    written = time.perf_counter()
+    del template
+    limits = {"max_rss_mb": max_rss_mb, "timeout_s": timeout_s}
+    result: dict[str, Any] = {
+        "store": parse_store(url).kind, "days": days, "launches_per_day": launches_per_day,
+        "live": live, "events": events,
+        "generation": {"template_seconds": round(made - began, 1),
+                       "write_seconds": round(written - made, 1),
+                       "events_per_s": round(events / (written - made))},
+    }
+    if "read" in measure:
+        result["read"] = run_probe("read", url, **limits)
+    if "writer" in measure:
+        # The history was written straight into the store, so the first start finds no
+        # snapshot; its clean shutdown leaves one, which the second start reads.
+        for name, decision in (("writer_from_log", "bench-1"),
+                               ("writer_from_snapshot", "bench-2")):
+            result[name] = run_probe("writer", url, history.first_decision(days, decision),
+                                     **limits)
+    if "rebuild" in measure:
+        result["rebuild"] = run_probe("rebuild", url, **limits)
+    result["goals"] = GOALS
+    read = result.get("read", {})
+    for name in ("writer_from_log", "writer_from_snapshot"):
+        writer = result.get(name, {})
+        if "seconds" in read and "startup_seconds" in writer:
+            writer["startup_over_read"] = round(writer["startup_seconds"] / read["seconds"], 3)
+    rebuild = result.get("rebuild", {})
+    if "events_per_s" in read and "events_per_s" in rebuild:
+        rebuild["over_read_rate"] = round(rebuild["events_per_s"] / read["events_per_s"], 3)
+    return result
+
+
+def cmd_bench_history(args: argparse.Namespace) -> int:
+    try:
+        result = bench_history(args.store, args.days, args.launches_per_day, args.live,
+                               seed=args.seed, max_rss_mb=args.max_rss_mb,
+                               timeout_s=args.timeout, measure=args.measure)
+    except history.HistoryError as exc:
+        raise SystemExit(f"cis bench history: {exc}") from None
+    print(json.dumps(result) if args.json else json.dumps(result, indent=2))
+    return 0
+
+
+def register_bench(bench_sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    parser = bench_sub.add_parser(
+        "history", help="writer start-up, RSS, first decision and rebuild after D days",
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--store", required=True,
+                        help="an empty store: sqlite:///FILE or postgresql://…?schema=NEW")
+    parser.add_argument("--days", type=positive_int, default=1,
+                        help=f"days of history, 1 to {history.MAX_DAYS} (default 1)")
+    parser.add_argument("--launches-per-day", type=positive_int, default=100_000)
+    parser.add_argument("--live", type=int, default=20_000,
+                        help="instances still running at the end (default 20000)")
+    parser.add_argument("--seed", type=int, default=12)
+    parser.add_argument("--max-rss-mb", type=positive_int, default=4000,
+                        help="stop a measuring process whose RSS passes this (default 4000)")
+    parser.add_argument("--timeout", type=positive_int, default=3600,
+                        help="stop a measuring process after this many seconds")
+    parser.add_argument("--measure", type=_measures, default=MEASURES, metavar="WHAT",
+                        help="comma-separated, of read,writer,rebuild (default all)")
+    parser.add_argument("--json", action="store_true", help="print one JSON line")
+    parser.set_defaults(func=cmd_bench_history)
+
+
+def _measures(text: str) -> tuple[str, ...]:
+    chosen = tuple(m.strip() for m in text.split(",") if m.strip())
+    if not chosen or set(chosen) - set(MEASURES):
+        raise argparse.ArgumentTypeError(f"give some of {','.join(MEASURES)}")
+    return chosen
+
+
+def _probe_main(argv: list[str]) -> None:
+    name, url, *args = argv
+    tune_gc()  # as the `cis` processes do
+    print(json.dumps(PROBES[name](url, *[json.loads(a) for a in args])))
+
+
+if __name__ == "__main__":
+    _probe_main(sys.argv[1:])
