@@ -5,8 +5,10 @@ account, or an operator token (`cis tokens create`). Missing, unknown, expired o
 tokens get 401, another account's token 403; `/v1/nodes` (the fleet) needs an operator token
 (an account's gets 403); every error is RFC 9457 problem+json. It never
 writes: `cis serve` (or `cis project`) keeps the projections current, and every answer says
-how far they have followed the log (`projected`), which is also the default `as_of`, so an
-answer is always one consistent point of the log, never the wall clock. Lists are paged
+how far they have followed the log (`projected`); the default `as_of` is the newest clock of
+the account's cells up to there, so an answer is always one consistent point of the log,
+never the wall clock. `known_at` answers as at an earlier time, from the events recorded up
+to it only. Lists are paged
 (`limit`, `cursor`; `next` is the cursor of the following page). OpenAPI at `/openapi.json`.
 """
 
@@ -67,8 +69,27 @@ UNAUTHORISED = {"missing": "no bearer token", "malformed": "not a token this ser
 Account = Annotated[str, Path(pattern=r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$",
                               description="the tenant's account")]
 AsOf = Annotated[AwareDatetime | None, Query(
-    description="accrue open invoices up to this time (default: the projected position); "
+    description="accrue open invoices up to this time (default: the newest clock of the "
+    "account's cells that the projections have reached); "
     "inside [TIME_MIN, TIME_MAX) and at most QUERY_AS_OF_AHEAD past the projected position")]
+MAX_POSITION = 10**18  # a notification id: any store's 64-bit integer holds it
+KnownAt = Annotated[AwareDatetime | None, Query(
+    description="answer exactly as at this time: from the events recorded up to it only "
+    "(each cell's log up to its last batch stamped at or before it); the default as_of is "
+    "then the newest clock of the account's cells known at that time")]
+KnownPosition = Annotated[int | None, Query(
+    ge=1, le=MAX_POSITION, description="like known_at, at a log position (the "
+    "`projected.position` an earlier answer gave): a late report moves no clock, so only "
+    "a position tells the answer just before it from the one just after")]
+
+
+def known_moment(known_at: KnownAt = None, known_position: KnownPosition = None
+                 ) -> datetime | int | None:
+    """The moment an answer is asked as of: a log position if given, else a time."""
+    return known_position if known_position is not None else known_at
+
+
+KnownMoment = Annotated[datetime | int | None, Depends(known_moment)]
 Period = Annotated[str | None, Query(pattern=r"^[0-9]{4}-(0[1-9]|1[0-2])$",
                                      description="a calendar month, YYYY-MM (UTC)")]
 Name = Annotated[str | None, Query(pattern=r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")]
@@ -227,9 +248,15 @@ def create_app(store: str) -> FastAPI:
         return await in_thread(threads, read, query, exclude_none)
 
     def as_of_or(as_of: datetime | None, at: datetime | None) -> datetime | None:
+        """A given `as_of`, checked; None leaves the default to the query: the newest clock
+        of the account's cells the read models have reached."""
         if as_of is not None:
             queries.check_as_of(as_of, at)
-        return as_of or at
+        return as_of
+
+    def as_known(r: queries.Reader, known: datetime | int | None, account: str
+                 ) -> queries.Reader:
+        return r if known is None else queries.known_at(r, known, account)
 
     @app.middleware("http")
     async def measure(request: Request, call_next: Callable[[Request], Awaitable[Response]]
@@ -286,11 +313,12 @@ def create_app(store: str) -> FastAPI:
     @app.get("/v1/accounts/{account}/instances", responses=PROBLEMS,
              response_model=InstancesReport)
     async def instances(account: Account, limit: Limit = queries.QUERY_PAGE_DEFAULT,
-                        cursor: Cursor = None, _: tokens.Grant = needs_token
-                        ) -> Response:
+                        cursor: Cursor = None, known: KnownMoment = None,
+                        _: tokens.Grant = needs_token) -> Response:
         """The account's instances: state, node, requested and billed spec, times."""
         def query(r: queries.Reader, where: Projected, _: datetime | None) -> InstancesReport:
-            rows, after = queries.page(queries.instances(r, account), lambda x: [x["id"]],
+            rows, after = queries.page(queries.instances(as_known(r, known, account),
+                                                         account), lambda x: [x["id"]],
                                        cursor, limit)
             return InstancesReport(account=account, projected=where, instances=rows,
                                    next=after)
@@ -309,12 +337,13 @@ def create_app(store: str) -> FastAPI:
         return await answer(query)
 
     @app.get("/v1/accounts/{account}/usage", responses=PROBLEMS, response_model=UsageReport)
-    async def usage(account: Account, as_of: AsOf = None,
+    async def usage(account: Account, as_of: AsOf = None, known: KnownMoment = None,
                     limit: Limit = queries.QUERY_PAGE_DEFAULT, cursor: Cursor = None,
                     _: tokens.Grant = needs_token) -> Response:
         """Billed seconds and amounts per instance, accrued up to `as_of`."""
         def query(r: queries.Reader, where: Projected, at: datetime | None) -> UsageReport:
-            report = queries.usage(r, account, as_of_or(as_of, at))
+            report = queries.usage(as_known(r, known, account), account,
+                                   as_of_or(as_of, at))
             report["instances"], after = queries.page(
                 report["instances"], lambda x: [x["cell"], x["instance_id"]], cursor, limit)
             return UsageReport(**report, projected=where, next=after)
@@ -324,11 +353,13 @@ def create_app(store: str) -> FastAPI:
     @app.get("/v1/accounts/{account}/invoices", response_model=InvoicesReport,
              responses=PROBLEMS)
     async def invoices(account: Account, period: Period = None, as_of: AsOf = None,
+                       known: KnownMoment = None,
                        limit: Limit = queries.QUERY_PAGE_DEFAULT, cursor: Cursor = None,
                        _: tokens.Grant = needs_token) -> Response:
         """Finalised invoices as recorded (content hash re-checked), open ones accrued."""
         def query(r: queries.Reader, where: Projected, at: datetime | None) -> InvoicesReport:
-            report = queries.invoices(r, account, period, as_of_or(as_of, at))
+            report = queries.invoices(as_known(r, known, account), account, period,
+                                      as_of_or(as_of, at))
             report["invoices"], after = queries.page(
                 report["invoices"], lambda x: [x["period"], x["cell"], x["status"]], cursor,
                 limit)
@@ -342,12 +373,14 @@ def create_app(store: str) -> FastAPI:
                           pattern=f"^(?:{queries.LINE_REF.pattern})$", description=(
                               "N (the N-th line of the period's invoice) or "
                               "INSTANCE[@VERSION]"))],
-                      period: Period = None, as_of: AsOf = None,
+                      period: Period = None, as_of: AsOf = None, known: KnownMoment = None,
                       _: tokens.Grant = needs_token) -> Response:
-        """The events that opened and closed each billed interval of an invoice line."""
+        """Provenance of an invoice line or adjustment, adding up to it: the events that
+        opened and closed each billed interval, its seconds and top-up."""
         return await answer(lambda r, where, at: ExplainReport(
             account=account, projected=where,
-            lines=queries.explain(r, account, line, period, as_of_or(as_of, at))))
+            lines=queries.explain(as_known(r, known, account), account, line, period,
+                                  as_of_or(as_of, at))))
 
     return app
 

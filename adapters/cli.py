@@ -17,7 +17,7 @@ import psycopg
 from eventsourcing.persistence import IntegrityError, PersistenceError
 from tqdm import tqdm
 
-from adapters import queries
+from adapters import cli_known, queries
 from adapters.bootstrap import Engine, connect, tune_gc
 from adapters.cli_args import ACCOUNT, account_name, positive_int, store_arg, timestamp
 from adapters.queries import QueryError
@@ -31,7 +31,8 @@ from schemas.outcomes import NotACommand, Outcome, Reason, parse_command
 
 # Modules that add subcommands: each has `register(subparsers)`.
 EXTENSIONS: list[str] = ["adapters.cli_kafka", "adapters.cli_bench", "adapters.cli_billing",
-                         "adapters.cli_tokens", "adapters.cli_drivers"]
+                         "adapters.cli_tokens", "adapters.cli_drivers", "adapters.cli_audit",
+                         "adapters.cli_simulate"]
 
 
 
@@ -112,7 +113,7 @@ def _print_table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> None
 def cmd_instances(args: argparse.Namespace) -> int:
     with connect(args.store) as engine:
         engine.update_projections()
-        rows = queries.instances(engine, args.account)
+        rows = queries.instances(cli_known.reader(engine, args, args.account), args.account)
     if args.json:
         print(json.dumps(rows, indent=2))
     else:
@@ -150,7 +151,8 @@ def cmd_nodes(args: argparse.Namespace) -> int:
 def cmd_usage(args: argparse.Namespace) -> int:
     with connect(args.store) as engine:
         engine.update_projections()
-        report = queries.usage(engine, args.account, args.as_of)
+        report = queries.usage(cli_known.reader(engine, args, args.account), args.account,
+                               args.as_of)
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
@@ -258,6 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
     store_arg(inst)
     inst.add_argument("--account", type=account_name, help="only this account's instances")
     inst.add_argument("--json", action="store_true", help="print JSON")
+    cli_known.add_known_at(inst)
     inst.set_defaults(func=cmd_instances)
 
     nodes = sub.add_parser(
@@ -276,11 +279,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     usage = sub.add_parser("usage", help="billed seconds and amounts of an account",
                            description="Billed seconds and amounts per instance, accrued "
-                           "up to --as-of (default: the time of the newest event).")
+                           "up to --as-of (default: the newest clock of the account's cells).")
     store_arg(usage)
     usage.add_argument("--account", type=account_name, required=True,
                        help="the account to report")
     usage.add_argument("--as-of", type=timestamp, help="ISO time, e.g. 2026-01-31T00:00:00Z")
+    cli_known.add_known_at(usage)
     usage.add_argument("--json", action="store_true", help="print JSON")
     usage.set_defaults(func=cmd_usage)
 

@@ -9,14 +9,14 @@ import re
 import sys
 from typing import Any
 
-from adapters import queries
+from adapters import cli_known, queries
 from adapters.bootstrap import connect
 from adapters.cli_args import account_name, store_arg, timestamp
 
 CSV_COLUMNS = ("cell", "account", "period", "status", "kind", "line", "instance_id",
                "price_version", "runtime", "requested", "billed_spec", "rate_vcpu_s",
                "rate_gib_s", "price_per_second", "seconds", "topup_seconds", "corrects_period",
-               "corrects", "amount", "currency", "content_hash")
+               "corrects", "amount", "currency", "content_hash", "provenance")
 
 
 def _period(text: str) -> str:
@@ -33,19 +33,30 @@ def line_ref(text: str) -> str:
     return text
 
 
-def _csv(report: dict[str, Any]) -> None:
-    out = csv.DictWriter(sys.stdout, CSV_COLUMNS, extrasaction="ignore", lineterminator="\n")
-    out.writeheader()
+def export_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per invoice line, adjustment and total, for accounting. `provenance` is the
+    reference `cis invoices --period P --explain REF` expands into the events behind it."""
+    rows = []
     for inv in report["invoices"]:
         head = {k: inv[k] for k in ("cell", "account", "period", "status", "currency",
                                     "content_hash")}
         for x in inv["lines"]:
-            out.writerow({**head, **x, "kind": "line"})
+            rows.append({**head, **{k: x.get(k) for k in CSV_COLUMNS if k in x},
+                         "kind": "line",
+                         "provenance": f"{x['instance_id']}@{x['price_version']}"})
         for a in inv["adjustments"]:
-            out.writerow({**head, "kind": "adjustment", "instance_id": a["instance_id"],
-                          "price_version": a["price_version"], "corrects_period": a["period"],
-                          "corrects": " ".join(a["corrects"]), "amount": a["amount"]})
-        out.writerow({**head, "kind": "total", "amount": inv["total"]})
+            rows.append({**head, "kind": "adjustment", "instance_id": a["instance_id"],
+                         "price_version": a["price_version"], "corrects_period": a["period"],
+                         "corrects": " ".join(a["corrects"]), "amount": a["amount"],
+                         "provenance": f"{a['instance_id']}@{a['price_version']}"})
+        rows.append({**head, "kind": "total", "amount": inv["total"]})
+    return rows
+
+
+def _csv(report: dict[str, Any]) -> None:
+    out = csv.DictWriter(sys.stdout, CSV_COLUMNS, extrasaction="ignore", lineterminator="\n")
+    out.writeheader()
+    out.writerows(export_rows(report))
 
 
 def _text(report: dict[str, Any]) -> None:
@@ -71,16 +82,19 @@ def _text(report: dict[str, Any]) -> None:
 def cmd_invoices(args: argparse.Namespace) -> int:
     with connect(args.store) as engine:
         engine.update_projections()
+        reader = cli_known.reader(engine, args, args.account)
         if args.explain:
-            result: Any = queries.explain(engine, args.account, args.explain, args.period,
+            result: Any = queries.explain(reader, args.account, args.explain, args.period,
                                           args.as_of)
             print(json.dumps(result, indent=2))
             return 0 if result else 1
-        report = queries.invoices(engine, args.account, args.period, args.as_of)
+        report = queries.invoices(reader, args.account, args.period, args.as_of)
     if args.json:
         print(json.dumps(report, indent=2))
-    elif args.csv:
+    elif args.csv or args.format == "csv":
         _csv(report)
+    elif args.format == "json":
+        print(json.dumps(export_rows(report), indent=2))
     else:
         _text(report)
     return 0
@@ -90,20 +104,27 @@ def register(sub: argparse._SubParsersAction) -> None:
     inv = sub.add_parser(
         "invoices", help="an account's invoices: finalised, and open ones accruing",
         description="Finalised invoices exactly as recorded (content hash re-checked), and "
-        "the open period accrued up to --as-of (default: the time of the newest event, "
-        "never the wall clock), with any adjustments pending for finalised periods.")
+        "the open period accrued up to --as-of (default: the newest clock of the account's "
+        "cells, never the wall clock), with any adjustments pending for finalised periods; "
+        "with --known-at, exactly as they stood at that time.")
     store_arg(inv)
     inv.add_argument("--account", type=account_name, required=True,
                      help="the account to invoice")
     inv.add_argument("--period", type=_period, help="only this month, YYYY-MM (UTC)")
     inv.add_argument("--as-of", type=timestamp,
                      help="accrue open periods up to this ISO time, e.g. 2026-01-31T12:00:00Z")
+    cli_known.add_known_at(inv)
     inv.add_argument("--explain", metavar="LINE", type=line_ref,
-                     help="show the events that opened and closed each billed interval of a "
-                     "line: N (line number on the --period invoice, default the latest) or "
-                     "INSTANCE[@VERSION]; prints JSON")
+                     help="show the provenance of a line, adding up to it: the events that "
+                     "opened and closed each billed interval, its seconds and top-up. LINE: "
+                     "N (row N of the --period invoice, default the latest: its lines, then "
+                     "its adjustments) or INSTANCE[@VERSION]; prints JSON")
     fmt = inv.add_mutually_exclusive_group()
     fmt.add_argument("--json", action="store_true", help="print JSON")
     fmt.add_argument("--csv", action="store_true", help="print CSV: one row per line, "
-                     "adjustment and total")
+                     "adjustment and total (the same as --format csv)")
+    fmt.add_argument("--format", choices=("csv", "json"),
+                     help="an accounting export: one row per line, adjustment and total, "
+                     "each line with its provenance reference (INSTANCE@VERSION, which "
+                     "--explain expands into the events behind it), as CSV or a JSON array")
     inv.set_defaults(func=cmd_invoices)

@@ -8,11 +8,14 @@ batch of one command) go as one multi-row INSERT, whose round trips cost less th
 there. Everything else is the library's: the tracking row, the table lock that keeps
 notification ids in commit order, the NOTIFY and the one transaction they all share.
 (`cis bench intake` measures the effect.)
+
+Each event's chain link (engine/chain.py) goes into `cis_event_chain` in that transaction:
+one more COPY (or multi-row INSERT) per batch, once the events have their ids.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
 from eventsourcing.persistence import (
@@ -24,8 +27,11 @@ from eventsourcing.persistence import (
 from eventsourcing.postgres import PostgresDatastore, PostgresProcessRecorder
 from eventsourcing.utils import retry
 from psycopg import Cursor
-from psycopg.rows import DictRow
+from psycopg.rows import DictRow, tuple_row
 from psycopg.sql import SQL, Composed, Identifier
+
+from adapters.chain_recorders import CHAIN_TABLE, Link, chain_rows
+from engine.chain import Row
 
 SMALL_BATCH = 16  # events; above this the binary COPY is faster
 
@@ -45,6 +51,33 @@ class PipelinedPostgresProcessRecorder(PostgresProcessRecorder):
             "SELECT currval(pg_get_serial_sequence({table}, 'notification_id')) AS last"
         ).format(table=f'"{self.datastore.schema}"."{self.events_table_name}"')
         self._multi_row: dict[int, Composed] = {}
+        chain = {"schema": Identifier(self.datastore.schema), "chain": Identifier(CHAIN_TABLE)}
+        self.sql_create_statements.append(SQL(
+            "CREATE TABLE IF NOT EXISTS {schema}.{chain} (notification_id bigint PRIMARY KEY, "
+            "cell text NOT NULL, hash bytea NOT NULL)").format(**chain))
+        self.copy_links_statement = SQL(
+            "COPY {schema}.{chain} (notification_id, cell, hash) FROM STDIN (FORMAT BINARY)"
+        ).format(**chain)
+        self.links_copy_types = ["int8", "text", "bytea"]
+        self._multi_link: dict[int, Composed] = {}
+        self.chain_heads_statement = SQL(
+            "SELECT DISTINCT ON (cell) cell, hash FROM {schema}.{chain} WHERE notification_id "
+            "> %s AND cell = ANY(%s) ORDER BY cell, notification_id DESC").format(**chain)
+        self.select_chained_statement = SQL(
+            "SELECT coalesce(e.notification_id, l.notification_id), e.originator_id, "
+            "e.originator_version, e.topic, e.state, l.cell, l.hash FROM (SELECT * FROM "
+            "{schema}.{events} WHERE notification_id > %(after)s AND notification_id <= "
+            "%(stop)s) e FULL JOIN (SELECT * FROM {schema}.{chain} WHERE notification_id > "
+            "%(after)s AND notification_id <= %(stop)s) l ON e.notification_id = "
+            "l.notification_id ORDER BY 1").format(events=Identifier(self.events_table_name),
+                                                    **chain)
+        self.chain_end_statement = SQL(
+            "SELECT greatest((SELECT max(notification_id) FROM {schema}.{events}), "
+            "(SELECT max(notification_id) FROM {schema}.{chain}))").format(
+                events=Identifier(self.events_table_name), **chain)
+        self.select_links_statement = SQL(
+            "SELECT notification_id, cell, hash FROM {schema}.{chain} WHERE notification_id "
+            ">= %s AND notification_id <= %s ORDER BY notification_id").format(**chain)
         # The lock statements and the NOTIFY as one parameterless string: one round trip.
         self.lock_and_notify_statement = SQL("; ").join(
             [*self.lock_table_statements,
@@ -68,7 +101,11 @@ class PipelinedPostgresProcessRecorder(PostgresProcessRecorder):
             curs.execute(self._multi_row_statement(len(stored_events)),
                          [v for e in stored_events for v in (
                              e.originator_id, e.originator_version, e.topic, e.state)])
-            return [row["notification_id"] for row in curs.fetchall()]
+            ids = [row["notification_id"] for row in curs.fetchall()]
+            if links := chain_rows(ids, kwargs.get("chain")):
+                curs.execute(self._multi_link_statement(len(links)),
+                             [v for link in links for v in link])
+            return ids
 
     @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
     def _insert_copied(self, stored_events: Sequence[StoredEvent], **kwargs: Any
@@ -84,7 +121,50 @@ class PipelinedPostgresProcessRecorder(PostgresProcessRecorder):
                 copy.set_types(self.copy_types)
                 for e in stored_events:
                     copy.write_row((e.originator_id, e.originator_version, e.topic, e.state))
-            return self._fetch_ids_after_insert_events(curs, stored_events)
+            ids = self._fetch_ids_after_insert_events(curs, stored_events)
+            if links := chain_rows(ids, kwargs.get("chain")):
+                with curs.copy(self.copy_links_statement) as copy:
+                    copy.set_types(self.links_copy_types)
+                    for link in links:
+                        copy.write_row(link)
+            return ids
+
+    def chain_heads(self, cells: Collection[str], after: int = 0) -> dict[str, bytes]:
+        """Each of these cells' newest link after notification `after`."""
+        if not cells:
+            return {}
+        with self.datastore.transaction(commit=False) as curs:
+            curs.execute(self.chain_heads_statement, (after, list(cells)))
+            return {row["cell"]: bytes(row["hash"]) for row in curs.fetchall()}
+
+    def select_links(self, start: int, stop: int | None = None) -> list[Link]:
+        """The links stored for notifications `start` to `stop` (None: the end)."""
+        with self.datastore.transaction(commit=False) as curs:
+            curs.execute(self.select_links_statement, (start, 2**63 - 1 if stop is None
+                                                       else stop))
+            return [(int(r["notification_id"]), r["cell"], bytes(r["hash"]))
+                    for r in curs.fetchall()]
+
+    def chain_end(self) -> int:
+        """The newest notification id holding an event or a link."""
+        with self.datastore.get_connection() as conn, conn.cursor(row_factory=tuple_row) as curs:
+            curs.execute(self.chain_end_statement)
+            row = curs.fetchone()
+            return int(row[0] or 0) if row else 0
+
+    def select_chained(self, after: int, stop: int) -> list[Row]:
+        """Notifications `after` < id <= `stop`: each with its event and its link."""
+        with self.datastore.get_connection() as conn, conn.cursor(row_factory=tuple_row) as curs:
+            curs.execute(self.select_chained_statement, {"after": after, "stop": stop})
+            return curs.fetchall()  # type: ignore[return-value]
+
+    def _multi_link_statement(self, rows: int) -> Composed:
+        if rows not in self._multi_link:
+            self._multi_link[rows] = SQL(
+                "INSERT INTO {schema}.{chain} (notification_id, cell, hash) VALUES {values}"
+            ).format(schema=Identifier(self.datastore.schema), chain=Identifier(CHAIN_TABLE),
+                     values=SQL(", ").join([SQL("(%s, %s, %s)")] * rows))
+        return self._multi_link[rows]
 
     def _multi_row_statement(self, rows: int) -> Composed:
         if rows not in self._multi_row:

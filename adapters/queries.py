@@ -14,15 +14,25 @@ from decimal import Decimal
 from functools import lru_cache
 from typing import Any, Protocol
 
+from eventsourcing.utils import get_topic
+
 from engine.billing import accrue
 from engine.billing.adjust import AdjustmentLine
-from engine.billing.explain import held_in, line_window
+from engine.billing.explain import (
+    Held,
+    accrued_held,
+    billed_held,
+    horizon_past,
+    line_window,
+)
 from engine.billing.invoice import Invoice
+from engine.billing.meter import Interval
 from engine.billing.periods import (
     EPOCH,
     micros,
     next_period,
     period_at,
+    period_bounds,
     period_index,
     period_of,
     periods_between,
@@ -30,18 +40,29 @@ from engine.billing.periods import (
 from engine.billing.price_book import PriceBook as RatingBook
 from engine.billing.rate import LineKey
 from engine.billing.usage import from_row
-from engine.domain.invoice import adjustment_from_record
-from projections.instances import INSTANCES, iso
+from engine.domain.cell_log import CellLog
+from engine.domain.invoice import BillingCalendar, adjustment_from_record
+from projections.instances import INSTANCES, InstancesProjection, iso
 from projections.invoices import (
     BILLING_PERIODS,
     INVOICE_ADJUSTMENTS,
     INVOICE_LINES,
     INVOICES,
+    InvoicesProjection,
     adjustment_record,
     finalised_invoice,
 )
+from projections.known_at import Known, fold_known
 from projections.nodes import GONE, NODE_IDLE, NODE_INSTANCES, NODES
-from projections.usage import PRICE_BOOKS, USAGE, USAGE_LATE, USAGE_OPEN, price_book
+from projections.usage import (
+    PRICE_BOOKS,
+    USAGE,
+    USAGE_INSTANCES,
+    USAGE_LATE,
+    USAGE_OPEN,
+    UsageProjection,
+    price_book,
+)
 from schemas.limits import TIME_MAX, TIME_MIN
 
 # Cost bounds of one query (the README's "Limits"): each is a name in a 422's reason.
@@ -157,6 +178,64 @@ def newest_event_time(engine: Reader) -> datetime | None:
     return TIME_MIN
 
 
+def default_as_of(engine: Reader, account: str) -> datetime | None:
+    """The default `as_of` of an account's answers: the newest accepted event of the
+    account's cells, i.e. the newest of their clocks (each cell's log is stamped with its
+    clock, §2.9). It depends neither on batch size nor on which cell spoke last, and one
+    cell's clock running behind never hides what another recorded. An account with nothing
+    yet takes the newest clock of every cell."""
+    clocks = _clocks(engine, _cells_of(engine, account) or _all_cells(engine))
+    return max(clocks.values(), default=None)
+
+
+def _cells_of(engine: Reader, account: str) -> set[str]:
+    view = engine.view
+    return ({r["cell"] for r in view.select(INSTANCES, {"account": account})}
+            | {r["cell"] for r in view.select(INVOICES, {"account": account})})
+
+
+def _all_cells(engine: Reader) -> set[str]:
+    return ({r["cell"] for r in engine.view.select(PRICE_BOOKS)}
+            | {r["cell"] for r in engine.view.select(INSTANCES)})
+
+
+def _clocks(engine: Reader, cells: set[str]) -> dict[str, datetime]:
+    """Each cell's clock: as known at a time (a `Known` fold), or its newest stamp that the
+    read models have reached (so an answer stays at one point of the log, like its rows).
+    Stamps are looked for backwards, a window at a time, doubling."""
+    if isinstance(engine, Known):
+        return {c: t for c, t in engine.clocks.items() if c in cells}
+    reached = min((engine.view.max_tracking_id(p.name) or 0 for p in _BILLING), default=0)
+    logs = {CellLog.create_id(c): c for c in cells}
+    found: dict[str, datetime] = {}
+    stop, width = reached, CLOCK_LOOKBACK
+    while stop > 0 and len(found) < len(logs):
+        start = max(0, stop - width)
+        for _, event in reversed(engine.app.page(start, stop - start, _STAMPS, stop)):
+            cell = logs.get(event.originator_id)
+            if cell is not None:
+                found.setdefault(cell, event.timestamp)
+        stop, width = start, min(2 * width, CLOCK_LOOKBACK_MAX)
+    return found
+
+
+# Events: the first window searched for cells' stamps, and the widest (one window's stamps
+# are decoded at once).
+CLOCK_LOOKBACK, CLOCK_LOOKBACK_MAX = 1000, 16_000
+_STAMPS = (get_topic(CellLog.Opened), get_topic(CellLog.CommandsHandled))
+_BILLING = (InstancesProjection, UsageProjection, InvoicesProjection)
+
+
+def known_at(engine: Reader, at: datetime | int, account: str | None = None) -> Known:
+    """The read models exactly as they stood at `at`, a time or a log position: folded from
+    the events recorded up to it only (projections/known_at.py), ready for the same
+    queries. With an `account`, only its cells are folded (its answers need no other)."""
+    if isinstance(at, datetime):
+        check_as_of(at, None)
+    cells = _cells_of(engine, account) if account else set()
+    return fold_known(engine.app, [p() for p in _BILLING], at, cells or None)
+
+
 def instances(engine: Reader, account: str | None = None) -> list[dict[str, Any]]:
     return engine.view.select(INSTANCES, {"account": account} if account else None)
 
@@ -220,7 +299,7 @@ def usage(engine: Reader, account: str, as_of: datetime | None = None,
           period: str | None = None) -> dict[str, Any]:
     """Billed seconds and amounts per instance of one account, accrued up to `as_of`: over
     its whole life, or only in `period` (which reads that period's rows and the open ones)."""
-    as_of = as_of or newest_event_time(engine)
+    as_of = as_of or default_as_of(engine, account)
     view = engine.view
     books = _books(engine)
     where = {"account": account, **({"period": period} if period else {})}
@@ -307,9 +386,9 @@ def _closed(engine: Reader) -> dict[str, str]:
 def invoices(engine: Reader, account: str, period: str | None = None,
              as_of: datetime | None = None) -> dict[str, Any]:
     """The account's invoices: finalised ones as recorded (their content hash checked against
-    the rows), open ones accrued up to `as_of` (default: the newest event's time). With a
+    the rows), open ones accrued up to `as_of` (default: `default_as_of`). With a
     `period`, only that period's rows are read (and the instances billing now)."""
-    as_of = as_of or newest_event_time(engine)
+    as_of = as_of or default_as_of(engine, account)
     out = _finalised(engine, account, period)
     if as_of is not None:
         out += [_render(cell, invoice, "open", as_of=iso(as_of))
@@ -402,39 +481,121 @@ def _too_many_periods() -> QueryError:
 
 def explain(engine: Reader, account: str, line: str, period: str | None = None,
             as_of: datetime | None = None) -> list[dict[str, Any]]:
-    """For invoice lines — `N` (the N-th line of the period's invoice; default period: the
-    latest) or `INSTANCE[@VERSION]` — the events that opened and closed each billed interval
-    holding its seconds, and the adjustments naming the instance."""
-    as_of = as_of or newest_event_time(engine)
+    """Provenance of invoice lines — `N` (the N-th row of the period's invoice, its lines
+    then its adjustments; default period: the latest) or `INSTANCE[@VERSION]` (its lines
+    and adjustments) — that adds up to each exactly (engine/billing/explain.py): per billed
+    interval, the events that opened and closed it, the seconds and top-up it gives the
+    line. A finalised line is explained with the intervals it was billed on (as at its
+    period's close), an open one with those known now, cut at `as_of`; an adjustment with
+    both sides: as billed before (the previous close) and as recomputed."""
+    as_of = as_of or default_as_of(engine, account)
     if not LINE_REF.fullmatch(line):
         raise QueryError([("line", "a line number N, or INSTANCE[@VERSION]")])
     found = invoices(engine, account, period, as_of)["invoices"]
-    if line.isascii() and line.isdigit() and found:
-        found = [i for i in found if i["period"] == max(j["period"] for j in found)][:1]
-        picked = [(i, x) for i in found for x in i["lines"] if x["line"] == int(line)]
+    picked: list[tuple[dict[str, Any], str, dict[str, Any]]] = []
+    if line.isascii() and line.isdigit():
+        latest = max((i["period"] for i in found), default=None)
+        for i in [i for i in found if i["period"] == latest][:1]:
+            rows = [("line", x) for x in i["lines"]] + [("adjustment", a)
+                                                          for a in i["adjustments"]]
+            picked += [(i, *rows[int(line) - 1])] if 1 <= int(line) <= len(rows) else []
     else:
         name, _, version = line.partition("@")
-        picked = [(i, x) for i in found for x in i["lines"] if x["instance_id"] == name
+        picked = [(i, kind, x) for i in found
+                  for kind, xs in (("line", i["lines"]), ("adjustment", i["adjustments"]))
+                  for x in xs if x["instance_id"] == name
                   and (not version or str(x["price_version"]) == version)]
     books = _books(engine)
+    closes = _Closes(engine, account)
     out = []
-    for invoice, x in picked:
+    for invoice, kind, x in picked:
         book = books[invoice["cell"]]
-        assert book is not None
-        lo, hi = line_window(book, invoice["period"], x["price_version"])
-        row = _usage_row(engine, account, invoice["cell"], invoice["period"], x["instance_id"])
-        accrued = micros(as_of) if invoice["status"] == "open" and as_of is not None else None
-        intervals = [{
-            "opened_by": h.opened_by, "opened_at": _at(h.opened_at_us),
-            "closed_by": h.closed_by,
-            "closed_at": _at(h.closed_at_us) if h.closed_at_us is not None else None,
-            "seconds_in_line": h.seconds_in_line,
-        } for h in held_in(json.loads(row["intervals"]), lo, hi, accrued)]
-        out.append({"cell": invoice["cell"], "period": invoice["period"],
-                    "status": invoice["status"], "line": x, "intervals": intervals,
-                    "adjustments": _adjustments_naming(engine, account, x["instance_id"],
-                                                       as_of)})
+        assert book is not None  # it billed these
+        head = {"cell": invoice["cell"], "period": invoice["period"],
+                "status": invoice["status"], "kind": kind, "invoice_total": invoice["total"]}
+        if kind == "line":
+            out.append({**head, "line": x, **_line_provenance(
+                engine, account, invoice, x, book, closes, as_of),
+                "adjustments": _adjustments_naming(engine, account, x["instance_id"], as_of)})
+        else:
+            out.append({**head, "adjustment": x, **_adjustment_provenance(
+                engine, account, invoice, x, book, closes, as_of)})
     return out
+
+
+class _Closes:
+    """An account's instances as they were at a cell's period close: what its lines were
+    billed on. Each close asked for is one fold of the log up to it (the usage projection
+    only, of that cell only), remembered for the query."""
+
+    def __init__(self, engine: Reader, account: str):
+        self.engine, self.account = engine, account
+        self.folds: dict[tuple[str, str], Known] = {}
+
+    def intervals(self, cell: str, period: str, instance_id: str) -> list[Interval]:
+        key = (cell, period)
+        if key not in self.folds:
+            def closes(event: Any) -> bool:
+                return (isinstance(event, BillingCalendar.PeriodClosed) and event.cell == cell
+                        and event.period == period)
+            self.folds[key] = fold_known(self.engine.app, [UsageProjection()], None, {cell},
+                                         until=closes)
+        rows = self.folds[key].view.select(USAGE_INSTANCES, {
+            "account": self.account, "cell": cell, "instance_id": instance_id})
+        return json.loads(rows[0]["intervals"]) if rows else []
+
+
+def _line_provenance(engine: Reader, account: str, invoice: dict[str, Any],
+                     x: dict[str, Any], book: RatingBook, closes: _Closes,
+                     as_of: datetime | None) -> dict[str, Any]:
+    lo, hi = line_window(book, invoice["period"], x["price_version"])
+    if invoice["status"] == "finalised":
+        intervals = closes.intervals(invoice["cell"], invoice["period"], x["instance_id"])
+        return _provenance(billed_held(intervals, lo, hi, book),
+                           f"as at the close of {invoice['period']}")
+    assert as_of is not None  # an open invoice is accrued to one
+    row = _usage_row(engine, account, invoice["cell"], invoice["period"], x["instance_id"])
+    return _provenance(accrued_held(json.loads(row["intervals"]), lo, hi, micros(as_of), book),
+                       f"as known, accrued to {iso(as_of)}")
+
+
+def _adjustment_provenance(engine: Reader, account: str, invoice: dict[str, Any],
+                           a: dict[str, Any], book: RatingBook, closes: _Closes,
+                           as_of: datetime | None) -> dict[str, Any]:
+    """Both sides of an adjustment billed in `invoice`: the corrected line as it was billed
+    before (at the close before the invoice's period: its finalised amount plus the
+    adjustments since) and as recomputed (at the invoice's close, or as known now for a
+    pending one), each rated and explained."""
+    cell, billed_in, name = invoice["cell"], invoice["period"], a["instance_id"]
+    lo, hi = line_window(book, a["period"], a["price_version"])
+    usage = from_row(_usage_row(engine, account, cell, a["period"], name))
+    previous = period_of(period_bounds(billed_in)[0] - 1)
+    before = closes.intervals(cell, previous, name)
+    if invoice["status"] == "finalised":
+        after, rated_on = closes.intervals(cell, billed_in, name), f"as at the close of {billed_in}"
+    else:
+        after, rated_on = usage.intervals, "as known now"
+    key = (a["period"], account, name, a["price_version"])
+    index = next(i for i, v in enumerate(book.versions) if v.version == a["price_version"])
+    price = book.unit_price(index, usage.runtime, usage.spec)[1]
+    out = {}
+    for side, intervals, on in (("billed_before", before, f"as at the close of {previous}"),
+                                ("recomputed", after, rated_on)):
+        rated = [x for x in usage.lines(intervals, horizon_past(intervals, hi), book)
+                 if x.key == key]
+        out[side] = {**_provenance(billed_held(intervals, lo, hi, book), on),
+                     "price_per_second": str(price),
+                     "amount": str(rated[0].amount if rated else 0)}
+    return out
+
+
+def _provenance(held: list[Held], billed_on: str) -> dict[str, Any]:
+    return {"billed_on": billed_on, "intervals": [{
+        "opened_by": h.opened_by, "opened_at": _at(h.opened_at_us), "closed_by": h.closed_by,
+        "closed_at": _at(h.closed_at_us) if h.closed_at_us is not None else None,
+        "seconds_in_line": h.seconds_in_line, "topup_seconds": h.topup_seconds,
+    } for h in held], "seconds": sum(h.seconds_in_line for h in held),
+        "topup_seconds": sum(h.topup_seconds for h in held)}
 
 
 def _usage_row(engine: Reader, account: str, cell: str, period: str, instance_id: str

@@ -36,7 +36,9 @@ def parse_store(url: str) -> Store:
     """`memory://`, `sqlite:///path/to/file.db`, `postgresql://user@host:port/db?schema=s`."""
     parsed = urlparse(url)
     if parsed.scheme == "memory":
-        return Store(url, "memory", {"PERSISTENCE_MODULE": "eventsourcing.popo"})
+        # Every store keeps each event's chain link beside it (adapters/chain_recorders.py).
+        return Store(url, "memory", {
+            "PERSISTENCE_MODULE": "adapters.chain_recorders:ChainedPOPOFactory"})
     if parsed.scheme == "sqlite":
         path = parsed.path if not parsed.netloc else parsed.netloc + parsed.path
         if not path or path == "/":
@@ -52,6 +54,7 @@ def parse_store(url: str) -> Store:
             "PERSISTENCE_MODULE": "eventsourcing.sqlite",
             "SQLITE_DBNAME": path,
             "SQLITE_LOCK_TIMEOUT": "10",
+            "PROCESS_RECORDER_TOPIC": "adapters.chain_recorders:ChainedSQLiteProcessRecorder",
         })
     if parsed.scheme in ("postgresql", "postgres"):
         if not parsed.hostname or not parsed.path.strip("/"):

@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from typing import Any
+from collections.abc import Collection, Iterator, Mapping, Sequence
+from typing import Any, Protocol
 
-from eventsourcing.application import Application, ProcessingEvent, Recording
-from eventsourcing.persistence import ProcessRecorder, Tracking, Transcoder
+from eventsourcing.application import Application, Recording
+from eventsourcing.persistence import Notification, ProcessRecorder, Tracking, Transcoder
 
+from engine import chain
 from engine.transcoder import OrjsonTranscoder
 
 READ_PAGE = 5000
+
+
+class ChainedRecorder(Protocol):
+    """A recorder that stores each event's chain link with it (adapters/chain_recorders.py,
+    adapters/pg_recorder.py)."""
+
+    def chain_heads(self, cells: Collection[str], after: int = 0) -> dict[str, bytes]: ...
+    def chain_end(self) -> int: ...
+    def select_chained(self, after: int, stop: int) -> list[chain.Row]: ...
 
 
 class CisApplication(Application):
@@ -30,14 +40,30 @@ class CisApplication(Application):
         assert isinstance(self.recorder, ProcessRecorder)
         return self.recorder
 
-    def record(self, events: list[Any], tracking: Tracking | None) -> list[Recording[Any]]:
-        """Store events and the position they came from in one transaction; answers where
-        each event was stored."""
-        processing = ProcessingEvent(tracking=tracking)
-        # Our events are known to be domain events: skip collect_events' per-object
-        # isinstance check against a runtime Protocol (slow at thousands per batch).
-        processing.events = list(events)
-        return self._record(processing)
+    @property
+    def chained_recorder(self) -> ChainedRecorder:
+        return self.recorder  # type: ignore[return-value]
+
+    def record(self, events: list[Any], tracking: Tracking | None,
+               cells: Sequence[str] | None = None, heads: Mapping[str, bytes] | None = None
+               ) -> tuple[list[Recording[Any]], dict[str, bytes]]:
+        """Store events, each one's chain link (the cell of each in `cells`, after the cells'
+        `heads`) and the position they came from in one transaction; answers where each event
+        was stored, and the cells' new heads. Without `cells`, no links (benches only)."""
+        # Encoded here, not in `events.put`: the links hash the very bytes that are stored.
+        stored = [self.mapper.to_stored_event(e) for e in events]
+        links, new_heads = ([], {}) if cells is None else chain.extend(heads or {}, cells,
+                                                                       stored)
+        ids = self.recorder.insert_events(stored, tracking=tracking,
+                                          chain=list(zip(cells or (), links, strict=True)))
+        return [Recording(d, Notification(originator_id=s.originator_id,
+                                          originator_version=s.originator_version,
+                                          topic=s.topic, state=s.state, id=nid))
+                for d, s, nid in zip(events, stored, ids or [], strict=True)], new_heads
+
+    def chain_heads(self, cells: Collection[str], after: int = 0) -> dict[str, bytes]:
+        """Each of these cells' newest stored link after notification `after`."""
+        return self.chained_recorder.chain_heads(cells, after)
 
     def page(self, after: int, limit: int = READ_PAGE, topics: Sequence[str] = (),
              stop: int | None = None) -> list[tuple[int, Any]]:

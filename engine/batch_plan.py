@@ -42,11 +42,11 @@ def _demand(world: World, cmd: CreateInstance) -> tuple[int, ...] | None:
     from engine import handlers  # late: handlers import the world this module is used with
 
     pool = world.pool(cmd.cell, cmd.pool)
-    if pool is None or pool.config["kind"] != "shared" or cmd.node_selector:
+    if pool is None or pool.config.kind != "shared" or cmd.node_selector:
         return None
-    if pool.config["placement_policy"] != "best_fit":
+    if pool.config.placement_policy != "best_fit":
         return None  # the window policy is best-fit-decreasing
-    version = handlers.version_in_force(world.price_book(cmd.cell), cmd.issued_at)
+    version = handlers.in_force(world.price_book(cmd.cell), cmd.issued_at)
     if version is None:
         return None
     _, _, demand = handlers.size(pool, cmd, version)
@@ -61,9 +61,16 @@ def plan_batch(world: World, commands: Sequence[tuple[int, CommandBase]], window
     if window <= 1:
         return {}
     by_pool: dict[tuple[str, str], list[tuple[int, tuple[int, ...]]]] = {}
+    seen: set[tuple[str, str, str]] = set()
     for position, cmd in commands:
         if not isinstance(cmd, CreateInstance):
             continue
+        once = (cmd.cell, cmd.principal, cmd.command_id)
+        if once in seen:
+            # A repeat within the batch is answered, never placed, and never recorded: a
+            # plan for it would move its neighbours' nodes in a way the log cannot replay.
+            continue
+        seen.add(once)
         try:
             demand = _demand(world, cmd)
         except Exception:  # never let planning break a batch: that create goes one by one

@@ -19,6 +19,7 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Callable, Collection, Iterable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -31,10 +32,11 @@ from eventsourcing.utils import get_topic
 
 from engine import batch_plan
 from engine.application import CisApplication
-from engine.domain.cell_log import CellLog
+from engine.decision import Draft, Refused
+from engine.domain.cell_log import CellLog, kept_command
 from engine.domain.instance import Instance
 from engine.domain.node import Node
-from engine.handlers import HANDLERS, Context, Rejected
+from engine.handlers import HANDLERS
 from engine.limits import EngineLimits
 from engine.snapshots import SnapshotStore, freeze, thaw
 from engine.world import CellState, World
@@ -51,11 +53,13 @@ SNAPSHOT_EVERY = 100_000
 CELL_OPENED = (get_topic(CellLog.Opened),)
 
 
-class HandlerCrashed(Exception):
-    def __init__(self, index: int, error: Exception):
-        super().__init__(f"command {index} crashed the handler: {error!r}")
-        self.index = index
-        self.error = error
+@dataclass(frozen=True)
+class Crashed:
+    """A handler's bug on command `index`: the batch's state is dropped and the batch
+    decided again, that command rejected (a bug must not stop the stream)."""
+
+    index: int
+    error: Exception
 
 
 class CommandProcessor:
@@ -82,7 +86,11 @@ class CommandProcessor:
         world = World(self.limits.command_id_retention_seconds + max(
             self.limits.max_skew_seconds, self.limits.max_tenant_skew_seconds))
         world.fetch = self._fetch
+        world.read_event = self._read_event
         return world
+
+    def _read_event(self, aggregate_id: UUID, version: int) -> Any:
+        return next(iter(self.app.events.get(aggregate_id, gt=version - 1, lte=version)), None)
 
     def _fetch(self, aggregate_id: UUID) -> Any:
         try:
@@ -170,6 +178,10 @@ class CommandProcessor:
                 active.add(waiting.pop(0)[0])
             replayed += world.replay(event, active)
             last = notification_id
+        # Read after the tail: a head newer than the state means another writer's batch,
+        # and then our next write conflicts on the cell log's version (§2.6).
+        for cell, head in self.app.chain_heads(cells, after).items():
+            world.parts[cell].chain_head = head
         for cell in cells:
             self.position[cell] = max(start[cell], last)
             self.unsaved[cell] = 0
@@ -204,15 +216,17 @@ class CommandProcessor:
             try:
                 self._load(cells - self.loaded)
                 self._look_up_evicted(parsed)
-                outcomes, events = self._decide(parsed, crashed, role)
-                recordings = self.app.record(events, tracking)
+                decided = self._decide(parsed, crashed, role)
+                if isinstance(decided, Crashed):
+                    log.error("handler crashed; rejecting command %d", decided.index,
+                              exc_info=decided.error)
+                    crashed[decided.index] = decided.error
+                    self.forget(cells)
+                    continue
+                outcomes, events = decided
+                recordings = self._record(events, tracking)
                 self._recorded(events, recordings)
                 return outcomes
-            except HandlerCrashed as exc:
-                # A bug must not stop the stream: reject that command, decide the rest again.
-                log.exception("handler crashed; rejecting command %d", exc.index)
-                crashed[exc.index] = exc.error
-                self.forget(cells)
             except IntegrityError:
                 self.forget(cells)
                 attempt += 1
@@ -246,6 +260,22 @@ class CommandProcessor:
         if wanted:
             world.absent.update(wanted - self.existing(wanted))
 
+    def _record(self, events: list[Any], tracking: Tracking | None) -> list[Any]:
+        """Store a batch with each event's link in its cell's hash chain (engine/chain.py);
+        the cells' heads move on only once it is stored (a conflict reloads them)."""
+        world = self._world
+        cells = []
+        for event in events:
+            cell = world.cell_of.get(event.originator_id) or getattr(event, "cell", None)
+            if cell is None:
+                raise RuntimeError(f"no cell known for {event.originator_id}: cannot chain it")
+            cells.append(cell)
+        heads = {c: h for c in set(cells) if (h := world.parts[c].chain_head) is not None}
+        recordings, heads = self.app.record(events, tracking, cells, heads)
+        for cell, head in heads.items():
+            world.parts[cell].chain_head = head
+        return recordings
+
     def _recorded(self, events: list[Any], recordings: Sequence[Any]) -> None:
         """Note each cell's newest position; snapshot the cells that are due."""
         if not recordings:
@@ -266,19 +296,21 @@ class CommandProcessor:
             self.save_snapshots(due)
 
     def _decide(self, parsed_items: Sequence[CommandBase | Outcome], crashed: dict[int, Exception],
-                role: Role | None) -> tuple[list[Outcome], list[Any]]:
+                role: Role | None) -> tuple[list[Outcome], list[Any]] | Crashed:
         world = self._world
         outcomes: list[Outcome] = []
         events: list[Any] = []
         handled: dict[str, list[dict[str, Any]]] = defaultdict(list)
-        clocks = dict(world.clocks)  # moved by this batch's accepted commands only
+        before = world.clocks  # each cell's clock before this batch
+        clocks = dict(before)  # moved by this batch's accepted commands only
         # Batch placement: the batch's creates planned together (K = placement_window; 1 is
         # one by one). Each create is still decided in order; see engine/batch_plan.py.
         hints = batch_plan.plan_batch(world, [
             (i, p) for i, p in enumerate(parsed_items)
             if isinstance(p, CommandBase) and i not in crashed
             and (role is None or p.role == role)
-            and world.recorded(p.cell, p.principal, p.command_id) is None],
+            and world.recorded(p.cell, p.principal, p.command_id) is None
+            and _expired(p, before.get(p.cell), self.limits) is None],
             self.limits.placement_window)
         for index, parsed in enumerate(parsed_items):
             if isinstance(parsed, Outcome):
@@ -297,7 +329,9 @@ class CommandProcessor:
                                 .model_copy(update={"principal": command.principal}))
                 continue
             clock = clocks.get(command.cell)
-            if expired := _expired(command, clock, self.limits):
+            # Expiry by the clock before the batch, as the plan above saw it: an expired
+            # command is never recorded, so a replay of the recorded batch plans without it.
+            if expired := _expired(command, before.get(command.cell), self.limits):
                 # Older than the window its id is remembered for: never decided again.
                 outcomes.append(Outcome.rejected(command.command_id, [expired]).model_copy(
                     update={"principal": command.principal}))
@@ -315,10 +349,12 @@ class CommandProcessor:
             else:
                 armed = batch_plan.arm(world, hints.get(index))
                 try:
-                    outcome = self._handle(Context(world, self.limits, clock), command, index,
+                    outcome = self._handle(Draft(world, self.limits, clock), command, index,
                                            events)
                 finally:
                     batch_plan.disarm(armed)
+                if isinstance(outcome, Crashed):
+                    return outcome
             if command.at != claimed and outcome.status == "accepted":
                 outcome = outcome.model_copy(update={"note": "; ".join(filter(None, [
                     outcome.note, f"takes effect at the cell's clock {command.at.isoformat()}, "
@@ -329,7 +365,7 @@ class CommandProcessor:
             outcomes.append(outcome)
             entry = {**outcome.model_dump(mode="json", exclude_none=True),
                      "principal": command.principal, "command_type": command.type,
-                     "digest": digest}
+                     "digest": digest, "command": kept_command(parsed)}
             world.remember(command.cell, entry)
             handled[command.cell].append(entry)
         # A cell's log is stamped with its clock: a batch of rejections leaves it where it
@@ -339,25 +375,25 @@ class CommandProcessor:
             at = clocks.get(cell, TIME_MIN)
             cell_log = world.cell_log(cell) or CellLog.create(at, cell=cell)
             cell_log.record(records, at)
-            ctx = Context(world)
-            ctx.touch(cell_log, f"cell-log/{cell}")
-            events.extend(ctx.events)
+            draft = Draft(world)
+            draft.touch(cell_log, f"cell-log/{cell}")
+            events.extend(draft.events)
         return outcomes, events
 
     @staticmethod
-    def _handle(ctx: Context, command: CommandBase, index: int, events: list[Any]) -> Outcome:
+    def _handle(draft: Draft, command: CommandBase, index: int, events: list[Any]
+                ) -> Outcome | Crashed:
         try:
-            note = HANDLERS[type(command)](ctx, command)
-        except Rejected as rejected:
-            if ctx.events:
-                error = RuntimeError("rejected after recording events")
-                raise HandlerCrashed(index, error) from rejected
-            return Outcome.rejected(command.command_id, [Reason(**r) for r in rejected.reasons])
-        except Exception as error:
-            raise HandlerCrashed(index, error) from error
-        events.extend(ctx.events)
+            decision = HANDLERS[type(command)](draft, command)
+        except Exception as error:  # a bug: the batch's state is no longer to be trusted
+            return Crashed(index, error)
+        if isinstance(decision, Refused):
+            if draft.events:
+                return Crashed(index, RuntimeError("refused after recording events"))
+            return Outcome.rejected(command.command_id, [Reason(**r) for r in decision.reasons])
+        events.extend(decision.events)
         return Outcome(command_id=command.command_id, status="accepted",
-                       events=ctx.event_ids, note=note)
+                       events=list(decision.event_ids), note=decision.note)
 
 
 # Bookkeeping a report may record without anything having happened: a higher sequence, a run

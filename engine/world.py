@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable, Container, Iterator, Mapping, MutableMapping
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 from uuid import UUID
 
@@ -31,12 +32,13 @@ from engine.domain.invoice import Invoice
 from engine.domain.node import GONE, TAKES_WORK, Node
 from engine.domain.pool import Pool
 from engine.domain.price_book import PriceBook
+from engine.id_memory import Commands, IdMemory, Outcomes
 from engine.placement_state import PoolPlacement
 from engine.policies.quotas import AccountUsage
 
 Key = tuple[str, str]  # (cell, name)
 # What a cell-log entry carries beside its outcome.
-CELL_LOG_EXTRAS = frozenset({"principal", "command_type", "digest"})
+CELL_LOG_EXTRAS = frozenset({"principal", "command_type", "digest", "command"})
 InstanceKey = tuple[str, str, str]  # (cell, account, instance_id): instance ids are per account
 Ref = tuple[str, str]  # (account, instance_id): an instance within its cell
 OutcomeKey = tuple[str, str]  # (principal, command_id): command ids are per principal
@@ -54,12 +56,9 @@ class CellState:
         self.pools: dict[Key, Pool] = {}
         self.price_books: dict[str, PriceBook] = {}
         self.cell_logs: dict[str, CellLog] = {}
-        self.outcomes: dict[OutcomeKey, dict[str, Any]] = {}
-        # When each outcome's batch was recorded, oldest first (for the retention window).
-        self.remembered_at: dict[OutcomeKey, datetime] = {}
-        self.unstamped: list[OutcomeKey] = []  # remembered while the cell had no clock
-        # Beside each recorded outcome: its command's type and content digest.
-        self.commands: dict[OutcomeKey, tuple[str, str]] = {}
+        # The command ids decided within the retention window, as pointers into the cell
+        # log (engine/id_memory.py); `outcomes` and `commands` read their entries back.
+        self.ids = IdMemory()
         # Each cell's clock: the newest time of an accepted command in it.
         self.clocks: dict[str, datetime] = {}
         self.node_instances: dict[Key, set[Ref]] = defaultdict(set)
@@ -84,6 +83,8 @@ class CellState:
         self.observers.append(self.accounts.observe)
         self.evicted = False  # once true, a lookup that misses may find its aggregate in the log
         self.billed_after_delete: set[Ref] = set()  # evicted, their meter entries kept
+        # The link of the cell's newest stored event in its hash chain (None: no event yet).
+        self.chain_head: bytes | None = None
 
     # --- lookups ---------------------------------------------------------------------
 
@@ -158,56 +159,47 @@ class CellState:
             config = aggregate.config
             placement = self.placements.setdefault(
                 (aggregate.cell, aggregate.pool),
-                PoolPlacement(config["kind"], config["placement_policy"]))
-            placement.policy = config["placement_policy"]
+                PoolPlacement(config.kind, config.placement_policy))
+            placement.policy = config.placement_policy
         elif isinstance(event, CellLog.CommandsHandled):
             if any(entry["status"] == "accepted" for entry in event.outcomes):
                 # Only accepted commands move a clock (a batch of rejections carries it over).
                 clock = self.clocks.get(aggregate.cell)
                 self.clocks[aggregate.cell] = max(clock or event.timestamp, event.timestamp)
             clock = self.clocks.get(aggregate.cell)
-            if clock is not None:  # what was decided before the cell had a clock: at its first
-                for key in self.unstamped:
-                    self.remembered_at[key] = clock
-                self.unstamped.clear()
-            for entry in event.outcomes:
-                key = self.remember(entry)
-                if clock is None:
-                    self.unstamped.append(key)
-                else:
-                    self.remembered_at[key] = clock
+            # (Ids decided before the cell had a clock count from its first.)
+            self.ids.remember(event.outcomes, event.originator_version, clock)
             if clock is not None:
                 # Command ids are remembered for a window (docs/design.md §7.4), kept longer by
                 # the skew: an outcome may be recorded before the time its command claims.
                 self.forget_before(clock - timedelta(seconds=self.keep_seconds))
 
     def remember(self, entry: dict[str, Any]) -> OutcomeKey:
-        """Index one cell-log entry: an outcome, plus (since command ids are per principal)
-        its command's principal, type and digest. Older entries have none: principal ""."""
-        outcome = {k: v for k, v in entry.items() if k not in CELL_LOG_EXTRAS}
+        """Index one cell-log entry of the batch being decided (until its event is stored):
+        an outcome, plus (since command ids are per principal) its command's principal, type
+        and digest. Older entries have none: principal ""."""
         key = (entry.get("principal", ""), entry["command_id"])
-        self.outcomes[key] = outcome
-        if "digest" in entry:
-            self.commands[key] = (entry["command_type"], entry["digest"])
+        self.ids.remember_pending(key, entry)
         return key
 
     def forget_before(self, horizon: datetime) -> None:
-        """Drop the outcomes recorded before `horizon`, oldest first (a cell's batches are
-        stamped with its clock, which never goes back, so they are in time order)."""
-        times = self.remembered_at
-        while times:
-            key = next(iter(times))
-            if times[key] >= horizon:
-                break
-            del times[key]
-            self.outcomes.pop(key, None)
-            self.commands.pop(key, None)
+        """Forget the outcomes recorded before `horizon` (a cell's batches are stamped with
+        its clock, which never goes back, so they are in time order)."""
+        self.ids.forget_before(horizon)
+
+    @property
+    def outcomes(self) -> Outcomes:
+        return Outcomes(self.ids, CELL_LOG_EXTRAS)
+
+    @property
+    def commands(self) -> Commands:
+        return Commands(self.ids)
 
     def recorded(self, principal: str, command_id: str) -> OutcomeKey | None:
         """The key of the outcome recorded for this principal's command id, if any (an entry
         from before ids were per principal counts for every principal)."""
         for key in ((principal, command_id), ("", command_id)):
-            if key in self.outcomes:
+            if self.ids.entry(key) is not None:
                 return key
         return None
 
@@ -245,11 +237,11 @@ class CellState:
             return
         config = self.pools[(cell, pool)].config
         placement = self.placements[(cell, pool)]
-        if config["kind"] == "dedicated":  # a dedicated node is needed while it hosts one
+        if config.kind == "dedicated":  # a dedicated node is needed while it hosts one
             used = 1.0 if self.node_instances[node_key] else 0.0
         else:
             used = placement.utilisation(node_id)
-        if used < config["scale_down_utilisation_threshold"]:
+        if used < config.scale_down_utilisation_threshold:
             self.unneeded_since.setdefault(node_key, at)
         else:
             self.unneeded_since.pop(node_key, None)
@@ -329,6 +321,7 @@ def billing_done(billing: BillingMeter, meter: Any, ref: Ref) -> bool:
 
 
 Fetch = Callable[[UUID], Aggregate | None]
+ReadEvent = Callable[[UUID, int], Any]
 
 
 class World:
@@ -341,6 +334,9 @@ class World:
         self.cell_of: dict[UUID, str] = {}  # the cell of each aggregate in memory
         # Reads an aggregate back from the log (set by the processor; None: nothing to read).
         self.fetch: Fetch | None = None
+        # Reads one stored event back by aggregate and version (set by the processor): the
+        # cell logs' entries, for the id memory's repeats.
+        self.read_event: ReadEvent | None = None
         self.absent: set[UUID] = set()  # ids known to have no events (this batch's look-up)
         self.aggregates = _Aggregates(self)
         for name in ("instances", "nodes", "pools", "node_instances", "pool_nodes", "waiting",
@@ -353,14 +349,23 @@ class World:
         state = self.parts.get(cell)
         if state is None:
             state = self.parts[cell] = CellState(cell, self.keep_seconds)
+            state.ids.reader = partial(self._log_entries, cell)
         return state
 
     def attach(self, state: CellState) -> None:
         """Take a cell's state (from a snapshot or a replay) as this world's."""
         self.detach(state.cell)
         self.parts[state.cell] = state
+        state.ids.reader = partial(self._log_entries, state.cell)
         for aggregate_id in state.aggregates:
             self.cell_of[aggregate_id] = state.cell
+
+    def _log_entries(self, cell: str, version: int) -> list[dict[str, Any]] | None:
+        """The entries of the cell log's event at `version` (None: no such event)."""
+        if self.read_event is None:
+            return None
+        event = self.read_event(CellLog.create_id(cell), version)
+        return None if event is None else event.outcomes
 
     def detach(self, cell: str) -> CellState | None:
         state = self.parts.pop(cell, None)

@@ -26,6 +26,8 @@ def iso(ts: datetime) -> str:
 class InstancesProjection(RowProjection):
     name = "instances"
     tables = (INSTANCES,)
+    # (A ContainerCompleted or Sequenced changes no column: not read.)
+    events = (Instance.Requested, Instance.Transitioned)
 
     def keys(self, event: Any) -> Iterable[tuple[Table, Key]]:
         if isinstance(event, Instance.Event):

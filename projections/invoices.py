@@ -60,6 +60,7 @@ class InvoicesProjection(RowProjection):
     # Versioned with its tables' shape (see UsageProjection.name).
     name = "invoices_v2"
     tables = (INVOICES, INVOICE_LINES, INVOICE_ADJUSTMENTS, BILLING_PERIODS)
+    events = (Invoice.InvoiceFinalized, BillingCalendar.PeriodClosed)
 
     def keys(self, event: Any) -> Iterable[tuple[Table, Key]]:
         return []  # invoices are written once, whole: nothing to read first

@@ -54,6 +54,7 @@ def _json(value: Any) -> str:
 class NodesProjection(RowProjection):
     name = "nodes"
     tables = (NODES, NODE_INSTANCES, NODE_IDLE)
+    events = (Node.Event, Instance.Requested, Instance.Transitioned)
 
     def keys(self, event: Any) -> Iterable[tuple[Table, Key]]:
         if isinstance(event, Node.Event):

@@ -12,6 +12,8 @@ from projections.tables import Key, Rows, Table
 class RowProjection(ABC):
     name: ClassVar[str]
     tables: ClassVar[tuple[Table, ...]]
+    # The kinds of event that change its rows: the runner decodes and hands it no other.
+    events: ClassVar[tuple[type, ...]] = (object,)
 
     @abstractmethod
     def keys(self, event: Any) -> Iterable[tuple[Table, Key]]:

@@ -59,6 +59,8 @@ class UsageProjection(RowProjection):
     # reader fills the new tables from the log by itself (the old ones can be dropped).
     name = "usage_v2"
     tables = (USAGE_INSTANCES, USAGE, USAGE_OPEN, USAGE_LATE, USAGE_CALENDAR, PRICE_BOOKS)
+    events = (Instance.Requested, Instance.Transitioned, PriceBook.Event,
+              BillingCalendar.PeriodClosed)
 
     def keys(self, event: Any) -> Iterable[tuple[Table, Key]]:
         if isinstance(event, Instance.Transitioned):

@@ -22,7 +22,8 @@ class Projected(View):
     """How far the read models have followed the log: answers are as of this event."""
 
     position: int = Field(description="notification id of the last event applied")
-    at: str | None = Field(default=None, description="that event's time; the default as_of")
+    at: str | None = Field(default=None, description="that event's time (the default as_of "
+                           "is the newest clock of the account's cells up to this position)")
 
 
 class Health(View):
@@ -177,20 +178,43 @@ class InvoicesReport(View):
 
 
 class BilledInterval(View):
-    opened_by: str | None
+    opened_by: str | None = Field(description="the event that opened it: instance/NAME#VERSION")
     opened_at: str
-    closed_by: str | None
+    closed_by: str | None = Field(description="the event that closed it (null: still open "
+                                  "when the line was rated)")
     closed_at: str | None
-    seconds_in_line: int
+    seconds_in_line: int = Field(description="the line's billed seconds it holds; each "
+                                 "second is given to one interval, so these add up to the line")
+    topup_seconds: int = Field(default=0, description="the minimum-seconds top-up of the "
+                               "billed run this interval ends")
+
+
+class Provenance(View):
+    billed_on: str = Field(description="which intervals: as at a period's close, or as known")
+    intervals: list[BilledInterval]
+    seconds: int
+    topup_seconds: int
+    price_per_second: Decimal | None = None
+    amount: Decimal | None = Field(default=None, description="the side's amount, rated: "
+                                   "price_per_second x (seconds + topup_seconds), rounded")
 
 
 class LineExplanation(View):
     cell: str
-    period: str
+    period: str = Field(description="the invoice's period")
     status: Literal["open", "finalised"]
-    line: InvoiceLine
-    intervals: list[BilledInterval]
-    adjustments: list[Adjustment]
+    kind: Literal["line", "adjustment"]
+    invoice_total: Decimal
+    line: InvoiceLine | None = None
+    billed_on: str | None = None
+    intervals: list[BilledInterval] = Field(default_factory=list)
+    seconds: int | None = None
+    topup_seconds: int | None = None
+    adjustments: list[Adjustment] = Field(default_factory=list, description="adjustments "
+                                          "correcting the line's instance")
+    adjustment: Adjustment | None = None
+    billed_before: Provenance | None = None
+    recomputed: Provenance | None = None
 
 
 class ExplainReport(View):

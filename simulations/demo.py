@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import math
+import shutil
 import tempfile
 import time
 from collections import Counter
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 from tqdm import tqdm
 
@@ -18,7 +21,9 @@ from adapters.infra_commands import commands_in
 from engine.domain.node import Node
 from schemas.infra import RunPod
 from simulations import workloads
-from simulations.driven import DrivenHarness
+from simulations.harness import Plan
+from simulations.simulate_infra import HeapDrivenHarness
+from simulations.simulate_scenarios import peak
 from simulations.timeline import plot
 
 LOST_NODE = "general-00005"
@@ -36,9 +41,9 @@ def run_demo(store: str | None, instances: int, seed: int, plot_path: Path | Non
     with connect(store) as engine:
         creates, plans = workloads.tenants(instances, seed)
         # Every report comes from the simulated infrastructure behind the real driver ports.
-        harness = DrivenHarness(engine, start, plans=plans,
-                          lost_nodes={(workloads.CELL, LOST_NODE): start + timedelta(hours=13)})
-        for command in workloads.setup():
+        lost = {(workloads.CELL, LOST_NODE): start + timedelta(hours=13)}
+        harness = HeapDrivenHarness(engine, start, plans=plans, lost_nodes=lost)
+        for command in sized_setup(creates, plans):
             harness.submit(start, command)
         for at, command in [*creates, *workloads.ticks(start, 24)]:
             harness.submit(at, command)
@@ -62,6 +67,31 @@ def run_demo(store: str | None, instances: int, seed: int, plot_path: Path | Non
     return 0
 
 
+# Instances a kata node holds: its model's ENIs (one per instance), spec aside.
+KATA_PER_NODE = min(m["enis"] for m in workloads.SHARED_MODELS)
+
+
+def sized_setup(creates: list[tuple[datetime, dict[str, Any]]], plans: dict[str, Plan]
+                ) -> list[dict[str, Any]]:
+    """The demo's set-up with each pool's max_nodes raised to its workload's peak (a
+    dedicated node per live instance; a kata node per KATA_PER_NODE), with a margin for
+    nodes booting and draining: the pools never cap the demo, whatever --instances says."""
+    lives: dict[str, list[tuple[float, float]]] = {}
+    for at, command in creates:
+        begin = (at - workloads.DAY_START).total_seconds()
+        lives.setdefault(command["pool"], []).append(
+            (begin, begin + plans[command["instance_id"]].lifetime_s))
+    wanted = {"general": math.ceil(peak(lives.get("general", [])) * 1.25),
+              "kata": math.ceil(peak(lives.get("kata", [])) / KATA_PER_NODE * 1.5)}
+    out = []
+    for command in workloads.setup():
+        if command["type"] == "ConfigurePool":
+            command = {**command, "max_nodes": max(command["max_nodes"],
+                                                   wanted[command["pool"]] + 2)}
+        out.append(command)
+    return out
+
+
 def _summary(engine, store: str, counts: Counter[str], elapsed: float, as_of) -> None:  # noqa: ANN001
     world = engine.processor.world
     print(f"CIS demo: one simulated day ({workloads.DAY_START:%Y-%m-%d}, cell "
@@ -78,8 +108,12 @@ def _summary(engine, store: str, counts: Counter[str], elapsed: float, as_of) ->
               + ", ".join(f"{v} {k}" for k, v in sorted(states.items()))
               + "   models: " + ", ".join(f"{v}x{k}" for k, v in sorted(models.items())))
     print("\nInstances by state")
-    for state, count in queries.states(engine).most_common():
-        print(f"  {state:<14}{count:>4}  {'#' * count}")
+    states = queries.states(engine).most_common()
+    # Bars scaled to the terminal: the longest fills what the label and count leave.
+    room = max(10, shutil.get_terminal_size().columns - 24)
+    most = max((count for _, count in states), default=1)
+    for state, count in states:
+        print(f"  {state:<14}{count:>6}  {'#' * max(1, round(count * room / most))}")
     print(f"\nBills (per-second, as of {as_of:%Y-%m-%d %H:%M} UTC)")
     print(f"  {'account':<10}{'instances':>10}{'billed seconds':>16}{'amount':>12}")
     for account in workloads.ACCOUNTS:

@@ -132,12 +132,7 @@ class DrivenHarness:
             self.position = position
             for command in self.translator.translate(event):
                 self.commands[command.type] = self.commands.get(command.type, 0) + 1
-                if isinstance(command, ProvisionNode | TerminateNode):
-                    row = self.cloud.act(command)
-                    if row is not None:
-                        self.cloud.ledger.put_node(row)
-                elif isinstance(command, RunPod | DeletePod):
-                    self.pods.act(command)
+                carry_out(command, self.cloud, self.pods)
             self._tenant(event)
 
     def _tenant(self, event: Any) -> None:
@@ -161,3 +156,14 @@ class DrivenHarness:
         self.submit(when, {"type": kind, "command_id": f"tenant-{next(self._seq)}",
                            "cell": instance.cell, "issued_at": when.isoformat(),
                            "account": instance.account, "instance_id": instance.name})
+
+
+def carry_out(command: Any, cloud: Any, pods: Any) -> None:
+    """One VM or Pod command, carried out by the simulated cloud or Pod driver as its worker
+    would (a VM's ledger row kept)."""
+    if isinstance(command, ProvisionNode | TerminateNode):
+        row = cloud.act(command)
+        if row is not None:
+            cloud.ledger.put_node(row)
+    elif isinstance(command, RunPod | DeletePod):
+        pods.act(command)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from adapters.bootstrap import Engine
 from engine.domain.node import Node
+from engine.domain.pool_config import NodeModel
 from engine.policies.autoscaling import NodeUse, Pending, plan_scale_in, plan_scale_out
 from tests import builders as b
 from tests.helpers import accepted, one, state
@@ -54,7 +55,8 @@ def test_expanders_on_the_pure_policy() -> None:
     cheap_big = {**BIG, "price_per_hour": "0.30"}
 
     def pick(expander: str, models: list[dict]) -> tuple[str, int]:
-        plan = plan_scale_out(pending, [], models, room=10, expander=expander, kind="shared")
+        plan = plan_scale_out(pending, [], [NodeModel.of(m) for m in models], room=10,
+                              expander=expander, kind="shared")
         assert plan is not None and len(plan.instances) == 6
         return plan.model, plan.count
 
@@ -64,7 +66,8 @@ def test_expanders_on_the_pure_policy() -> None:
     assert pick("priority", [SMALL, BIG]) == ("16C64G", 1)
     # Nodes already on their way absorb pending work first.
     coming = [{d: SMALL[d] for d in ("millicores", "memory_mib", "enis", "pods")}] * 2
-    assert plan_scale_out(pending, coming, [SMALL], 10, "least-waste", "shared") is None
+    assert plan_scale_out(pending, coming, [NodeModel.of(SMALL)], 10, "least-waste",
+                          "shared") is None
 
 
 def test_max_nodes_caps_scale_out(engine: Engine) -> None:

@@ -54,12 +54,34 @@ def test_text_and_explain(store: str, capsys: pytest.CaptureFixture[str]) -> Non
     explained = json.loads(cis(capsys, "invoices", "--store", store, "--account", "acme",
                                "--period", "2026-02", "--explain", "a@1"))
     (line,) = explained
-    (interval,) = line["intervals"]
-    assert interval["opened_by"] == "instance/a#3" and interval["closed_by"] == "instance/a#5"
+    (interval,) = line["intervals"]  # as billed at the close: still open, billed to its end
+    assert interval["opened_by"] == "instance/a#3" and interval["closed_by"] is None
     assert line["adjustments"][0]["corrects"] == ["instance/a#5"]
+    (adjustment,) = json.loads(cis(capsys, "invoices", "--store", store, "--account", "acme",
+                                   "--period", "2026-03", "--explain", "1"))
+    (interval,) = adjustment["recomputed"]["intervals"]  # the late report closed it
+    assert interval["closed_by"] == "instance/a#5"
 
 
 def test_bad_period_is_refused(store: str, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as done:
         main(["invoices", "--store", store, "--account", "acme", "--period", "2026-13"])
     assert done.value.code == 2
+
+
+@pytest.mark.parametrize("period", ["2026-02", "2026-03"])
+def test_exports_name_each_lines_provenance(store: str, period: str,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    """`--format csv|json`: one row per line, adjustment and total; each line's and
+    adjustment's provenance reference expands, through --explain, into the events behind it."""
+    args = ("invoices", "--store", store, "--account", "acme", "--period", period)
+    as_csv = list(csv.DictReader(io.StringIO(cis(capsys, *args, "--format", "csv"))))
+    as_json = json.loads(cis(capsys, *args, "--format", "json"))
+    assert [r["kind"] for r in as_csv] == [r["kind"] for r in as_json]
+    assert as_csv[-1]["kind"] == "total"
+    billed = [r for r in as_json if r["kind"] != "total"]
+    assert billed and all(r["provenance"] for r in billed)
+    for row in billed:
+        explained = json.loads(cis(capsys, *args, "--explain", row["provenance"]))
+        assert explained and all(e["kind"] in ("line", "adjustment") for e in explained)
+        assert all(f'"instance_id": "{row["instance_id"]}"' in json.dumps(e) for e in explained)

@@ -163,7 +163,11 @@ def test_explain_a_line_whose_seconds_a_late_report_took_away(
         engine.update_projections()
         as_of = b.T0 + timedelta(seconds=MARCH_END + 3600)
         (line,) = queries.explain(engine, "acme", "x", "2026-03", as_of)
-    assert line["status"] == "finalised" and line["intervals"] == []  # none in March now
+    # Explained as billed: the interval was open at March's close (the late report that
+    # took these seconds away is in the adjustments, pending).
+    (held,) = line["intervals"]
+    assert line["status"] == "finalised" and held["closed_by"] is None
+    assert held["seconds_in_line"] == line["line"]["seconds"] == 31 * DAY
     assert [(a["period"], a["amount"]) for a in line["adjustments"]] == [
         ("2026-02", "-0.24"), ("2026-03", f"-{Decimal('0.006') * 31 * DAY:.2f}")]
     assert all(a["corrects"] == [] for a in line["adjustments"])  # pending: April's invoice

@@ -33,7 +33,10 @@ CREATES: list[tuple[type[Recorded], dict[str, Any]]] = [
                     billed_memory_gib=Decimal("1"), demand={"millicores": 750})),
     (Node, dict(cell="az-1", node_id="kata-00001", pool="kata", model="16C64G",
                 capacity={"millicores": 16000}, labels={"tier": "a"}, reason="min_nodes")),
-    (Pool, dict(cell="az-1", pool="kata", config={"kind": "shared"})),
+    (Pool, dict(cell="az-1", pool="kata", config={
+        "kind": "shared", "node_models": [{"name": "16C64G", "millicores": 16000,
+                                           "memory_mib": 65536}],
+        "spec_catalogue": [{"vcpu": "1", "memory_gib": "2"}]})),
     (PriceBook, dict(cell="az-1")),
     (CellLog, dict(cell="az-1")),
     (Account, dict(cell="az-1", account="acme")),

@@ -125,7 +125,7 @@ def test_cpu_overhead_is_bounded(engine: Engine, value: int) -> None:
     accepted(engine, b.pool(cpu_overhead_millicores={"runc": MAX_MILLICORES}))
     engine.processor.forget()  # read back from the store
     pool = engine.processor.world.pool(b.CELL, "general")
-    assert pool is not None and pool.config["cpu_overhead_millicores"]["runc"] == MAX_MILLICORES
+    assert pool is not None and pool.config.cpu_overhead_millicores["runc"] == MAX_MILLICORES
 
 
 # --- item 11: control characters ------------------------------------------------------------

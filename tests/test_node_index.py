@@ -377,3 +377,27 @@ def test_nodes_no_demand_can_use_wait_in_bags_until_one_can() -> None:
     assert got == _plain(idx, [8, 1, 0], "best_fit") and got.node_index in (0, 3)
     assert sorted(i for bag in g.bags.values() for i in bag) == [2]
     _check_invariants(idx)
+
+
+def test_per_node_values_stay_shared_and_demand_keys_complete() -> None:
+    """What keeps a large pool's updates in cache: nodes with the same `has` and the same
+    capacity row share one int object, the stale-row flags grow with the pool, and a demand
+    asked before a new capacity row appears already knows its key in that row's group."""
+    idx = NodeIndex(np.zeros((0, 3), np.int64), np.zeros((0, 3), np.int64),
+                    np.zeros(0, bool), DIMS)
+    for _ in range(20):  # past the initial 16 rows: the arrays and the flags grow
+        idx.add_node([4, 8, 3])
+    idx.place([1, 1, 1], "best_fit")
+    for i in range(20):
+        idx.allocate(i, [1, 2, 1])
+    assert len({id(idx._has[i]) for i in range(20)}) == 1
+    assert len({id(idx._cap_p[i]) for i in range(20)}) == 1
+    dem = idx._dems[(1, 1, 1)]
+    j = idx.add_node([6, 9, 2])
+    assert dem.keys == [g.key([1, 1, 1]) for g in idx._groups]
+    idx.allocate(j, [1, 1, 1])
+    idx.allocate(19, [3, 6, 2])  # node 19 is full: it leaves the sorted list
+    assert idx._has[19] is not idx._has[0]
+    assert idx.allocated.tolist() == [[1, 2, 1]] * 19 + [[4, 8, 3], [1, 1, 1]]
+    assert idx.place([1, 1, 1], "best_fit") == _plain(idx, [1, 1, 1], "best_fit")
+    _check_invariants(idx)

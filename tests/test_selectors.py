@@ -8,6 +8,7 @@ from __future__ import annotations
 from adapters.bootstrap import Engine
 from engine.domain.instance import Instance
 from engine.domain.node import Node
+from engine.domain.pool_config import NodeModel
 from engine.policies.autoscaling import Pending, plan_scale_out
 from tests import builders as b
 from tests.helpers import accepted, instance, one, state
@@ -76,13 +77,14 @@ def test_a_satisfiable_selector_still_waits_for_capacity(engine: Engine) -> None
 def test_pure_policy_honours_allowed_groups() -> None:
     demand = {"millicores": 1100, "memory_mib": 2184, "enis": 1, "pods": 1}
     pending = [Pending(f"i{k}", demand, models=frozenset({"16C64G"})) for k in range(2)]
-    plan = plan_scale_out(pending, [], [SMALL, BIG], room=10, expander="least-waste",
+    models = [NodeModel.of(SMALL), NodeModel.of(BIG)]
+    plan = plan_scale_out(pending, [], models, room=10, expander="least-waste",
                           kind="shared")
     assert plan is not None and plan.model == "16C64G" and plan.count == 1
     # A coming node of a group the selector refuses is no room for it.
     coming = [{"millicores": 4000, "memory_mib": 16384, "enis": 8, "pods": 110}]
-    plan = plan_scale_out(pending, coming, [SMALL, BIG], 10, "least-waste", "shared",
+    plan = plan_scale_out(pending, coming, models, 10, "least-waste", "shared",
                           coming_models=["4C16G"])
     assert plan is not None and plan.model == "16C64G"
-    assert plan_scale_out(pending, coming, [SMALL, BIG], 10, "least-waste", "shared",
+    assert plan_scale_out(pending, coming, models, 10, "least-waste", "shared",
                           coming_models=["16C64G"]) is None

@@ -63,9 +63,11 @@ def test_crashes_lose_nothing_and_duplicate_nothing(
     started = len(serve.events("serving"))
     serve = h.ServeProcess(args, log)
     # The kills may have left nothing to consume: wait for the start too, or SIGTERM could
-    # arrive before the handler is installed.
+    # arrive before the handler is installed; and for the re-publication of the outcomes the
+    # last kill left unsent, or the SIGTERM could cut it short.
     h.wait_until(lambda: len(serve.events("serving")) > started
-                 and h.consumed_all(store, ends), "the rest", process=serve)
+                 and h.consumed_all(store, ends) and h.published_all(store, ends),
+                 "the rest, its outcomes published", process=serve)
     assert serve.terminate() == 0
 
     reference = pg_database.new_schema()

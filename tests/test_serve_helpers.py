@@ -123,6 +123,14 @@ def consumed_all(store: str, ends: dict[str, dict[int, int]]) -> bool:
     return all(consumed(store, topic, e) for topic, e in ends.items())
 
 
+def published_all(store: str, ends: dict[str, dict[int, int]]) -> bool:
+    """True once every partition's outcomes are flushed to the broker (its `kafka-published`
+    row reached the end): re-publication after a restart has finished."""
+    stored = positions(store)
+    return all(stored.get(f"kafka-published:{t}:{p}", -1) + 1 >= end
+               for t, e in ends.items() for p, end in e.items())
+
+
 def stored_total(store: str, ends: dict[str, dict[int, int]]) -> int:
     """Records decided so far, over the topics and partitions of `ends`."""
     stored = positions(store)

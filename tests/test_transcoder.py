@@ -48,3 +48,14 @@ def test_types_the_library_transcodes_are_written_its_way() -> None:
              "nested": [{"n": 1, "f": 0.25, "none": None, "flag": True}], "tuple": (1, 2)}
     assert ours.encode(value) == library.encode(value)
     assert ours.decode(ours.encode(value)) == library.decode(library.encode(value))
+
+
+def test_every_event_of_a_simulated_day_decodes_like_the_library() -> None:
+    library = _library_transcoder()
+    with connect("memory://") as engine:
+        workloads.simulate(engine, 20, seed=4, hours=6, tick_every_s=600)
+        ours = engine.app.mapper.transcoder
+        stored = engine.app.recorder.select_notifications(start=1, limit=10**6)
+        assert stored
+        for n in stored:
+            assert ours.decode(n.state) == library.decode(n.state)

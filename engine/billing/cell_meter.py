@@ -26,6 +26,7 @@ from engine.billing.periods import (
 )
 from engine.billing.price_book import PriceBook, PriceVersion, finalises_at, price_version
 from engine.billing.usage import Usage
+from engine.policies.spec_catalogue import Spec
 
 
 @dataclass(slots=True, eq=False)
@@ -48,6 +49,27 @@ class CellMeter:
         # Open period -> account -> instances with a closed interval in it.
         self.touched: dict[str, dict[str, set[str]]] = {}
         self.dirty: dict[str, dict[str, Metered]] = {}  # account -> name -> instance
+        # The values a month of instances repeat, held once each (docs/design.md §7.4).
+        self.values: dict[tuple[str, ...], Any] = {}
+
+    def metered(self, name: str, account: str, runtime: str, billed: tuple[Any, Any],
+                requested: tuple[Any, Any]) -> Metered:
+        """A new instance's entry. The meter holds every instance billed in the open month
+        (30 days of 100,000 launches: 3M), so accounts, runtimes and sizes are shared: two
+        specs of two Decimals each cost ~500 bytes an instance. Shared by spelling, not by
+        value ("0.5" and "0.50" stay apart), so no answer depends on which came first."""
+        return Metered(name, self._shared(account), self._shared(runtime),
+                       self._spec(*billed), self._spec(*requested))
+
+    def _shared(self, text: str) -> str:
+        return self.values.setdefault((text,), text)  # type: ignore[no-any-return]
+
+    def _spec(self, vcpu: Any, memory_gib: Any) -> Spec:
+        key = ("spec", str(vcpu), str(memory_gib))
+        found = self.values.get(key)
+        if found is None:
+            found = self.values[key] = Spec(vcpu, memory_gib)
+        return found  # type: ignore[no-any-return]
 
     # --- following the log ----------------------------------------------------------
 

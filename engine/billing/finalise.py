@@ -5,31 +5,35 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from engine.billing.periods import micros
+from engine.chain import genesis
 from engine.domain.invoice import BillingCalendar, Invoice, finalized_fields
 
 if TYPE_CHECKING:
-    from engine.context import Context
+    from engine.decision import Draft
     from schemas.commands import Tick
 
 
-def finalise_periods(ctx: Context, tick: Tick) -> str | None:
+def finalise_periods(draft: Draft, tick: Tick) -> str | None:
     """Close every period of the tick's cell whose end plus grace has passed, oldest first,
     recording one InvoiceFinalized per account with something to bill, then PeriodClosed.
     Each close is observed before the next period is weighed (it settles late reports)."""
-    meter = ctx.world.billing.cells.get(tick.cell)
+    meter = draft.world.billing.cells.get(tick.cell)
     if meter is None:
         return None
     now_us = micros(tick.now)
     notes = []
     while (period := meter.due(now_us)) is not None:
         invoices = meter.invoices(period, now_us)
+        # The chain as stored before this batch: what replaying the same batches gives again.
+        head = draft.world.part(tick.cell).chain_head or genesis(tick.cell)
         for invoice in invoices:
-            ctx.touch(Invoice.create(tick.now, **finalized_fields(tick.cell, invoice)),
+            draft.touch(Invoice.create(tick.now, **finalized_fields(tick.cell, invoice),
+                                     chain_head=head.hex()),
                       f"invoice/{invoice.account}/{period}")
-        calendar = ctx.world.aggregates.get(BillingCalendar.create_id(tick.cell)) \
+        calendar = draft.world.aggregates.get(BillingCalendar.create_id(tick.cell)) \
             or BillingCalendar.create(tick.now, cell=tick.cell)
         calendar.close(period, len(invoices), tick.now)
-        ctx.touch(calendar, f"billing-calendar/{tick.cell}")
+        draft.touch(calendar, f"billing-calendar/{tick.cell}")
         notes.append(f"{period} ({len(invoices)} invoice(s))")
     note = ("finalised " + ", ".join(notes)) if notes else None
     if meter.book_error:  # the handler accepted a version rating refuses: say so every tick

@@ -15,7 +15,6 @@ from engine.billing.periods import micros
 from engine.domain.instance import Instance
 from engine.domain.invoice import BillingCalendar, Invoice
 from engine.domain.price_book import PriceBook
-from engine.policies.spec_catalogue import Spec
 
 
 class BillingMeter:
@@ -35,12 +34,14 @@ class BillingMeter:
             meter, m = self._instances[event.originator_id]
             meter.transition(m, event.new_state(), micros(event.timestamp),
                              event.originator_version)
+            if isinstance(event, Instance.Deleted):  # terminal: no event of it follows, and
+                del self._instances[event.originator_id]  # its entry stays in the meter
         elif isinstance(event, Instance.Requested):
             meter = self.cell(event.cell)
-            m = meter.instances[(event.account, event.name)] = Metered(
-                event.name, event.account, event.runtime,
-                Spec(event.billed_vcpu, event.billed_memory_gib),
-                Spec(event.requested_vcpu, event.requested_memory_gib))
+            m = meter.metered(event.name, event.account, event.runtime,
+                              (event.billed_vcpu, event.billed_memory_gib),
+                              (event.requested_vcpu, event.requested_memory_gib))
+            meter.instances[(m.account, m.name)] = m  # (the account's string, shared)
             self._instances[event.originator_id] = (meter, m)
         elif isinstance(event, PriceBook.Opened):
             self._books[event.originator_id] = event.cell

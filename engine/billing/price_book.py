@@ -7,6 +7,7 @@ from __future__ import annotations
 from bisect import bisect_right
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from decimal import Decimal
 from types import MappingProxyType
 from typing import Any
@@ -64,6 +65,23 @@ def price_version(terms: Mapping[str, Any]) -> PriceVersion:
         rate_gib_s=Decimal(terms["rate_per_gib_second"]), currency=terms["currency"],
         minor_unit=terms["minor_unit"], min_seconds=terms["min_seconds"],
         grace_seconds=terms["grace_seconds"], runtime_rates=runtime_rates)
+
+
+def version_in_force(versions: Sequence[PriceVersion], at: datetime) -> PriceVersion | None:
+    """The version in force at `at` among versions in publishing order (each takes effect
+    after the one before it, docs/design.md §5.5): the one price rule decisions use."""
+    when = at.timestamp()  # once, not once per version looked at
+    for version in reversed(versions):
+        if version.effective_from <= when:
+            return version
+    return None
+
+
+def weights(version: PriceVersion, runtime: str) -> tuple[Decimal, Decimal]:
+    """The rates per vCPU-second and per GiB-second `runtime` pays under `version`: what
+    rounding a request up to the cheapest covering spec weighs specs by (§3.3)."""
+    rates = version.rates_for(runtime)
+    return rates.vcpu_s, rates.gib_s
 
 
 def _is_int(x: object) -> bool:

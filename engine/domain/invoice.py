@@ -38,6 +38,9 @@ class Invoice(Recorded):
         adjustments: list[dict[str, Any]]
         total: str
         content_hash: str
+        # The head of the cell's hash chain before the batch that finalised it (hex): the
+        # history this invoice came from, which `cis audit verify` can be held to.
+        chain_head: str | None
 
     def __init__(
         self,
@@ -50,6 +53,7 @@ class Invoice(Recorded):
         adjustments: list[dict[str, Any]],
         total: str,
         content_hash: str,
+        chain_head: str | None = None,  # None: finalised before the chain existed
     ) -> None:
         # Lines stay in the event (and the projection), not in the writer's memory.
         self.cell = cell
@@ -58,6 +62,7 @@ class Invoice(Recorded):
         self.currency = currency
         self.total = total
         self.content_hash = content_hash
+        self.chain_head = chain_head
 
 
 class BillingCalendar(Recorded):

@@ -10,12 +10,15 @@ and at most a budget at once.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING
 
 from engine.policies.demand import DIMENSIONS
+
+if TYPE_CHECKING:  # a value the pool's config holds; policies take it, never import state
+    from engine.domain.pool_config import NodeModel
 
 Vector = dict[str, int]
 
@@ -64,7 +67,7 @@ def _take(free: Vector, demand: Vector) -> None:
         free[d] -= demand[d]
 
 
-def _pack(pending: list[Pending], model: dict[str, Any], limit: int
+def _pack(pending: list[Pending], model: NodeModel, limit: int
           ) -> tuple[int, list[str], float]:
     """First-fit-decreasing of pending demands onto new nodes of `model`.
 
@@ -75,7 +78,7 @@ def _pack(pending: list[Pending], model: dict[str, Any], limit: int
     order = sorted(pending, key=lambda p: (-p.demand["millicores"] - p.demand["memory_mib"],
                                            p.name))
     for item in order:
-        if not _fits(item.demand, model) or not item.allows(model["name"]):
+        if not model.holds(item.demand) or not item.allows(model.name):
             continue
         for free in bins:
             if _fits(item.demand, free):
@@ -85,17 +88,17 @@ def _pack(pending: list[Pending], model: dict[str, Any], limit: int
         else:
             if len(bins) >= limit:
                 continue
-            free = {d: model[d] for d in DIMENSIONS}
+            free = model.capacity
             _take(free, item.demand)
             bins.append(free)
             placed.append(item.name)
     # The Cluster Autoscaler's least-waste: unused share of the new nodes' cpu plus memory.
-    waste = (sum(f["millicores"] for f in bins) / (model["millicores"] * len(bins) or 1)
-             + sum(f["memory_mib"] for f in bins) / (model["memory_mib"] * len(bins) or 1))
+    waste = (sum(f["millicores"] for f in bins) / (model.millicores * len(bins) or 1)
+             + sum(f["memory_mib"] for f in bins) / (model.memory_mib * len(bins) or 1))
     return len(bins), placed, waste
 
 
-def plan_scale_out(pending: list[Pending], coming_free: list[Vector], models: list[dict[str, Any]],
+def plan_scale_out(pending: list[Pending], coming_free: list[Vector], models: Sequence[NodeModel],
                    room: int, expander: str, kind: str,
                    coming_models: list[str] | None = None) -> ScaleOut | None:
     """How many nodes of which model to ask for so that the pending instances fit.
@@ -134,7 +137,7 @@ def plan_scale_out(pending: list[Pending], coming_free: list[Vector], models: li
     for rank, model in enumerate(models):
         count, placed, waste = _pack(still, model, room)
         if count:
-            price = Decimal(str(model.get("price_per_hour", "0"))) * count
+            price = model.price_per_hour * count
             options.append((model, count, placed, waste, price, rank))
     if not options:
         return None
@@ -142,11 +145,11 @@ def plan_scale_out(pending: list[Pending], coming_free: list[Vector], models: li
     keys = {
         "least-waste": lambda o: (-len(o[2]), o[3], o[5]),
         "price": lambda o: (-len(o[2]), o[4], o[3], o[5]),
-        "priority": lambda o: (-len(o[2]), -o[0].get("priority", 0), o[5]),
+        "priority": lambda o: (-len(o[2]), -o[0].priority, o[5]),
     }
     model, count, placed, waste, _, _ = min(options, key=keys[expander])
-    return ScaleOut(model["name"], count, tuple(sorted(placed)),
-                    f"{len(placed)} pending instance(s) fit on {count} new {model['name']} "
+    return ScaleOut(model.name, count, tuple(sorted(placed)),
+                    f"{len(placed)} pending instance(s) fit on {count} new {model.name} "
                     f"node(s) (expander {expander}, waste {waste:.2f}): "
                     + ", ".join(sorted(placed)))
 

@@ -87,11 +87,12 @@ class OverCommitError(ValueError):
 class _Group:
     """Nodes of one part sharing one capacity row, sorted by exact normalised free capacity."""
 
-    __slots__ = ("part", "cap", "weights", "denom", "exact", "lists", "bags")
+    __slots__ = ("part", "cap", "packed", "weights", "denom", "exact", "lists", "bags")
 
-    def __init__(self, part: int, cap: tuple[int, ...]) -> None:
+    def __init__(self, part: int, cap: tuple[int, ...], packed: int) -> None:
         self.part = part
         self.cap = cap
+        self.packed = packed  # cap, packed like free capacity
         big = lcm(*cap)
         self.weights = tuple(big // c for c in cap)
         d = len(cap)
@@ -129,6 +130,7 @@ class _Demand:
         self.gx = guard - packed  # (free + gx) & guard == guard <=> free fits the demand
         self.needs = (packed + guard - ones) & guard  # guard bits of the non-zero dimensions
         self.keys: list[int] = []  # the demand's key in each capacity group, by group id
+        # (kept complete: NodeIndex appends to every cached demand when a group is added)
         # The candidates over every part (the hot path), then per restricted set of parts.
         self.seen = -1
         self.groups: list[tuple[_Group, int, list[_Blocks]]] = []
@@ -178,7 +180,9 @@ class NodeIndex:
         self._alloc = np.zeros((room, d), dtype=np.int64)
         self._elig = np.zeros(room, dtype=bool)
         self._part_np = np.zeros(room, dtype=np.int64)  # for the scans' masks
-        self._dirty: set[int] = set()  # rows of _alloc behind _free (order never read)
+        # Rows of _alloc behind _free, as flags: a set of node ids costs a cache miss per
+        # update once it holds a large pool's nodes; n bytes stay in cache.
+        self._stale = bytearray(room)
         self._free: list[int] = []  # packed free capacity
         self._cap_p: list[int] = []  # packed capacity
         self._cap_l: list[tuple[int, ...]] = []
@@ -200,6 +204,7 @@ class NodeIndex:
         # Every `has` seen, and whether some demand asked so far can use it (then its nodes
         # sit in sorted lists, else in bags); the `needs` of the demands asked so far.
         self._active: dict[int, bool] = {}
+        self._has_obj: dict[int, int] = {}
         self._needs_seen: dict[int, None] = {}
         for i in range(n):
             self.add_node(capacity[i], allocated[i], bool(eligible[i]),
@@ -221,10 +226,10 @@ class NodeIndex:
 
     @property
     def allocated(self) -> np.ndarray:
-        if self._dirty:
-            for i in self._dirty:
-                self._alloc[i] = self._unpack(self._cap_p[i] - self._free[i])
-            self._dirty.clear()
+        stale = self._stale
+        for i in np.flatnonzero(np.frombuffer(stale, dtype=np.uint8)[: self._n]).tolist():
+            self._alloc[i] = self._unpack(self._cap_p[i] - self._free[i])
+            stale[i] = 0
         return self._alloc[: self._n]
 
     @property
@@ -275,9 +280,12 @@ class NodeIndex:
     def _unpack(self, x: int) -> list[int]:
         return [(x >> s) & _FIELD_MASK for s in self._shifts]
 
-    def _has_bits(self, x: int) -> int:
-        """Guard bits of the dimensions where x >= 1."""
-        return (x + self._guard - self._ones) & self._guard
+    def _has_of(self, free: int) -> int:
+        """Guard bits of the dimensions where free >= 1, as the one shared int object for
+        that value (at most 2**d): comparing and hashing a node's `has` then reads memory
+        that stays in cache."""
+        has = (free + self._has_add) & self._guard
+        return self._has_obj.setdefault(has, has)
 
     # ---- mutation ----------------------------------------------------------------------
     def add_node(
@@ -306,19 +314,22 @@ class NodeIndex:
         self._elig[i] = eligible
         self._part_np[i] = part
         free = self._pack([c - a for c, a in zip(cap, alloc, strict=True)])
-        self._free.append(free)
-        self._cap_p.append(self._pack(cap))
-        self._cap_l.append(cap)
-        self._cap_max = tuple(map(max, self._cap_max, cap)) if self._cap_max else cap
-        self._elig_l.append(eligible)
-        self._part.append(part)
-        self._has.append(self._has_bits(free))
         g = self._group_of.get((part, cap))
         if g is None:
             g = self._group_of[(part, cap)] = len(self._groups)
-            self._groups.append(_Group(part, cap))
+            self._groups.append(_Group(part, cap, self._pack(cap)))
+            for dem in self._dems.values():
+                dem.keys.append(self._groups[g].key(dem.vals))
             self._list_count += 1  # cached candidates list no lists for this group yet
             self._exact = self._exact and self._groups[g].exact
+        group = self._groups[g]
+        self._free.append(free)
+        self._cap_p.append(group.packed)  # one object per group: no per-node cache line
+        self._cap_l.append(group.cap)
+        self._cap_max = tuple(map(max, self._cap_max, cap)) if self._cap_max else cap
+        self._elig_l.append(eligible)
+        self._part.append(part)
+        self._has.append(self._has_of(free))
         self._gid.append(g)
         self._key.append(self._groups[g].key(self._unpack(free)) if self._keyed else 0)
         if eligible:
@@ -337,6 +348,7 @@ class NodeIndex:
         self._alloc = bigger(self._alloc)
         self._elig = bigger(self._elig)
         self._part_np = bigger(self._part_np)
+        self._stale.extend(bytes(room - len(self._stale)))
 
     def _list(self, lists: dict, key: int | tuple[int, int]) -> _Blocks:
         lst = lists.get(key)
@@ -387,11 +399,9 @@ class NodeIndex:
         never candidates: those lists are skipped without a look)."""
         needs = dem.needs
         self._activate(needs)
-        if len(dem.keys) < len(self._groups):
-            self._dem_key(dem, len(self._groups) - 1)
         allowed = None if parts is None else frozenset(parts)
         groups = [(g, need, [lst for has, lst in g.lists.items() if has & needs == needs])
-                  for g, need in zip(self._groups, dem.keys)  # noqa: B905 -- keys >= groups
+                  for g, need in zip(self._groups, dem.keys, strict=True)
                   if allowed is None or g.part in allowed]
         by_index = [lst for (part, has), lst in (self._by_index or {}).items()
                     if has & needs == needs and (allowed is None or part in allowed)]
@@ -446,17 +456,17 @@ class NodeIndex:
         """Node i's free capacity becomes `new` (= old + sign * demand). The hot path of
         every update: written out flat, since each call or lookup here costs per placement."""
         self._free[i] = new
-        self._dirty.add(i)
+        self._stale[i] = 1
         has_of = self._has
         old_has = has_of[i]
-        has = has_of[i] = (new + self._has_add) & self._guard
+        has = (new + self._has_add) & self._guard
+        if has != old_has:
+            has = has_of[i] = self._has_obj.setdefault(has, has)  # shared object: see _has_of
         keyed = self._keyed
         if keyed:
             gid = self._gid[i]
-            keys = dem.keys
             old_key = self._key[i]
-            key = self._key[i] = old_key + sign * (
-                keys[gid] if gid < len(keys) else self._dem_key(dem, gid))
+            key = self._key[i] = old_key + sign * dem.keys[gid]
         if not self._elig_l[i]:
             return
         active = self._active
@@ -551,13 +561,8 @@ class NodeIndex:
             if len(self._dems) >= _DEMAND_CACHE:
                 self._dems.clear()
             dem = self._dems[t] = _Demand(vals, self._pack(vals), self._guard, self._ones)
+            dem.keys = [g.key(vals) for g in self._groups]
         return dem
-
-    def _dem_key(self, dem: _Demand, gid: int) -> int:
-        keys = dem.keys
-        while len(keys) <= gid:
-            keys.append(self._groups[len(keys)].key(dem.vals))
-        return keys[gid]
 
     def _build_keyed(self) -> None:
         per: dict[tuple[int, int], list[int]] = {}
@@ -638,7 +643,7 @@ class NodeIndex:
         g = self._groups[gid]
         free = self._unpack(self._free[i])
         if g.exact:
-            return (g.denom - g.key(free) + self._dem_key(dem, gid)) / g.denom
+            return (g.denom - g.key(free) + dem.keys[gid]) / g.denom
         cap = self._cap_l[i]
         alloc = [c - f for c, f in zip(cap, free, strict=True)]
         return utilisation_score_row(cap, alloc, dem.vals)

@@ -46,10 +46,6 @@ def profiles(config: Mapping[str, Any]) -> dict[str, RuntimeProfile]:
             for name, seed in SEED_PROFILES.items()}
 
 
-def profile(config: Mapping[str, Any], runtime: str) -> RuntimeProfile:
-    return profiles(config)[runtime]
-
-
 def isolation_problem(kind: str, runtime: str) -> str | None:
     """Why `runtime` may not run in a pool of `kind`, or None.
 

@@ -9,27 +9,34 @@ instance's state and its pool's config.
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Protocol
 
 START_TIMEOUT = "start_timeout"
-# state -> (pool config key, default seconds); pools configured before issue 14 lack the keys.
-LIMITS: dict[str, tuple[str, int]] = {
-    "scheduled": ("scheduled_timeout_seconds", 300),
-    "starting": ("starting_timeout_seconds", 600),
+
+
+class Limits(Protocol):
+    """A pool's start limits (PoolConfig; pools configured before issue 14 get defaults)."""
+
+    scheduled_timeout_seconds: int
+    starting_timeout_seconds: int
+
+
+# state -> the pool config's limit for it
+LIMITS: dict[str, str] = {
+    "scheduled": "scheduled_timeout_seconds",
+    "starting": "starting_timeout_seconds",
 }
 
 
-def deadline(state: str, since: datetime, config: dict[str, Any]) -> datetime | None:
+def deadline(state: str, since: datetime, config: Limits) -> datetime | None:
     """When an instance in `state` since `since` times out; None if the state never does."""
-    limit = LIMITS.get(state)
-    if limit is None:
+    key = LIMITS.get(state)
+    if key is None:
         return None
-    key, default = limit
-    return since + timedelta(seconds=config.get(key, default))
+    return since + timedelta(seconds=getattr(config, key))
 
 
-def why(state: str, config: dict[str, Any]) -> str:
-    key, default = LIMITS[state]
+def why(state: str, config: Limits) -> str:
     nxt = "starting" if state == "scheduled" else "running"
-    return (f"{START_TIMEOUT}: no report of {nxt} within {config.get(key, default)} s "
+    return (f"{START_TIMEOUT}: no report of {nxt} within {getattr(config, LIMITS[state])} s "
             f"of {state}")
