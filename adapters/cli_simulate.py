@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 from adapters.cli_args import positive_int
+from adapters.cli_what_if import add_arguments, cmd_what_if
 
 DESCRIPTION = """\
 Runs one workload through the real engine (memory store, virtual clock) under each scenario
@@ -36,12 +37,18 @@ examples:
   cis simulate --list
   cis simulate --scenario v1-vs-v2 --launches 20000 --out sim-out
   cis simulate --scenario runtimes --trace trace.csv --hours 6 --json
+  cis simulate --what-if sqlite:///cis.db --placement-policy worst_fit --out what-if-out
 """
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
     from simulations.simulate_scenarios import COMPARISONS
 
+    if args.what_if is not None:
+        return cmd_what_if(args)
+    if args.placement_policy or args.scale_down_threshold or args.price_book:
+        raise SystemExit("cis simulate: --placement-policy, --scale-down-threshold and "
+                         "--price-book change a --what-if replay")
     if args.list:
         for name, (title, scenarios) in COMPARISONS.items():
             print(f"{name:<14}{title}")
@@ -170,4 +177,5 @@ def register(sub: argparse._SubParsersAction) -> None:
                           "(default ./simulate-out)")
     simulate.add_argument("--json", action="store_true",
                           help="print the figures as one JSON object instead of the markdown")
+    add_arguments(simulate)
     simulate.set_defaults(func=cmd_simulate)

@@ -16,8 +16,10 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 from uuid import UUID
 
 import orjson
@@ -101,15 +103,22 @@ class DecisionsCompared:
 
 
 def rerun_decisions(engine: Engine, limits: EngineLimits, known_at: datetime | None = None,
-                    progress: Callable[[int], None] | None = None) -> DecisionsCompared:
+                    progress: Callable[[int], None] | None = None, *,
+                    into: Engine | None = None,
+                    rewrite: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+                    ) -> DecisionsCompared:
     """Re-run every batch recorded (up to `known_at`: a batch whose cell log is stamped no
-    later) through a fresh engine with `limits`, comparing the events one by one."""
+    later) through a fresh engine with `limits`, comparing the events one by one.
+
+    `into`: the fresh engine (an empty memory store, left open for the caller to read);
+    `rewrite`: each kept command as it is re-run (`cis simulate --what-if` changes a policy
+    and counts where the decisions part)."""
     result = DecisionsCompared(known_at=known_at)
     app = engine.app
     cell_of: dict[UUID, str] = {}  # aggregate -> its cell, from the creation that names it
     batch: dict[str, list[Recorded]] = defaultdict(list)  # per cell: since its last batch
     stopped: set[str] = set()  # cells not re-run any further (not replayable, or after K)
-    with connect("memory://") as fresh:
+    with nullcontext(into) if into is not None else connect("memory://") as fresh:
         fresh.processor.limits = limits
         fresh.processor.forget()  # a new world, sized by these limits' retention and skew
         seen = 0  # the fresh store's newest notification compared
@@ -149,7 +158,7 @@ def rerun_decisions(engine: Engine, limits: EngineLimits, known_at: datetime | N
                     stopped.add(cell)
                     result.not_replayable[cell] += 1
                     continue
-                fresh.apply([orjson.dumps(c) for c in commands])
+                fresh.apply([orjson.dumps(rewrite(c) if rewrite else c) for c in commands])
                 replayed = [Recorded.of(r) for r in fresh.app.recorder.select_notifications(
                     start=seen + 1, limit=10**9)]
                 if replayed:

@@ -131,6 +131,8 @@ def _look_closer(store: str) -> None:
     print(f"  cis invoices --store {store} --account acme")
     print(f"  cis nodes --store {store}")
     print(f"  cis rebuild --store {store}")
+    print(f"  cis audit verify --store {store}   (the log's hash chain: was anything changed?)")
+    print(f"  cis audit replay --store {store}   (every projection and decision re-derived)")
     print(f"  cis tokens create --store {store} --account acme   (the API wants a bearer token)")
     print(f"  cis api --store {store}   then open http://127.0.0.1:8080/docs")
 
