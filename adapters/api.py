@@ -85,7 +85,11 @@ KnownPosition = Annotated[int | None, Query(
 
 def known_moment(known_at: KnownAt = None, known_position: KnownPosition = None
                  ) -> datetime | int | None:
-    """The moment an answer is asked as of: a log position if given, else a time."""
+    """The moment an answer is asked as of: a log position or a time, not both (which
+    would it be?)."""
+    if known_at is not None and known_position is not None:
+        raise queries.QueryError([("known_position", "give known_at or known_position, "
+                                                     "not both")])
     return known_position if known_position is not None else known_at
 
 

@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from adapters.bootstrap import connect
 from adapters.cli_args import store_arg
+from adapters.stores import existing_store
 from engine.application import READ_PAGE, CisApplication
 from engine.chain import Claims, Row, Stored, Verified, verify
 from engine.domain.cell_log import CellLog
@@ -96,7 +97,7 @@ def report(result: Verified) -> dict[str, Any]:
 
 def cmd_verify(args: argparse.Namespace) -> int:
     pins = read_pins(args.heads) if args.heads else None
-    with connect(args.store) as engine:
+    with connect(existing_store(args.store)) as engine:
         with tqdm(desc="verifying", unit="event", unit_scale=True, disable=None,
                   file=sys.stderr) as bar:
             result = verify_store(engine.app, set(args.cell) if args.cell else None, pins, bar)

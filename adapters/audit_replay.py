@@ -19,6 +19,7 @@ from adapters.bootstrap import Engine, connect, engine_limits
 from adapters.cli_args import store_arg, timestamp
 from adapters.replay_decisions import DecisionsCompared, rerun_decisions
 from adapters.replay_rows import RowsCompared, compare_projections
+from adapters.stores import existing_store
 from engine.limits import EngineLimits
 
 
@@ -118,7 +119,7 @@ def _redacted(url: str) -> str:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    with connect(args.store) as engine:
+    with connect(existing_store(args.store)) as engine:
         result = replay(engine, engine_limits(os.environ), args.known_at)
     for line in result.differences():
         print(f"differs: {line}")
@@ -131,6 +132,11 @@ def cmd_replay(args: argparse.Namespace) -> int:
         "differing_cells": sorted(d.first),
         "not_replayable_batches": sum(d.not_replayable.values()),
         "after_known_at_batches": sum(d.after_known_at.values())}))
+    if d.not_replayable:
+        # Not a failure, but not a check either: say so where an operator will see it.
+        print(f"cis audit replay: {sum(d.not_replayable.values())} batch(es) of cell(s) "
+              f"{', '.join(sorted(d.not_replayable))} were recorded before commands were kept "
+              "and could not be re-run: their decisions are unchecked", file=sys.stderr)
     if args.report:
         args.report.write_text(markdown(result), encoding="utf-8")
     return 0 if result.agree else 1

@@ -18,6 +18,7 @@ from eventsourcing.persistence import IntegrityError, PersistenceError
 from tqdm import tqdm
 
 from adapters import cli_known, queries
+from adapters.batching import batches
 from adapters.bootstrap import Engine, connect, tune_gc
 from adapters.cli_args import ACCOUNT, account_name, positive_int, store_arg, timestamp
 from adapters.queries import QueryError
@@ -72,11 +73,8 @@ def cmd_apply(args: argparse.Namespace) -> int:
             bar.update(len(batch))
             batch.clear()
 
-        for raw in _lines(source):
-            batch.append(raw)
-            if len(batch) >= args.batch:
-                flush()
-        if batch:
+        for lines in batches(_lines(source), args.batch):
+            batch.extend(lines)
             flush()
         try:
             engine.update_projections()

@@ -91,12 +91,13 @@ class QueryError(ValueError):
         self.reasons = list(reasons)
 
 
-def check_as_of(as_of: datetime, projected_at: datetime | None) -> None:
+def check_as_of(as_of: datetime, projected_at: datetime | None, field: str = "as_of") -> None:
     """`as_of` inside [TIME_MIN, TIME_MAX), and at most QUERY_AS_OF_AHEAD past the projected
-    position (accruing decades ahead is what made one request take a minute)."""
+    position (accruing decades ahead is what made one request take a minute). `field`: the
+    parameter named in the reason (the one the caller sent)."""
     if not TIME_MIN <= as_of < TIME_MAX:
-        raise QueryError([("as_of", f"outside the supported window [{iso(TIME_MIN)}, "
-                                    f"{iso(TIME_MAX)})")])
+        raise QueryError([(field, f"outside the supported window [{iso(TIME_MIN)}, "
+                                  f"{iso(TIME_MAX)})")])
     if projected_at is not None and as_of > projected_at + QUERY_AS_OF_AHEAD:
         raise QueryError([("as_of", f"more than QUERY_AS_OF_AHEAD ({QUERY_AS_OF_AHEAD.days} "
                                     f"days) past the projected position {iso(projected_at)}")])
@@ -183,8 +184,8 @@ def default_as_of(engine: Reader, account: str) -> datetime | None:
     account's cells, i.e. the newest of their clocks (each cell's log is stamped with its
     clock, §2.9). It depends neither on batch size nor on which cell spoke last, and one
     cell's clock running behind never hides what another recorded. An account with nothing
-    yet takes the newest clock of every cell."""
-    clocks = _clocks(engine, _cells_of(engine, account) or _all_cells(engine))
+    yet has none: other tenants' cells would tell it when they were last active."""
+    clocks = _clocks(engine, _cells_of(engine, account))
     return max(clocks.values(), default=None)
 
 
@@ -192,11 +193,6 @@ def _cells_of(engine: Reader, account: str) -> set[str]:
     view = engine.view
     return ({r["cell"] for r in view.select(INSTANCES, {"account": account})}
             | {r["cell"] for r in view.select(INVOICES, {"account": account})})
-
-
-def _all_cells(engine: Reader) -> set[str]:
-    return ({r["cell"] for r in engine.view.select(PRICE_BOOKS)}
-            | {r["cell"] for r in engine.view.select(INSTANCES)})
 
 
 def _clocks(engine: Reader, cells: set[str]) -> dict[str, datetime]:
@@ -231,9 +227,10 @@ def known_at(engine: Reader, at: datetime | int, account: str | None = None) -> 
     the events recorded up to it only (projections/known_at.py), ready for the same
     queries. With an `account`, only its cells are folded (its answers need no other)."""
     if isinstance(at, datetime):
-        check_as_of(at, None)
-    cells = _cells_of(engine, account) if account else set()
-    return fold_known(engine.app, [p() for p in _BILLING], at, cells or None)
+        check_as_of(at, None, "known_at")
+    # An account that never had a cell has nothing to fold: never the whole log for it.
+    cells = _cells_of(engine, account) if account else None
+    return fold_known(engine.app, [p() for p in _BILLING], at, cells)
 
 
 def instances(engine: Reader, account: str | None = None) -> list[dict[str, Any]]:

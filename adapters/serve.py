@@ -38,6 +38,7 @@ from typing import Any, TypeVar
 from eventsourcing.persistence import IntegrityError, Tracking
 from prometheus_client import start_http_server
 
+from adapters.batching import cut
 from adapters.bootstrap import Engine, connect
 from adapters.kafka_io import (
     RECORD_BUDGET_BYTES,
@@ -148,6 +149,11 @@ def opened_cells(engine: Engine) -> frozenset[str]:
 
 def log_event(level: int, event: str, **fields: Any) -> None:
     log.log(level, event, extra={"fields": fields})
+
+
+def _weight(record: Any) -> int:
+    """A record's bytes, as a batch's byte bound counts them (adapters/batching.py)."""
+    return len(record.value or b"")
 
 
 def tracking_name(topic: str, partition: int) -> str:
@@ -506,11 +512,9 @@ class Server:
             self.faults.reached("after-poll")
             replayed = self.stats.republished
             for slot, records in batch.items():
-                size = self.config.batch_size
-                for start in range(0, len(records), size):
-                    if start and self.stopping:
+                for n, chunk in enumerate(cut(records, self.config.batch_size, _weight)):
+                    if n and self.stopping:
                         break  # the rest is read again after a restart
-                    chunk = records[start:start + size]
                     if not self._process(slot, chunk):
                         break  # the store refused it: the rest is read again
                     self._unflushed[slot] = chunk[-1].offset

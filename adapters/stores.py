@@ -32,6 +32,29 @@ class Store:
     env: dict[str, str]
 
 
+def _sqlite_path(url: str) -> str:
+    parsed = urlparse(url)
+    path = parsed.path if not parsed.netloc else parsed.netloc + parsed.path
+    if not path or path == "/":
+        raise BadStoreURL(f"{url!r}: sqlite URLs look like sqlite:///path/to/file.db")
+    if path != ":memory:" and url.startswith("sqlite:///"):
+        path = path[1:] if not url.startswith("sqlite:////") else path
+    return path
+
+
+def existing_store(url: str) -> str:
+    """`url`, refused if it names a SQLite file that does not exist, or a memory store
+    (always new and empty in this process): an audit must not create an empty store and
+    then call it intact (a mistyped path)."""
+    if urlparse(url).scheme == "memory":
+        raise BadStoreURL(f"{url!r}: a memory store lives in one process; nothing to read")
+    if urlparse(url).scheme == "sqlite":
+        path = _sqlite_path(url)
+        if path != ":memory:" and not Path(path).is_file():
+            raise BadStoreURL(f"{url!r}: no such database file")
+    return url
+
+
 def parse_store(url: str) -> Store:
     """`memory://`, `sqlite:///path/to/file.db`, `postgresql://user@host:port/db?schema=s`."""
     parsed = urlparse(url)
@@ -40,11 +63,8 @@ def parse_store(url: str) -> Store:
         return Store(url, "memory", {
             "PERSISTENCE_MODULE": "adapters.chain_recorders:ChainedPOPOFactory"})
     if parsed.scheme == "sqlite":
-        path = parsed.path if not parsed.netloc else parsed.netloc + parsed.path
-        if not path or path == "/":
-            raise BadStoreURL(f"{url!r}: sqlite URLs look like sqlite:///path/to/file.db")
+        path = _sqlite_path(url)
         if path != ":memory:" and url.startswith("sqlite:///"):
-            path = path[1:] if not url.startswith("sqlite:////") else path
             try:
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
             except OSError as exc:

@@ -125,6 +125,7 @@ CLAIM = ("records its cell's chain head as {claimed}…, but the chain stood at 
 REWRITTEN = ("is not the head published for cell {cell!r} at this place "
              "({pinned}…): the chain was rewritten up to here")
 PIN_GONE = "held the head published for cell {cell!r}, and is gone"
+NO_CELL = "was asked for, but the log has no event of cell {cell!r}"
 
 
 @dataclass(frozen=True)
@@ -196,6 +197,9 @@ def verify(rows: Iterable[Row | tuple[Any, ...]], cells: Collection[str] | None 
     for nid, (cell, _) in sorted(unseen.items()):
         if cells is None or cell in cells:
             findings.append(Finding(nid, cell, PIN_GONE.format(cell=cell)))
+    # A cell asked for by name that the log never mentions (a typo) is not "intact".
+    findings += [Finding(0, cell, NO_CELL.format(cell=cell))
+                 for cell in sorted(set(cells or ()) - set(counts) - {f.cell for f in findings})]
     findings.sort(key=lambda f: f.notification_id)
     return result
 

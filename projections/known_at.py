@@ -90,6 +90,8 @@ def fold_known(log: Log, projections: Sequence[RowProjection],
             known.events += len(released.chunk)
             catch_up(released, projections, view)  # type: ignore[arg-type]
 
+    if cells is not None and not cells:
+        return known  # no cell asked for: nothing to read
     by_time = isinstance(known_at, datetime)
     after, last = 0, known_at if isinstance(known_at, int) else None
     while (last is None or after < last) and (page := log.page(after, PAGE, stop=last)):

@@ -16,6 +16,11 @@ BROKER_MAX_MESSAGE_BYTES = 1_048_576
 # Checked before any parsing. A maximal CreateInstance line yields a RunPod well under
 # BROKER_MAX_MESSAGE_BYTES (the manifest repeats what the tenant sent, plus a fixed frame).
 MAX_LINE_BYTES = 262_144
+# --- one batch (one transaction, one cell-log event per cell) -------------------------------
+# The bytes of the lines one batch may hold: each decided command is kept in its cell-log
+# entry, so a batch of maximal lines must not make an event near PostgreSQL's 1 GB value
+# limit, nor a writer's memory balloon. A batch is cut at this many bytes or at its size.
+MAX_BATCH_BYTES = 8 * 1_048_576
 # Nesting of arrays and objects; the deepest command is 4 deep (containers[].env{}).
 MAX_DEPTH = 32
 

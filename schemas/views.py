@@ -171,7 +171,8 @@ class InvoiceView(View):
 class InvoicesReport(View):
     schema_version: Literal[1] = SCHEMA_VERSION
     account: str
-    as_of: str | None
+    # Absent for an account with nothing yet: no cell of its own to take a clock from.
+    as_of: str | None = None
     projected: Projected
     invoices: list[InvoiceView]
     next: str | None = NEXT

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from adapters.bootstrap import Engine
+from adapters.bootstrap import Engine, connect
 from engine.domain.instance import Instance
 from schemas.outcomes import Outcome
 from simulations.workloads import simulate  # noqa: F401 (the tests' shared workload)
@@ -57,3 +57,18 @@ def cell_with_ready_node(engine: Engine, **pool_config: Any) -> None:
     accepted(engine, b.price_book(), b.pool(min_nodes=1, **pool_config),
              b.report("ReportNodeReady", 0.5, node_id="general-00001"))
 
+
+def simulated_lines(instances: int, seed: int, hours: float, tick_every_s: int) -> list[bytes]:
+    """A simulated day's commands as intake lines, in the order they were decided (each
+    batch as the simulation sent it)."""
+    sent: list[bytes] = []
+    with connect("memory://") as engine:
+        apply = engine.apply
+
+        def keep(items: Any, *args: Any, **kwargs: Any) -> Any:
+            sent.extend(i if isinstance(i, bytes) else str(i).encode() for i in items)
+            return apply(items, *args, **kwargs)
+
+        engine.apply = keep  # type: ignore[method-assign]
+        simulate(engine, instances, seed=seed, hours=hours, tick_every_s=tick_every_s)
+    return sent

@@ -41,4 +41,7 @@ def test_api_known_at_and_known_position(store_url: str, api: str, operator: str
                             operator)
     assert status == 200 and [e["kind"] for e in explained["lines"]] == ["line", "line"]
     status, problem = get(f"{base}/usage?known_at=1900-01-01T00:00:00Z", operator)
-    assert status == 422
+    assert status == 422 and problem["errors"][0]["loc"] == ["query", "known_at"]
+    status, problem = get(f"{base}/usage?known_at=2026-02-01T00:00:00Z&known_position=1",
+                          operator)  # which one? not silently the position
+    assert status == 422 and problem["errors"][0]["loc"] == ["query", "known_position"]

@@ -296,3 +296,34 @@ def test_verify_checks_one_cell_and_exports_heads(tmp_path: Path,
     assert code == 0 and found["cells"] == 1
     exported = json.loads(heads.read_text())["cells"]
     assert {c: h["head"] for c, h in exported.items()} == {"az-2": expected["az-2"]}
+
+
+# --- a careless operator ----------------------------------------------------------------
+
+def test_a_cell_the_log_never_mentions_is_not_intact(tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """`--cell az-3` (a typo) must not answer "intact: 0 events"; the cells that exist still
+    verify beside it."""
+    url = f"sqlite:///{tmp_path / 'cis.db'}"
+    with connect(url) as engine:
+        engine.apply(_cell_lines("az-1"))
+        assert [f.cell for f in verify_store(engine.app, {"az-1", "az-3"}).findings] == ["az-3"]
+    code, found = _verify(url, "--cell", "az-3", capsys=capsys)
+    assert code == 1 and found["first"][0]["cell"] == "az-3"
+    assert "no event of cell 'az-3'" in found["first"][0]["problem"]
+    assert _verify(url, "--cell", "az-1", capsys=capsys)[0] == 0
+
+
+@pytest.mark.parametrize("action", ["verify", "replay"])
+def test_an_audit_of_a_missing_sqlite_file_creates_nothing(
+        action: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A mistyped path names the missing file, exits non-zero, and leaves no empty store
+    behind (it used to create one, then call it intact)."""
+    path = tmp_path / "typo" / "cis.db"
+    with pytest.raises(SystemExit) as exit_:
+        main(["audit", action, "--store", f"sqlite:///{path}"])
+    assert "no such database file" in str(exit_.value.code)
+    assert not path.parent.exists()
+    with pytest.raises(SystemExit) as exit_:  # always empty: nothing to call intact
+        main(["audit", action, "--store", "memory://"])
+    assert "nothing to read" in str(exit_.value.code)

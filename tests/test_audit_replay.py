@@ -20,7 +20,7 @@ from adapters.cli import main
 from engine import processor
 from projections.instances import INSTANCES
 from simulations import workloads
-from tests.helpers import run, simulate
+from tests.helpers import run, simulated_lines
 from tests.test_batch_placement import _creates, _nodes, _pool
 
 HOURS = 8
@@ -32,16 +32,7 @@ def lines() -> list[bytes]:
     """A simulated day's commands as intake lines, in the order they were decided, in two
     cells: the second a copy of the first under another name, interleaved with it so that
     large batches hold both."""
-    sent: list[bytes] = []
-    with connect("memory://") as engine:
-        apply = engine.apply
-
-        def keep(items: Any, *args: Any, **kwargs: Any) -> Any:
-            sent.extend(i if isinstance(i, bytes) else str(i).encode() for i in items)
-            return apply(items, *args, **kwargs)
-
-        engine.apply = keep  # type: ignore[method-assign]
-        simulate(engine, 30, seed=11, hours=HOURS, tick_every_s=900)
+    sent = simulated_lines(30, seed=11, hours=HOURS, tick_every_s=900)
     other = [orjson.dumps({**orjson.loads(line), "cell": OTHER_CELL}) for line in sent]
     return [line for pair in zip(sent, other, strict=True) for line in pair]
 

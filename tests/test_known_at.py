@@ -83,7 +83,9 @@ def test_another_cell_behind_does_not_empty_an_account(engine: Engine) -> None:
     usage = queries.usage(engine, "acme")
     assert usage["as_of"] == b.at(3 * DAY) and usage["totals"] == {"USD": "1555.20"}
     assert queries.invoices(engine, "acme")["invoices"][0]["total"] == "1555.20"
-    assert queries.usage(engine, "nobody")["as_of"] == b.at(3 * DAY)  # every cell's newest
+    # An account with nothing has no default: other tenants' cells must not tell it when
+    # they were last active.
+    assert queries.usage(engine, "nobody")["as_of"] is None
 
 
 # --- --known-at --------------------------------------------------------------------------
@@ -147,6 +149,17 @@ def test_known_at_before_anything_is_empty(engine: Engine) -> None:
     assert queries.instances(known, "acme") == []
     assert queries.invoices(known, "acme") == {"account": "acme", "as_of": None,
                                                "invoices": []}
+
+
+def test_an_account_without_cells_folds_nothing(engine: Engine) -> None:
+    """A tenant with no instance must not make a known-at query read every cell's log."""
+    cell(engine)
+    running(engine, "a", 10)
+    engine.update_projections()
+    known = queries.known_at(engine, b.at(3 * DAY), "nobody")
+    assert known.events == 0 and known.clocks == {}
+    assert queries.instances(known, "nobody") == []
+    assert queries.known_at(engine, b.at(3 * DAY), "acme").events > 0
 
 
 @pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
