@@ -77,6 +77,8 @@ def _text(report: dict[str, Any]) -> None:
                   f"{a['billed_before']} -> {a['recomputed']}  {a['amount']:>12}  "
                   f"corrects {' '.join(a['corrects']) or '(pending)'}")
         print(f"  total {inv['total']} {inv['currency']}   sha256 {inv['content_hash']}")
+        if inv.get("chain_head"):
+            print(f"  log chain head at finalisation {inv['chain_head']}")
 
 
 def cmd_invoices(args: argparse.Namespace) -> int:

@@ -42,6 +42,7 @@ from engine.billing.rate import LineKey
 from engine.billing.usage import from_row
 from engine.domain.cell_log import CellLog
 from engine.domain.invoice import BillingCalendar, adjustment_from_record
+from engine.domain.invoice import Invoice as InvoiceRecord
 from projections.instances import INSTANCES, InstancesProjection, iso
 from projections.invoices import (
     BILLING_PERIODS,
@@ -409,8 +410,17 @@ def _finalised(engine: Reader, account: str, period: str | None) -> list[dict[st
         key = (row["cell"], row["period"])
         rebuilt = finalised_invoice(row, lines.get(key, []), adjustments.get(key, []))
         out.append(_render(row["cell"], rebuilt, "finalised", finalised_at=row["finalised_at"],
-                           hash_verified=rebuilt.content_hash == row["content_hash"]))
+                           hash_verified=rebuilt.content_hash == row["content_hash"],
+                           chain_head=_chain_head(engine, row)))
     return out
+
+
+def _chain_head(engine: Reader, row: dict[str, Any]) -> str | None:
+    """The cell's hash-chain head its finalisation recorded (docs/design.md §2.11): what the
+    customer's invoice pins. Read from the log (one event), so no projection holds a copy."""
+    invoice_id = InvoiceRecord.create_id(row["cell"], row["account"], row["period"])
+    finalised = next(iter(engine.app.events.get(invoice_id, lte=1)), None)
+    return getattr(finalised, "chain_head", None)
 
 
 def _open(engine: Reader, account: str, period: str | None, as_of: datetime,

@@ -160,6 +160,10 @@ class InvoiceView(View):
     status: Literal["open", "finalised"]
     finalised_at: str | None = None
     hash_verified: bool | None = None
+    chain_head: str | None = Field(
+        default=None, description="finalised: the cell's hash-chain head its finalisation "
+        "recorded (hex), which `cis audit verify --heads` can check the log against; none "
+        "for one finalised before the chain existed")
     as_of: str | None = None
     currency: str
     total: Decimal

@@ -85,3 +85,14 @@ def test_exports_name_each_lines_provenance(store: str, period: str,
         explained = json.loads(cis(capsys, *args, "--explain", row["provenance"]))
         assert explained and all(e["kind"] in ("line", "adjustment") for e in explained)
         assert all(f'"instance_id": "{row["instance_id"]}"' in json.dumps(e) for e in explained)
+
+
+def test_a_finalised_invoice_shows_the_chain_head_it_pins(
+        store: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """The head recorded at finalisation is shown, and it is where the cell's chain stood."""
+    out = json.loads(cis(capsys, "invoices", "--store", store, "--account", "acme", "--json"))
+    heads = [i["chain_head"] for i in out["invoices"] if i["status"] == "finalised"]
+    assert heads and all(len(h) == 64 and int(h, 16) >= 0 for h in heads)
+    assert cis(capsys, "audit", "verify", "--store", store).startswith("intact")
+    text = cis(capsys, "invoices", "--store", store, "--account", "acme", "--period", "2026-02")
+    assert f"log chain head at finalisation {heads[0]}" in text
