@@ -17,6 +17,7 @@ from collections.abc import Collection, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+import orjson
 from eventsourcing.utils import get_topic
 from tqdm import tqdm
 
@@ -77,7 +78,7 @@ def heads_document(result: Verified) -> dict[str, Any]:
 def read_pins(path: Path) -> dict[int, tuple[str, bytes]]:
     """Heads published earlier (a `--export-heads` file) as pins for `verify`."""
     try:
-        document = json.loads(path.read_text())
+        document = orjson.loads(path.read_bytes())  # depth-bounded: a hostile file is an error
         if document.get("format") != HEADS_FORMAT:
             raise ValueError(f"not a {HEADS_FORMAT} document")
         return {int(h["notification_id"]): (cell, bytes.fromhex(h["head"]))

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import re
 from collections.abc import Callable
@@ -26,22 +27,27 @@ def log_level_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning"])
 
 
-def _bounded(kind: Callable[[str], float], above_zero: bool) -> Callable[[str], float]:
+def number_in(kind: Callable[[str], float], low: float, high: float = math.inf,
+              low_open: bool = False) -> Callable[[str], float]:
+    """An argparse type: a finite number of `kind` from `low` (excluded if `low_open`) to
+    `high`. NaN and infinities are refused: no option means them."""
     def parse(text: str) -> float:
         try:
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-        if value < 0 or (above_zero and value == 0):
-            raise argparse.ArgumentTypeError(
-                f"must be {'greater than' if above_zero else 'at least'} 0, got {text}")
+        if (isinstance(value, float) and not math.isfinite(value)) or not (
+                (low < value if low_open else low <= value) and value <= high):
+            above = "greater than" if low_open else "at least"
+            upto = f" and at most {high:g}" if math.isfinite(high) else ""
+            raise argparse.ArgumentTypeError(f"must be {above} {low:g}{upto}, got {text}")
         return value
     return parse
 
 
-positive_int = _bounded(int, above_zero=True)
-positive_float = _bounded(float, above_zero=True)
-non_negative_float = _bounded(float, above_zero=False)
+positive_int = number_in(int, 0, low_open=True)
+positive_float = number_in(float, 0, low_open=True)
+non_negative_float = number_in(float, 0)
 
 
 def timestamp(text: str) -> datetime:

@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from adapters.cli_args import positive_int
+from adapters.cli_args import number_in, positive_int
 from adapters.cli_what_if import add_arguments, cmd_what_if
 
 DESCRIPTION = """\
@@ -127,24 +127,8 @@ def _command(args: argparse.Namespace) -> str:
     return shlex.join(words)
 
 
-def _hours(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not 0 < value <= 24 * 7:
-        raise argparse.ArgumentTypeError(f"give hours from above 0 to {24 * 7}, got {text}")
-    return value
-
-
-def _quantum(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not 0.001 <= value <= 60:
-        raise argparse.ArgumentTypeError(f"give seconds from 0.001 to 60, got {text}")
-    return value
+_hours = number_in(float, 0, 24 * 7, low_open=True)
+_quantum = number_in(float, 0.001, 60)
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import get_args
 
 from adapters.bootstrap import connect, engine_limits
+from adapters.cli_args import number_in
 from schemas.commands import ConfigurePool
 
 PLACEMENT_POLICIES = get_args(ConfigurePool.model_fields["placement_policy"].annotation)
@@ -65,14 +66,7 @@ def _command(args: argparse.Namespace) -> str:
     return shlex.join(words)
 
 
-def _threshold(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not 0 < value <= 1:
-        raise argparse.ArgumentTypeError(f"give a share above 0 and at most 1, got {text}")
-    return value
+_threshold = number_in(float, 0, 1, low_open=True)
 
 
 def add_arguments(simulate: argparse.ArgumentParser) -> None:

@@ -65,6 +65,8 @@ class Scenario:
     def max_nodes(self, launches: list[Launch], hours: float) -> int:
         """Room for the workload's peak with a margin: the pool is sized to it, so a run
         shows the design, not a cap someone forgot to raise."""
+        if not launches:  # e.g. a trace whose every row was bad
+            return 4
         peak = peak_concurrency(launches, hours)
         if self.kind == "dedicated":
             return max(4, math.ceil(peak * 1.5) + 10)

@@ -8,13 +8,13 @@ is re-run as recorded.
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import orjson
 from pydantic import ValidationError
 
 from schemas.commands import ConfigurePool, PublishPriceBook
@@ -81,7 +81,7 @@ def read_price_terms(path: Path) -> tuple[dict[str, Any] | None, list[str]]:
     """A JSON object of PublishPriceBook terms (e.g. {"rate_per_vcpu_second": "0.0000135"});
     each problem named, none stops the reading of the others."""
     try:
-        terms = json.loads(path.read_text())
+        terms = orjson.loads(path.read_bytes())  # depth-bounded: a hostile file is an error
     except (OSError, ValueError) as exc:
         return None, [f"{path}: {exc}"]
     if not isinstance(terms, dict) or not terms:

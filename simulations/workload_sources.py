@@ -96,6 +96,10 @@ MAX_CPU_MILLI = 64_000  # the schema's largest vCPU (schemas/commands.py Vcpu)
 MAX_MEMORY_MIB = 512 * 1024
 
 
+# A row of five numbers and an account name is far shorter; anything longer is not a row.
+MAX_ROW_CHARS = 1024
+
+
 def read_csv(path: Path, default_account: str = "trace") -> Workload:
     """A recorded trace: `create_time, delete_time, cpu_milli, memory_mib[, account]`, times
     in seconds from the trace's start (an empty delete_time: still running when the trace
@@ -103,8 +107,13 @@ def read_csv(path: Path, default_account: str = "trace") -> Workload:
     every reason); none stops the read."""
     launches: list[Launch] = []
     skipped: list[Skipped] = []
-    with open(path, newline="") as source:
-        for number, row in enumerate(csv.reader(source), start=1):
+    # Bytes that are not UTF-8 become U+FFFD: that row is named as bad, the rest read on.
+    with open(path, newline="", errors="replace") as source:
+        for number, line in enumerate(source, start=1):
+            if len(line) > MAX_ROW_CHARS:  # csv's own field limit would stop the read
+                skipped.append(Skipped(number, f"longer than {MAX_ROW_CHARS} characters"))
+                continue
+            row = next(csv.reader([line]), [])
             if not row or all(not cell.strip() for cell in row):
                 continue
             if number == 1 and row[0].strip().lower() == "create_time":
