@@ -53,6 +53,7 @@ from schemas.views import (
 R = TypeVar("R")
 log = logging.getLogger("cis.api")
 PROBLEM = "application/problem+json"
+HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 # Threads answering account queries at once, and the few kept for /v1/health so it never
 # waits behind them. Each may hold two store connections (snapshot, event time). Queries are
 # CPU-bound Python: more threads only share the GIL more finely, and 3 instead of 6 cut the
@@ -60,8 +61,13 @@ PROBLEM = "application/problem+json"
 QUERY_THREADS = 3
 HEALTH_THREADS = 2
 AUTH_THREADS = 2  # token checks: one primary-key select each
+# `known_at` / `known_position` fold an account's cells from the log on each call (seconds,
+# not milliseconds): they get a lane of their own, so one tenant's audits never hold the
+# threads every tenant's plain queries need.
+AUDIT_THREADS = 1
 PG_POOL = {"POSTGRES_POOL_SIZE": "4",
-           "POSTGRES_MAX_OVERFLOW": str(2 * (QUERY_THREADS + HEALTH_THREADS) + AUTH_THREADS - 4)}
+           "POSTGRES_MAX_OVERFLOW": str(2 * (QUERY_THREADS + HEALTH_THREADS + AUDIT_THREADS)
+                                        + AUTH_THREADS - 4)}
 UNAUTHORISED = {"missing": "no bearer token", "malformed": "not a token this service issued",
                 "unknown": "unknown token", "expired": "the token has expired",
                 "revoked": "the token was revoked"}
@@ -153,6 +159,7 @@ def create_app(store: str) -> FastAPI:
     query_threads = anyio.CapacityLimiter(QUERY_THREADS)
     health_threads = anyio.CapacityLimiter(HEALTH_THREADS)
     auth_threads = anyio.CapacityLimiter(AUTH_THREADS)
+    audit_threads = anyio.CapacityLimiter(AUDIT_THREADS)
     registry = new_registry()
     metrics = HttpMetrics(registry)
 
@@ -171,7 +178,7 @@ def create_app(store: str) -> FastAPI:
     # limiter lets go of an abandoned thread at the time-out, so it alone would let
     # stragglers pile up without bound.
     slots = {id(limiter): threading.BoundedSemaphore(int(limiter.total_tokens))
-             for limiter in (query_threads, health_threads, auth_threads)}
+             for limiter in (query_threads, health_threads, auth_threads, audit_threads)}
 
     async def in_thread(threads: anyio.CapacityLimiter, fn: Callable[..., R], *args: Any
                         ) -> R:
@@ -248,8 +255,9 @@ def create_app(store: str) -> FastAPI:
                         media_type="application/json")
 
     async def answer(query: QueryFn, threads: anyio.CapacityLimiter = query_threads,
-                     exclude_none: bool = False) -> Response:
-        return await in_thread(threads, read, query, exclude_none)
+                     exclude_none: bool = False, known: object = None) -> Response:
+        lane = audit_threads if known is not None else threads
+        return await in_thread(lane, read, query, exclude_none)
 
     def as_of_or(as_of: datetime | None, at: datetime | None) -> datetime | None:
         """A given `as_of`, checked; None leaves the default to the query: the newest clock
@@ -272,7 +280,10 @@ def create_app(store: str) -> FastAPI:
             return response
         finally:
             route = getattr(request.scope.get("route"), "path", "unmatched")
-            metrics.observe(route, request.method, status, time.perf_counter() - start)
+            # Methods are the client's to invent: one label per made-up method would grow
+            # the registry without bound, and no token is needed to send one.
+            method = request.method if request.method in HTTP_METHODS else "OTHER"
+            metrics.observe(route, method, status, time.perf_counter() - start)
 
     @app.exception_handler(ApiProblem)
     async def on_problem(request: Request, exc: ApiProblem) -> JSONResponse:
@@ -326,7 +337,7 @@ def create_app(store: str) -> FastAPI:
                                        cursor, limit)
             return InstancesReport(account=account, projected=where, instances=rows,
                                    next=after)
-        return await answer(query)
+        return await answer(query, known=known)
 
     @app.get("/v1/nodes", responses=PROBLEMS, response_model=NodesReport)
     async def nodes(cell: Name = None, pool: Name = None, state: NodeState = None,
@@ -351,7 +362,7 @@ def create_app(store: str) -> FastAPI:
             report["instances"], after = queries.page(
                 report["instances"], lambda x: [x["cell"], x["instance_id"]], cursor, limit)
             return UsageReport(**report, projected=where, next=after)
-        return await answer(query)
+        return await answer(query, known=known)
 
     # Open and finalised invoices carry different fields (as_of; finalised_at, hash_verified).
     @app.get("/v1/accounts/{account}/invoices", response_model=InvoicesReport,
@@ -368,7 +379,7 @@ def create_app(store: str) -> FastAPI:
                 report["invoices"], lambda x: [x["period"], x["cell"], x["status"]], cursor,
                 limit)
             return InvoicesReport(**report, projected=where, next=after)
-        return await answer(query, exclude_none=True)
+        return await answer(query, exclude_none=True, known=known)
 
     @app.get("/v1/accounts/{account}/invoices/explain", responses=PROBLEMS,
              response_model=ExplainReport)
@@ -384,7 +395,7 @@ def create_app(store: str) -> FastAPI:
         return await answer(lambda r, where, at: ExplainReport(
             account=account, projected=where,
             lines=queries.explain(as_known(r, known, account), account, line, period,
-                                  as_of_or(as_of, at))))
+                                  as_of_or(as_of, at))), known=known)
 
     return app
 

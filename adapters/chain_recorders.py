@@ -92,13 +92,15 @@ class ChainedSQLiteProcessRecorder(SQLiteProcessRecorder):
     def chain_heads(self, cells: Collection[str], after: int = 0) -> dict[str, bytes]:
         if not cells:
             return {}
-        marks = ", ".join("?" * len(cells))
+        heads: dict[str, bytes] = {}
         with self.datastore.transaction(commit=False) as c:
-            # SQLite takes a bare column beside max() from the row holding the max.
-            c.execute(f"SELECT cell, hash, max(notification_id) FROM {CHAIN_TABLE} "
-                      f"WHERE notification_id > ? AND cell IN ({marks}) GROUP BY cell",
-                      [after, *cells])
-            return {row[0]: bytes(row[1]) for row in c.fetchall()}
+            for cell in cells:  # the key walked backwards: a cell that wrote lately, at once
+                c.execute(f"SELECT hash FROM {CHAIN_TABLE} WHERE cell = ? AND notification_id"
+                          " > ? ORDER BY notification_id DESC LIMIT 1", [cell, after])
+                row = c.fetchone()
+                if row is not None:
+                    heads[cell] = bytes(row[0])
+        return heads
 
     def chain_end(self) -> int:
         with self.datastore.transaction(commit=False) as c:

@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from adapters.cli_args import positive_int
+from adapters.cli_args import number_in, positive_int
 
 DATA = Path(os.environ.get("CIS_BINPACKING_DATA",
                            Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -37,7 +37,7 @@ def cmd_bench_apply(args: argparse.Namespace) -> int:
     from simulations.bench_apply import bench_apply
 
     return _emit(bench_apply(args.store, args.commands, args.batch, args.workload,
-                             args.profile), args.json)
+                             args.profile, args.remembered), args.json)
 
 
 def cmd_bench_placement(args: argparse.Namespace) -> int:
@@ -116,6 +116,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                        "running, stopped, deleted (simulations/bench_apply.py)")
     apply.add_argument("--profile", action="store_true",
                        help="cProfile the timed part; its top functions in the JSON")
+    apply.add_argument("--remembered", type=number_in(int, 0, 100_000_000), default=0,
+                       metavar="N",
+                       help="start with N earlier command ids remembered (a writer's steady "
+                       "state: a busy cell remembers a week of them)")
     apply.add_argument("--json", action="store_true")
     apply.set_defaults(func=cmd_bench_apply)
 

@@ -37,6 +37,7 @@ examples:
   cis simulate --list
   cis simulate --scenario v1-vs-v2 --launches 20000 --out sim-out
   cis simulate --scenario runtimes --trace trace.csv --hours 6 --json
+  cis simulate --scenario v2-kata --launches 500000 --cells 2 --out region
   cis simulate --what-if sqlite:///cis.db --placement-policy worst_fit --out what-if-out
 """
 
@@ -45,6 +46,9 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     from simulations.simulate_scenarios import COMPARISONS
 
     if args.what_if is not None:
+        if args.cells != 1:
+            raise SystemExit("cis simulate: --cells splits a simulated region; a --what-if "
+                             "replays the recorded log's own cells")
         return cmd_what_if(args)
     if args.placement_policy or args.scale_down_threshold or args.price_book:
         raise SystemExit("cis simulate: --placement-policy, --scale-down-threshold and "
@@ -55,16 +59,20 @@ def cmd_simulate(args: argparse.Namespace) -> int:
             for scenario in scenarios:
                 print(f"  {scenario.name:<18}{scenario.description}")
         return 0
-    if args.scenario not in COMPARISONS:
-        raise SystemExit(f"cis simulate: no scenario {args.scenario!r}; choose from "
-                         f"{', '.join(COMPARISONS)} (cis simulate --list)")
-    return _run(args, *COMPARISONS[args.scenario])
+    if args.scenario in COMPARISONS:
+        return _run(args, *COMPARISONS[args.scenario])
+    alone = [s for _, scenarios in COMPARISONS.values() for s in scenarios
+             if s.name == args.scenario]
+    if alone:  # one scenario of a comparison, by itself (a region-sized day of one design)
+        return _run(args, alone[0].description, alone[:1])
+    raise SystemExit(f"cis simulate: no scenario {args.scenario!r}; choose a comparison "
+                     f"({', '.join(COMPARISONS)}) or one of its scenarios (cis simulate --list)")
 
 
 def _run(args: argparse.Namespace, title: str, scenarios: list) -> int:  # type: ignore[type-arg]
     from tqdm import tqdm
 
-    from simulations.simulate import run_scenario
+    from simulations.simulate_cells import run_region
     from simulations.simulate_report import as_json, markdown, plots
     from simulations.workload_sources import read_csv, synthetic
 
@@ -78,20 +86,23 @@ def _run(args: argparse.Namespace, title: str, scenarios: list) -> int:  # type:
     else:
         workload = synthetic(args.launches, args.hours, args.seed)
     began = time.perf_counter()
-    results = []
-    total = int(args.hours * 3600)
-    for scenario in scenarios:
-        with tqdm(total=total, unit="s", unit_scale=True, desc=scenario.name, disable=None,
-                  leave=False, file=sys.stderr) as bar:
-            def progress(simulated_s: float, made: int, bar: tqdm = bar) -> None:
-                bar.n = min(total, int(simulated_s))
-                bar.set_postfix(launches=made, refresh=False)
-                bar.refresh()
-            results.append(run_scenario(scenario, workload, args.hours, args.seed,
-                                        args.quantum, progress=progress,
-                                        store=_store(args.store_dir, scenario.name)))
+    cells = args.cells
+    tasks = len(scenarios) * cells
+    total = int(args.hours * 3600) * tasks  # simulated seconds over every scenario and cell
+    done = [0] * tasks
+    made = [0] * tasks
+    with tqdm(total=total, unit="s", unit_scale=True, disable=None, leave=False,
+              file=sys.stderr, desc=f"{args.scenario}: {_count(len(scenarios), 'scenario')}"
+              f" x {_count(cells, 'cell')}") as bar:
+        def progress(task: int, simulated_s: float, launches: int) -> None:
+            done[task], made[task] = int(simulated_s), launches
+            bar.set_postfix(launches=sum(made), refresh=False)
+            bar.update(min(total, sum(done)) - bar.n)  # redraws at most every 0.1 s
+        results = run_region(scenarios, workload, args.hours, args.seed, cells,
+                             args.quantum, store=lambda scenario, cell: _store(
+                                 args.store_dir, scenario, cell, cells), progress=progress)
     wall = time.perf_counter() - began
-    report = as_json(title, workload.summary(), args.seed, args.hours, results)
+    report = as_json(title, workload.summary(), args.seed, args.hours, results, cells)
     args.out.mkdir(parents=True, exist_ok=True)
     pictures = plots(results, args.out)
     command = _command(args)
@@ -106,12 +117,16 @@ def _run(args: argparse.Namespace, title: str, scenarios: list) -> int:  # type:
     return 0
 
 
-def _store(directory: Path | None, scenario: str) -> str:
-    """The memory store, or a fresh SQLite file per scenario in `directory`."""
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
+def _store(directory: Path | None, scenario: str, cell: str, cells: int) -> str:
+    """The memory store, or a fresh SQLite file per scenario (and cell) in `directory`."""
     if directory is None:
         return "memory://"
     directory.mkdir(parents=True, exist_ok=True)
-    path = (directory / f"{scenario}.db").resolve()
+    path = (directory / (f"{scenario}.db" if cells == 1 else f"{scenario}-{cell}.db")).resolve()
     for stale in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
         stale.unlink(missing_ok=True)  # each run starts from an empty log
     return f"sqlite:///{path}"
@@ -124,11 +139,14 @@ def _command(args: argparse.Namespace) -> str:
     words += ["--trace", str(args.trace)] if args.trace else ["--launches", str(args.launches)]
     if args.quantum != 1.0:
         words += ["--quantum", f"{args.quantum:g}"]
+    if args.cells != 1:
+        words += ["--cells", str(args.cells)]
     return shlex.join(words)
 
 
 _hours = number_in(float, 0, 24 * 7, low_open=True)
 _quantum = number_in(float, 0.001, 60)
+_cells = number_in(int, 1, 64)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -137,7 +155,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "workload through the real engine", description=DESCRIPTION, epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter)
     simulate.add_argument("--scenario", default="v1-vs-v2", metavar="NAME",
-                          help="the comparison to run (default v1-vs-v2; see --list)")
+                          help="the comparison to run (default v1-vs-v2), or one scenario "
+                          "of one by itself (e.g. v2-kata; see --list)")
     simulate.add_argument("--list", action="store_true",
                           help="list the built-in comparisons and their scenarios")
     simulate.add_argument("--launches", "--instances", type=positive_int, default=2000,
@@ -151,6 +170,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     simulate.add_argument("--quantum", type=_quantum, default=1.0, metavar="SECONDS",
                           help="what is due within this many seconds is applied as one "
                           "batch (default 1; smaller is finer and slower)")
+    simulate.add_argument("--cells", type=_cells, default=1, metavar="N",
+                          help="split the region into N cells (launch k to cell k mod N), "
+                          "each its own engine, run in N processes; the report merges them "
+                          "(sums, series, percentiles of the pooled samples) and lists each "
+                          "cell's figures in the JSON (default 1)")
     simulate.add_argument("--store-dir", type=Path, default=None, metavar="DIR",
                           help="keep each scenario's events in a fresh SQLite file here "
                           "instead of in memory (a day of 500,000 launches is millions of "

@@ -36,14 +36,22 @@ def report_id(cell: str, *parts: str) -> str:
     return f"{whole[:MAX_ID - 25]}~{digest}"
 
 
-def node_ready(cell: str, node_id: str, at: datetime) -> ReportNodeReady:
-    return ReportNodeReady(command_id=report_id(cell, "node", node_id, "ready"), cell=cell,
-                           node_id=node_id, occurred_at=at)
+# A node report's id names the VM (the provider's id) as well as the node: node ids are a
+# counter anyone can guess, and an agent that sent a report under a guessed id first would
+# make the driver's real one a `command_id_reused` (a lost VM billed on, a ready one never
+# used). The provider's id exists only once the VM does, and stays the same across restarts.
 
 
-def node_lost(cell: str, node_id: str, at: datetime, reason: str) -> ReportNodeLost:
-    return ReportNodeLost(command_id=report_id(cell, "node", node_id, "lost"), cell=cell,
-                          node_id=node_id, occurred_at=at, reason=reason[:255] or "lost")
+def node_ready(cell: str, node_id: str, provider_id: str, at: datetime) -> ReportNodeReady:
+    return ReportNodeReady(command_id=report_id(cell, "node", node_id, provider_id, "ready"),
+                           cell=cell, node_id=node_id, occurred_at=at)
+
+
+def node_lost(cell: str, node_id: str, provider_id: str, at: datetime, reason: str
+              ) -> ReportNodeLost:
+    return ReportNodeLost(command_id=report_id(cell, "node", node_id, provider_id, "lost"),
+                          cell=cell, node_id=node_id, occurred_at=at,
+                          reason=reason[:255] or "lost")
 
 
 def pod_report(fact: PodObservation) -> CommandBase:

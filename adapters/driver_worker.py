@@ -133,16 +133,16 @@ class CloudHandler:
         """Reports with their memo: (the node's new row, whether its VM is left stopped)."""
         at = (status.since if status is not None else None) or self.clock()
         if status is not None and status.state == "running" and node.state == "provisioned":
-            return [(reports.node_ready(node.cell, node.node_id, at),
+            return [(reports.node_ready(node.cell, node.node_id, status.provider_id, at),
                      (_with(node, "ready", status.provider_id), False))]
         if status is not None and status.state in ("stopped", "gone"):
             reason = f"VM {status.provider_id} {status.detail or status.state} outside cis"
-            return [(reports.node_lost(node.cell, node.node_id, at, reason),
+            return [(reports.node_lost(node.cell, node.node_id, status.provider_id, at, reason),
                      (_with(node, "lost", status.provider_id), status.state == "stopped"))]
         if status is None and node.state == "ready":
             # Not listed any more (a just-launched VM may not be listed yet: only a VM seen
             # running counts as vanished).
-            return [(reports.node_lost(node.cell, node.node_id, at,
+            return [(reports.node_lost(node.cell, node.node_id, node.provider_id, at,
                                        f"VM {node.provider_id} vanished"),
                      (_with(node, "lost", node.provider_id), False))]
         return []
@@ -299,6 +299,9 @@ class DriverWorker:
 
     def _handle(self, record: Record, publisher: Publisher) -> None:
         topic, partition, after = record.topic, record.partition, record.offset + 1
+        if record.unreadable:
+            self._dead(publisher, record, None, f"unreadable: {record.unreadable}")
+            return
         try:
             command = self.handler.parse(record.value)
         except (ValidationError, ValueError) as exc:

@@ -29,6 +29,8 @@ LEAVES_NODE = (Instance.Succeeded, Instance.Failed, Instance.Stopped, Instance.E
                Instance.Deleted)
 TOPICS: tuple[str, ...] = tuple(get_topic(cls) for cls in (
     Node.Requested, Node.Terminated, Instance.Requested, Instance.Scheduled, *LEAVES_NODE))
+LEAVES_NODE_TOPICS = frozenset(get_topic(cls) for cls in LEAVES_NODE)
+DELETED = get_topic(Instance.Deleted)
 
 
 @dataclass
@@ -90,6 +92,16 @@ class InfraTranslator:
                               reason=getattr(event, "reason", "deleted"),
                               grace_period_seconds=STOP_GRACE_SECONDS if stopping else 0)]
         return []
+
+    def off_node(self, instance_id: UUID) -> bool:
+        """Whether the instance is known to be on no node: then an event of it leaving one
+        implies no command, and need not even be decoded."""
+        placed = self._instances.get(instance_id)
+        return placed is not None and placed.node_id is None
+
+    def forget(self, instance_id: UUID) -> None:
+        """Drop what is remembered of a deleted instance (nothing of it comes after)."""
+        self._instances.pop(instance_id, None)
 
     def _placed(self, event: Any) -> Placed:
         placed = self._instances.get(event.originator_id)

@@ -121,6 +121,12 @@ _CONNECTION_DEFAULTS: dict[str, Any] = {
 _UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (RetriableError, BrokerNotAvailableError)
 
 
+# Finding a record the client cannot read: polls of one partition, each at most this long.
+ISOLATING_POLLS = 10
+ISOLATING_POLL_MS = 500
+MAX_UNREADABLE_CHARS = 300
+
+
 class KafkaIOError(Exception):
     """Base class for errors raised by this module."""
 
@@ -182,6 +188,9 @@ class Record:
     value: bytes
     headers: tuple[Header, ...]
     timestamp_ms: int
+    # Why the client could not read this record (a corrupt batch, a codec, a header key
+    # that is not UTF-8): it has no key, value or headers, only its place.
+    unreadable: str | None = None
 
     def header(self, name: str) -> bytes | None:
         """Value of the last header called ``name`` (Kafka allows repeats)."""
@@ -316,6 +325,9 @@ class TopicsSource:
             "fetch_max_wait_ms": 500,
             "max_partition_fetch_bytes": 4 * 1024 * 1024,
             "check_crcs": True,
+            # Records of aborted transactions are never decided (exactly-once with a
+            # transactional producer).
+            "isolation_level": "read_committed",
             **membership,
             **consumer_overrides,
         }
@@ -329,6 +341,7 @@ class TopicsSource:
         # position (another writer may have moved the store past what we last fetched).
         self._end_at_seek: dict[Slot, int | None] = {}
         self._listener_error: Exception | None = None
+        self._bootstrap, self._config = bootstrap, config  # for a throwaway probe
         try:
             self._consumer = KafkaConsumer(bootstrap_servers=bootstrap, **config)
         except KafkaError as e:
@@ -445,7 +458,7 @@ class TopicsSource:
                 raise kept from e
             if _is_unavailable(e):
                 raise BrokerUnavailable(f"poll failed: {e!r}") from e
-            raise KafkaIOError(f"poll failed: {e!r}") from e
+            return self._unreadable(e)
         batch: dict[Slot, list[Record]] = {}
         for tp, messages in raw.items():
             if (tp.topic, tp.partition) not in self._seeked:
@@ -463,6 +476,50 @@ class TopicsSource:
                 for m in messages
             ]
         return batch
+
+    def _unreadable(self, error: KafkaError) -> dict[Slot, list[Record]]:
+        """After a poll failed on a record the client cannot read, find it and hand it on as
+        unreadable, with the consumer positioned past it, so the caller answers it like any
+        bad record instead of failing on it forever.
+
+        kafka-python's consumer cannot be asked again once a fetch failed (its next poll
+        of that partition never returns), so a throwaway consumer reads each partition at
+        its position, alone, until one fails there too; the culprit's partition is moved
+        one past it and every other partition is sought where it was, which also clears the
+        failed fetch."""
+        consumer = self._consumer
+        tps = {slot: self._tps[slot] for slot in sorted(self._seeked) if slot in self._tps}
+        positions = {slot: int(consumer.position(tp)) for slot, tp in tps.items()}
+        culprit: tuple[Slot, KafkaError] | None = None
+        probe = KafkaConsumer(bootstrap_servers=self._bootstrap,
+                              **{**self._config, "group_id": None})
+        try:
+            for slot, tp in tps.items():
+                probe.assign([tp])
+                probe.seek(tp, positions[slot])
+                failed = None
+                for _ in range(ISOLATING_POLLS):
+                    try:
+                        if probe.poll(timeout_ms=ISOLATING_POLL_MS, max_records=1):
+                            break
+                    except KafkaError as e:
+                        if _is_unavailable(e):
+                            raise BrokerUnavailable(f"poll failed: {e!r}") from e
+                        failed = e
+                        break
+                if failed is not None:
+                    culprit = (slot, failed)
+                    break
+        finally:
+            probe.close()
+        for slot, tp in tps.items():
+            skip = culprit is not None and culprit[0] == slot
+            consumer.seek(tp, positions[slot] + skip)
+        if culprit is None:
+            raise KafkaIOError(f"poll failed: {error!r}") from error
+        slot, failed = culprit
+        why = f"{type(failed).__name__}: {failed}"[:MAX_UNREADABLE_CHARS]
+        return {slot: [Record(slot[0], slot[1], positions[slot], None, b"", (), -1, why)]}
 
     def _check_positions(self) -> None:
         # Uses the high watermark of the last fetch response since the seek, if any yet.

@@ -60,9 +60,13 @@ class PipelinedPostgresProcessRecorder(PostgresProcessRecorder):
         ).format(**chain)
         self.links_copy_types = ["int8", "text", "bytea"]
         self._multi_link: dict[int, Composed] = {}
+        # Per cell, the primary key walked backwards from the end: a cell that wrote
+        # lately is found at once (sorting every link after `after` by cell read the whole
+        # table on a start from the log).
         self.chain_heads_statement = SQL(
-            "SELECT DISTINCT ON (cell) cell, hash FROM {schema}.{chain} WHERE notification_id "
-            "> %s AND cell = ANY(%s) ORDER BY cell, notification_id DESC").format(**chain)
+            "SELECT c.cell, l.hash FROM unnest(%s::text[]) AS c(cell) CROSS JOIN LATERAL "
+            "(SELECT hash FROM {schema}.{chain} WHERE cell = c.cell AND notification_id > %s "
+            "ORDER BY notification_id DESC LIMIT 1) AS l").format(**chain)
         self.select_chained_statement = SQL(
             "SELECT coalesce(e.notification_id, l.notification_id), e.originator_id, "
             "e.originator_version, e.topic, e.state, l.cell, l.hash FROM (SELECT * FROM "
@@ -134,7 +138,7 @@ class PipelinedPostgresProcessRecorder(PostgresProcessRecorder):
         if not cells:
             return {}
         with self.datastore.transaction(commit=False) as curs:
-            curs.execute(self.chain_heads_statement, (after, list(cells)))
+            curs.execute(self.chain_heads_statement, (list(cells), after))
             return {row["cell"]: bytes(row["hash"]) for row in curs.fetchall()}
 
     def select_links(self, start: int, stop: int | None = None) -> list[Link]:

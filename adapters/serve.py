@@ -66,7 +66,8 @@ T = TypeVar("T")
 
 BROKER_DOWN = (BrokerUnavailable,)
 NOT_A_COMMAND = ("not UTF-8", "not JSON")
-DEAD_LETTER_CODES = ("line_too_long",)  # without a readable command id: to the DLQ
+# Without a readable command id: to the DLQ.
+DEAD_LETTER_CODES = ("line_too_long", "unreadable_record")
 SOURCE_HEADER = "cis.source"
 # Smaller batches send their outcomes on the loop's thread: handing a few records to another
 # thread costs the loop a GIL hand-off at every store wait (batches of one: 20 % slower).
@@ -175,6 +176,12 @@ def decode(value: bytes) -> CommandBase | Outcome:
         log_event(logging.ERROR, "record unreadable; rejected", error=repr(exc)[:300])
         return Outcome.rejected(None, [Reason(field="$", code="unreadable",
                                               problem=f"unreadable: {type(exc).__name__}")])
+
+
+def unreadable(record: Record) -> Outcome:
+    """The answer to a record the Kafka client could not read at all (kafka_io.Record)."""
+    return Outcome.rejected(None, [Reason(field="$", code="unreadable_record", problem=(
+        f"the Kafka client could not read this record: {record.unreadable}"))])
 
 
 def internal_error(item: CommandBase | Outcome, exc: BaseException) -> Outcome:
@@ -566,7 +573,7 @@ class Server:
         """Outcomes of `records`, their events stored with `tracking` in one transaction.
         A failure that is not an outage (a record the engine cannot decide or store) is
         narrowed down to its record, which is rejected; the others are decided as usual."""
-        items = [decode(r.value) for r in records]
+        items = [unreadable(r) if r.unreadable else decode(r.value) for r in records]
         try:
             return self.retry("store", lambda: self._apply(items, tracking, role))
         except (Stopping, IntegrityError):
@@ -608,12 +615,16 @@ class Server:
             # Our position moved under us: another writer owns this partition (§2.6).
             assert self.engine is not None
             stored = self.engine.app.process_recorder.max_tracking_id(tracking.application_name)
-            if self.config.group is not None:
-                # The group gave it to another writer while we were not looking (a stall
-                # longer than the session). Nothing of the batch was stored and none of it
-                # is answered here; read the partition again from where the store says,
-                # on fresh state. The next poll rejoins the group, which tells us whose it is.
-                log_event(logging.WARNING, "another writer advanced this partition; batch "
+            ours = (-1 if stored is None else stored) == self.processed[slot]
+            if ours or self.config.group is not None:
+                # Still ours: another writer decided one of these cells (one cell's records
+                # keyed onto two partitions) until the processor's retries ran out. Or the
+                # group gave the partition to another writer while we were not looking (a
+                # stall longer than the session); the next poll rejoins and says whose it is.
+                # Either way nothing of the batch was stored and none of it is answered
+                # here: read on from where the store says, on fresh state.
+                log_event(logging.WARNING, "another writer decided a cell of this batch"
+                          if ours else "another writer advanced this partition; batch "
                           "abandoned, reading on from the stored position",
                           tracking=tracking.application_name, stored=stored,
                           records=len(records))

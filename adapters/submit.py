@@ -100,7 +100,7 @@ def _collect(source: CommandSource, result: Submitted, deadline: float) -> None:
         for records in source.poll_batch(max_records=1000, timeout_ms=500).values():
             for record in records:
                 key = record.key.decode("utf-8", "replace") if record.key else None
-                if key in wanted and key not in result.outcomes:
+                if key in wanted and key not in result.outcomes and not record.unreadable:
                     outcome = Outcome.model_validate_json(record.value)
                     # Ids are per principal: another tenant's outcome under the same id is
                     # not ours.

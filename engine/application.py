@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from typing import Any, Protocol
 
-from eventsourcing.application import Application, Recording
-from eventsourcing.persistence import Notification, ProcessRecorder, Tracking, Transcoder
+from eventsourcing.application import Application
+from eventsourcing.persistence import ProcessRecorder, Tracking, Transcoder
 
 from engine import chain
 from engine.transcoder import OrjsonTranscoder
@@ -46,20 +46,20 @@ class CisApplication(Application):
 
     def record(self, events: list[Any], tracking: Tracking | None,
                cells: Sequence[str] | None = None, heads: Mapping[str, bytes] | None = None
-               ) -> tuple[list[Recording[Any]], dict[str, bytes]]:
+               ) -> tuple[Sequence[int], dict[str, bytes]]:
         """Store events, each one's chain link (the cell of each in `cells`, after the cells'
-        `heads`) and the position they came from in one transaction; answers where each event
-        was stored, and the cells' new heads. Without `cells`, no links (benches only)."""
+        `heads`) and the position they came from in one transaction; answers the
+        notification id each event was stored at, and the cells' new heads. Without
+        `cells`, no links (benches only)."""
         # Encoded here, not in `events.put`: the links hash the very bytes that are stored.
         stored = [self.mapper.to_stored_event(e) for e in events]
         links, new_heads = ([], {}) if cells is None else chain.extend(heads or {}, cells,
                                                                        stored)
         ids = self.recorder.insert_events(stored, tracking=tracking,
                                           chain=list(zip(cells or (), links, strict=True)))
-        return [Recording(d, Notification(originator_id=s.originator_id,
-                                          originator_version=s.originator_version,
-                                          topic=s.topic, state=s.state, id=nid))
-                for d, s, nid in zip(events, stored, ids or [], strict=True)], new_heads
+        if len(ids or ()) != len(stored):
+            raise RuntimeError("the store numbered a different count of events than given")
+        return ids or [], new_heads
 
     def chain_heads(self, cells: Collection[str], after: int = 0) -> dict[str, bytes]:
         """Each of these cells' newest stored link after notification `after`."""

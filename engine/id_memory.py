@@ -27,6 +27,7 @@ Location = tuple[int, int, int]  # (time in µs, cell-log version, index in the 
 ReadEntries = Callable[[int], list[dict[str, Any]] | None]
 
 SEGMENT = 50_000  # entries gathered before they are frozen into sorted arrays
+MERGED_AT_MOST = 800_000  # rows of a segment made by merging (22 MB)
 UNSTAMPED = -1  # remembered before the cell had a clock: stamped with its first clock
 
 
@@ -47,9 +48,27 @@ class _Segment:
         self.indexes = np.array([r[3] for r in rows], dtype=np.int32)
         self.newest = max(r[1] for r in rows)
 
+    @classmethod
+    def merged(cls, older: _Segment, newer: _Segment, keep: Callable[[Any], Any]) -> _Segment:
+        """One segment holding the rows of both that `keep` (a mask of their times) keeps,
+        sorted by hash."""
+        segment = cls.__new__(cls)
+        times = np.concatenate([older.times, newer.times])
+        hashes = np.concatenate([older.hashes, newer.hashes])
+        kept = np.flatnonzero(keep(times))
+        order = kept[np.argsort(hashes[kept], kind="stable")]
+        segment.hashes, segment.times = hashes[order], times[order]
+        for name in ("versions", "indexes"):
+            setattr(segment, name, np.concatenate([getattr(older, name),
+                                                   getattr(newer, name)])[order])
+        segment.newest = max(older.newest, newer.newest)
+        return segment
+
     def candidates(self, h: int) -> list[Location]:
         key = np.uint64(h)
         lo = int(np.searchsorted(self.hashes, key, "left"))
+        if lo == len(self.hashes) or self.hashes[lo] != key:
+            return []  # the usual answer (a new id): one search, not two
         hi = int(np.searchsorted(self.hashes, key, "right"))
         found = [(int(self.times[i]), int(self.versions[i]), int(self.indexes[i]))
                  for i in range(lo, hi)]
@@ -106,7 +125,16 @@ class IdMemory:
         rows = [(h, *loc) for h, locs in self.recent.items() for loc in locs
                 if horizon is None or self._time(loc[0]) >= horizon]
         if rows:
-            self.segments.append(_Segment(rows))
+            # A miss (every new command) searches every segment: keep them few. The newest
+            # absorbs the one before it while that one is no larger, so sizes double like a
+            # binary counter, up to MERGED_AT_MOST rows: a week of a busy cell's ids is about
+            # ten segments, not seventy, and old ids still leave memory a segment at a time.
+            # Only neighbours merge, so the segments stay ordered oldest first.
+            segment = _Segment(rows)
+            while self.segments and len(self.segments[-1]) <= len(segment) \
+                    and len(self.segments[-1]) + len(segment) <= MERGED_AT_MOST:
+                segment = _Segment.merged(self.segments.pop(), segment, self._unforgotten)
+            self.segments.append(segment)
         self.recent, self.recent_count = {}, 0
 
     # --- looking up ----------------------------------------------------------------------
@@ -170,6 +198,13 @@ class IdMemory:
         if self.reader is None:
             raise RuntimeError("this cell's id memory has no log to read outcomes back from")
         return self.reader(version) or []
+
+    def _unforgotten(self, times: Any) -> Any:
+        """Which of these times (an array) lie within the window."""
+        if self.horizon is None:
+            return np.ones(len(times), dtype=bool)
+        first = self.first_clock if self.first_clock is not None else UNSTAMPED
+        return np.where(times == UNSTAMPED, first, times) >= self.horizon
 
     def _time(self, at: int) -> int:
         return self.first_clock if at == UNSTAMPED and self.first_clock is not None else at

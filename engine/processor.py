@@ -39,7 +39,7 @@ from engine.domain.node import Node
 from engine.handlers import HANDLERS
 from engine.limits import EngineLimits
 from engine.snapshots import SnapshotStore, freeze, thaw
-from engine.world import CellState, World
+from engine.world import CellState, OutcomeKey, World
 from schemas.commands import ROLE_TOPICS, CommandBase, Role, Tick
 from schemas.limits import TIME_MIN
 from schemas.outcomes import NotACommand, Outcome, Reason, parse_command
@@ -224,8 +224,7 @@ class CommandProcessor:
                     self.forget(cells)
                     continue
                 outcomes, events = decided
-                recordings = self._record(events, tracking)
-                self._recorded(events, recordings)
+                self._recorded(events, self._record(events, tracking))
                 return outcomes
             except IntegrityError:
                 self.forget(cells)
@@ -260,7 +259,7 @@ class CommandProcessor:
         if wanted:
             world.absent.update(wanted - self.existing(wanted))
 
-    def _record(self, events: list[Any], tracking: Tracking | None) -> list[Any]:
+    def _record(self, events: list[Any], tracking: Tracking | None) -> Sequence[int]:
         """Store a batch with each event's link in its cell's hash chain (engine/chain.py);
         the cells' heads move on only once it is stored (a conflict reloads them)."""
         world = self._world
@@ -271,16 +270,17 @@ class CommandProcessor:
                 raise RuntimeError(f"no cell known for {event.originator_id}: cannot chain it")
             cells.append(cell)
         heads = {c: h for c in set(cells) if (h := world.parts[c].chain_head) is not None}
-        recordings, heads = self.app.record(events, tracking, cells, heads)
+        ids, heads = self.app.record(events, tracking, cells, heads)
         for cell, head in heads.items():
             world.parts[cell].chain_head = head
-        return recordings
+        return ids
 
-    def _recorded(self, events: list[Any], recordings: Sequence[Any]) -> None:
-        """Note each cell's newest position; snapshot the cells that are due."""
-        if not recordings:
+    def _recorded(self, events: list[Any], ids: Sequence[int]) -> None:
+        """Note each cell's newest position (`ids`: where the batch's events were stored);
+        snapshot the cells that are due."""
+        if not ids:
             return
-        newest = max(r.notification.id for r in recordings)
+        newest = max(ids)
         counts: dict[str, int] = defaultdict(int)
         cell_of = self._world.cell_of
         for event in events:
@@ -303,54 +303,67 @@ class CommandProcessor:
         handled: dict[str, list[dict[str, Any]]] = defaultdict(list)
         before = world.clocks  # each cell's clock before this batch
         clocks = dict(before)  # moved by this batch's accepted commands only
+        # Each command's id as recorded before the batch: one look-up each (a miss hashes
+        # the id and searches the id memory). Only an earlier command of this batch can
+        # make a miss a hit by the time it is decided: `decided` holds those ids.
+        known: dict[int, OutcomeKey | None] = {}
+        decided: set[tuple[str, str, str]] = set()
+        for i, p in enumerate(parsed_items):
+            if isinstance(p, CommandBase) and (role is None or p.role == role):
+                known[i] = world.recorded(p.cell, p.principal, p.command_id)
         # Batch placement: the batch's creates planned together (K = placement_window; 1 is
         # one by one). Each create is still decided in order; see engine/batch_plan.py.
+        window = self.limits.placement_window
         hints = batch_plan.plan_batch(world, [
             (i, p) for i, p in enumerate(parsed_items)
-            if isinstance(p, CommandBase) and i not in crashed
-            and (role is None or p.role == role)
-            and world.recorded(p.cell, p.principal, p.command_id) is None
-            and _expired(p, before.get(p.cell), self.limits) is None],
-            self.limits.placement_window)
+            if i in known and i not in crashed and known[i] is None
+            and _expired(p, before.get(p.cell), self.limits) is None  # type: ignore[arg-type]
+        ] if window > 1 else [], window)
         for index, parsed in enumerate(parsed_items):
             if isinstance(parsed, Outcome):
                 outcomes.append(parsed)
                 continue
             command = parsed
+            principal = command.principal
             if role is not None and command.role != role:
                 # Not recorded: a command on the wrong topic must not squat its id.
                 outcomes.append(_wrong_topic(command, role).model_copy(
-                    update={"principal": command.principal}))
+                    update={"principal": principal}))
                 continue
             digest = content_digest(command)
-            key = world.recorded(command.cell, command.principal, command.command_id)
+            once = (command.cell, principal, command.command_id)
+            key = world.recorded(*once) if once in decided else known[index]
             if key is not None:
                 outcomes.append(_repeat(world.part(command.cell), key, command, digest)
-                                .model_copy(update={"principal": command.principal}))
+                                .model_copy(update={"principal": principal}))
                 continue
             clock = clocks.get(command.cell)
-            # Expiry by the clock before the batch, as the plan above saw it: an expired
-            # command is never recorded, so a replay of the recorded batch plans without it.
-            if expired := _expired(command, before.get(command.cell), self.limits):
-                # Older than the window its id is remembered for: never decided again.
-                outcomes.append(Outcome.rejected(command.command_id, [expired]).model_copy(
-                    update={"principal": command.principal}))
-                continue
+            # Older than the window its id is remembered for, by the cell's clock at this
+            # point of the batch (so the answer is the same at any batch size): never
+            # decided, and recorded like any rejection, so that a replay of the recorded
+            # batch plans with it exactly as the original did.
+            expired = _expired(command, clock, self.limits)
             claimed = command.at
             recorded_before = len(events)
-            if command.role == "tenant" and clock is not None and claimed < clock:
+            if expired is None and command.role == "tenant" and clock is not None \
+                    and claimed < clock:
                 # No tenant acts in the past: a backdated stop must not cancel billed time.
                 command = command.model_copy(update={"issued_at": clock})
-            if index in crashed:
-                outcome = Outcome.rejected(command.command_id, [Reason(
-                    field="$", problem=f"internal error: {crashed[index]!r}")])
+            if expired is not None:
+                outcome = Outcome(command_id=command.command_id, principal=principal,
+                                  status="rejected", reasons=[expired])
+            elif index in crashed:
+                outcome = Outcome(command_id=command.command_id, principal=principal,
+                                  status="rejected", reasons=[Reason(
+                                      field="$", problem=f"internal error: {crashed[index]!r}")])
             elif skew := _too_early(command, clock, self.limits):
-                outcome = Outcome.rejected(command.command_id, [skew])
+                outcome = Outcome(command_id=command.command_id, principal=principal,
+                                  status="rejected", reasons=[skew])
             else:
                 armed = batch_plan.arm(world, hints.get(index))
                 try:
                     outcome = self._handle(Draft(world, self.limits, clock), command, index,
-                                           events)
+                                           events, principal)
                 finally:
                     batch_plan.disarm(armed)
                 if isinstance(outcome, Crashed):
@@ -359,14 +372,15 @@ class CommandProcessor:
                 outcome = outcome.model_copy(update={"note": "; ".join(filter(None, [
                     outcome.note, f"takes effect at the cell's clock {command.at.isoformat()}, "
                                   "not at its earlier issued_at"]))})
-            outcome = outcome.model_copy(update={"principal": command.principal})
             if moves_clock(command, outcome, clock, events[recorded_before:]):
                 clocks[command.cell] = max(clock or command.at, command.at)
             outcomes.append(outcome)
+            # The outcome's dump names its principal already, in the place it always had.
             entry = {**outcome.model_dump(mode="json", exclude_none=True),
-                     "principal": command.principal, "command_type": command.type,
-                     "digest": digest, "command": kept_command(parsed)}
+                     "command_type": command.type, "digest": digest,
+                     "command": kept_command(parsed)}
             world.remember(command.cell, entry)
+            decided.add(once)
             handled[command.cell].append(entry)
         # A cell's log is stamped with its clock: a batch of rejections leaves it where it
         # was. A cell with no clock yet (nothing accepted) takes the earliest time there is:
@@ -381,8 +395,8 @@ class CommandProcessor:
         return outcomes, events
 
     @staticmethod
-    def _handle(draft: Draft, command: CommandBase, index: int, events: list[Any]
-                ) -> Outcome | Crashed:
+    def _handle(draft: Draft, command: CommandBase, index: int, events: list[Any],
+                principal: str) -> Outcome | Crashed:
         try:
             decision = HANDLERS[type(command)](draft, command)
         except Exception as error:  # a bug: the batch's state is no longer to be trusted
@@ -390,9 +404,10 @@ class CommandProcessor:
         if isinstance(decision, Refused):
             if draft.events:
                 return Crashed(index, RuntimeError("refused after recording events"))
-            return Outcome.rejected(command.command_id, [Reason(**r) for r in decision.reasons])
+            return Outcome(command_id=command.command_id, principal=principal,
+                           status="rejected", reasons=[Reason(**r) for r in decision.reasons])
         events.extend(decision.events)
-        return Outcome(command_id=command.command_id, status="accepted",
+        return Outcome(command_id=command.command_id, principal=principal, status="accepted",
                        events=list(decision.event_ids), note=decision.note)
 
 

@@ -7,10 +7,11 @@ observing each new event through the same `observe` path, so the indexes a decis
 exactly what the log implies. Each cell's state stands alone (`CellState`): a writer loads
 only the cells it is asked about, snapshots and drops them one by one.
 
-What no decision needs any more leaves memory (`CellState.evict`): deleted instances whose
-billing is finalised, gone nodes, finalised invoices. Their events stay in the log, and a
-lookup that misses in a cell that evicted reads the aggregate back from the log (`World.fetch`)
--- so eviction never changes a decision, only what memory holds.
+What no decision needs any more leaves memory (`CellState.evict`): deleted instances (the
+meter keeps their usage packed until it is finalised), gone nodes, finalised invoices. Their
+events stay in the log, and a lookup that misses in a cell that evicted reads the aggregate
+back from the log (`World.fetch`) -- so eviction never changes a decision, only what memory
+holds.
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ from uuid import UUID
 from eventsourcing.domain import Aggregate
 
 from engine.billing import BillingMeter
-from engine.billing.periods import US_PER_S
 from engine.domain.cell_log import CellLog
 from engine.domain.instance import ON_NODE, Instance
 from engine.domain.invoice import Invoice
@@ -82,7 +82,6 @@ class CellState:
         self.accounts = AccountUsage()  # per account: limits, live vCPU, launch bucket
         self.observers.append(self.accounts.observe)
         self.evicted = False  # once true, a lookup that misses may find its aggregate in the log
-        self.billed_after_delete: set[Ref] = set()  # evicted, their meter entries kept
         # The link of the cell's newest stored event in its hash chain (None: no event yet).
         self.chain_head: bytes | None = None
 
@@ -259,19 +258,13 @@ class CellState:
     # --- leaving memory ----------------------------------------------------------------
 
     def evict(self) -> int:
-        """Drop the aggregates no decision needs: deleted instances (their meter entries once
-        their billed periods are finalised), gone nodes with nothing on them, finalised
-        invoices. Answers how many left. (Deleted instances and gone nodes are terminal: no
-        event ever follows, so a replay of the tail never needs one back.)"""
-        meter = self.billing.cells.get(self.cell)
-        gone: list[UUID] = []
-        for key, instance in self.instances.items():
-            if instance.state == "deleted":
-                gone.append(instance.id)
-                self.billed_after_delete.add(key[1:])
-        # A deleted instance's meter entry stays until its billed periods are finalised.
-        self.billed_after_delete = {ref for ref in sorted(self.billed_after_delete)
-                                    if not billing_done(self.billing, meter, ref)}
+        """Drop the aggregates no decision needs: deleted instances, gone nodes with nothing
+        on them, finalised invoices. Answers how many left. (Deleted instances and gone nodes
+        are terminal: no event ever follows, so a replay of the tail never needs one back.
+        The meter packs a deleted instance's usage itself, until its periods are finalised:
+        engine/billing/settled.py.)"""
+        gone = [instance.id for instance in self.instances.values()
+                if instance.state == "deleted"]
         for (_, node_id), node in self.nodes.items():
             if node.state in GONE and not self.node_instances.get((self.cell, node_id)):
                 gone.append(node.id)
@@ -301,23 +294,6 @@ class CellState:
             self.instances[(aggregate.cell, aggregate.account, aggregate.name)] = aggregate
         elif isinstance(aggregate, Node):
             self.nodes[(aggregate.cell, aggregate.node_id)] = aggregate
-
-
-def billing_done(billing: BillingMeter, meter: Any, ref: Ref) -> bool:
-    """Whether an ended instance's billed time lies wholly in finalised periods and no
-    adjustment waits on it; if so its meter entry is dropped (answers True)."""
-    if meter is None:
-        return True
-    metered = meter.instances.get(ref)
-    if metered is None:
-        return True
-    if (ref in meter.open or metered.billed_as is not None or meter.closed_end is None
-            or any(end is None or end >= meter.closed_end * US_PER_S
-                   for _, end in metered.intervals)):
-        return False
-    del meter.instances[ref]
-    billing._instances.pop(Instance.create_id(meter.cell, *ref), None)
-    return True
 
 
 Fetch = Callable[[UUID], Aggregate | None]

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import datetime
 from typing import Any
 
 from engine.domain.instance import Instance
 from projections.projection import RowProjection
 from projections.tables import Key, Rows, Table
+from projections.texts import hex_id, iso
 
 INSTANCES = Table("instances", ("id",), {
     "id": "text", "cell": "text", "instance_id": "text", "account": "text", "pool": "text",
@@ -19,10 +19,6 @@ INSTANCES = Table("instances", ("id",), {
 })
 
 
-def iso(ts: datetime) -> str:
-    return ts.isoformat().replace("+00:00", "Z")
-
-
 class InstancesProjection(RowProjection):
     name = "instances"
     tables = (INSTANCES,)
@@ -31,11 +27,16 @@ class InstancesProjection(RowProjection):
 
     def keys(self, event: Any) -> Iterable[tuple[Table, Key]]:
         if isinstance(event, Instance.Event):
-            return [(INSTANCES, (event.originator_id.hex,))]
+            return [(INSTANCES, (hex_id(event),))]
         return []
 
+    def creates(self, event: Any) -> Iterable[tuple[Table, Key]]:
+        if isinstance(event, Instance.Requested):
+            return [(INSTANCES, (hex_id(event),))]
+        return ()
+
     def apply(self, event: Any, rows: Rows) -> None:
-        key = (event.originator_id.hex,)
+        key = (hex_id(event),)
         if isinstance(event, Instance.Requested):
             rows.put(INSTANCES, {
                 "id": key[0], "cell": event.cell, "instance_id": event.name,

@@ -20,9 +20,9 @@ from engine.domain.invoice import (
     adjustment_from_record,
     line_from_record,
 )
-from projections.instances import iso
 from projections.projection import RowProjection
 from projections.tables import Key, Row, Rows, Table
+from projections.texts import iso
 
 INVOICES = Table("invoices_by_period", ("account", "period", "cell"), {
     "account": "text", "period": "text", "cell": "text", "currency": "text",

@@ -20,9 +20,9 @@ from typing import Any
 
 from engine.domain.instance import ON_NODE, Instance
 from engine.domain.node import BY_AUTOSCALER, Node, node_group
-from projections.instances import iso
 from projections.projection import RowProjection
 from projections.tables import Key, Rows, Table
+from projections.texts import hex_id, iso
 
 # Node states, as the node events name them (engine/domain/node.py).
 NODE_STATES = ("requested", "ready", "cordoned", "terminated", "lost")
@@ -58,17 +58,24 @@ class NodesProjection(RowProjection):
 
     def keys(self, event: Any) -> Iterable[tuple[Table, Key]]:
         if isinstance(event, Node.Event):
-            return [(NODES, (event.originator_id.hex,))]
+            return [(NODES, (hex_id(event),))]
         if isinstance(event, Instance.Transitioned):
-            return [(NODE_INSTANCES, (event.originator_id.hex,))]
+            return [(NODE_INSTANCES, (hex_id(event),))]
         return []
+
+    def creates(self, event: Any) -> Iterable[tuple[Table, Key]]:
+        if isinstance(event, Instance.Requested):
+            return [(NODE_INSTANCES, (hex_id(event),))]
+        if isinstance(event, Node.Requested):
+            return [(NODES, (hex_id(event),))]
+        return ()
 
     def apply(self, event: Any, rows: Rows) -> None:
         if isinstance(event, Node.Event):
             self._node(event, rows)
         elif isinstance(event, Instance.Requested):
             rows.put(NODE_INSTANCES, {
-                "id": event.originator_id.hex, "cell": event.cell, "account": event.account,
+                "id": hex_id(event), "cell": event.cell, "account": event.account,
                 "instance_id": event.name, "node_id": None, "state": "requested",
                 # Read defensively: older events, and fields other changes may add.
                 "demand": _json(getattr(event, "demand", None)), "placed_at": None,
@@ -77,7 +84,7 @@ class NodesProjection(RowProjection):
             self._instance(event, rows)
 
     def _node(self, event: Any, rows: Rows) -> None:
-        key = (event.originator_id.hex,)
+        key = (hex_id(event),)
         at = iso(event.timestamp)
         if isinstance(event, Node.Requested):
             rows.put(NODES, {
@@ -106,7 +113,7 @@ class NodesProjection(RowProjection):
         rows.put(NODES, row)
 
     def _instance(self, event: Any, rows: Rows) -> None:
-        key = (event.originator_id.hex,)
+        key = (hex_id(event),)
         row = rows.get(NODE_INSTANCES, key)
         if row is None:
             return  # already off its node (e.g. Deleted after Failed)

@@ -19,6 +19,11 @@ class RowProjection(ABC):
     def keys(self, event: Any) -> Iterable[tuple[Table, Key]]:
         """The rows `apply` will read for this event, fetched for a whole batch at once."""
 
+    def creates(self, event: Any) -> Iterable[tuple[Table, Key]]:
+        """Rows `apply` always writes for this event without reading them first (a creation):
+        a later event of the same batch that reads them needs nothing loaded."""
+        return ()
+
     @abstractmethod
     def apply(self, event: Any, rows: Rows) -> None:
         """Change rows to reflect one event. Pure: no clock, no I/O."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from operator import itemgetter
 from typing import Any, Protocol
@@ -37,25 +37,26 @@ class Rows:
     loaded: dict[str, dict[Key, Row]]
     changed: dict[str, dict[Key, Row | None]] = field(default_factory=dict)
 
+    # (Called a few times an event in a rebuild: no dict is made just to be looked up in.)
     def get(self, table: Table, key: Key) -> Row | None:
-        changed = self.changed.get(table.name, {})
-        if key in changed:
+        changed = self.changed.get(table.name)
+        if changed is not None and key in changed:
             return changed[key]
-        row = self.loaded.get(table.name, {}).get(key)
+        loaded = self.loaded.get(table.name)
+        row = loaded.get(key) if loaded is not None else None
         return dict(row) if row is not None else None
 
     def put(self, table: Table, row: Row) -> None:
-        self.changed.setdefault(table.name, {})[table.key_of(row)] = row
+        self._changed(table)[table.key_of(row)] = row
 
     def delete(self, table: Table, key: Key) -> None:
-        self.changed.setdefault(table.name, {})[key] = None
+        self._changed(table)[key] = None
 
-
-def group_keys(pairs: Iterable[tuple[Table, Key]]) -> dict[Table, set[Key]]:
-    grouped: dict[Table, set[Key]] = {}
-    for table, key in pairs:
-        grouped.setdefault(table, set()).add(key)
-    return grouped
+    def _changed(self, table: Table) -> dict[Key, Row | None]:
+        changed = self.changed.get(table.name)
+        if changed is None:
+            changed = self.changed[table.name] = {}
+        return changed
 
 
 class Scannable(Protocol):

@@ -35,6 +35,7 @@ from engine.domain.invoice import BillingCalendar
 from engine.domain.price_book import PriceBook
 from projections.projection import RowProjection
 from projections.tables import Key, Row, Rows, Table
+from projections.texts import hex_id, iso_offset
 
 _WHAT = ("account", "cell", "instance_id", "id")
 _INSTANCE = {
@@ -64,16 +65,23 @@ class UsageProjection(RowProjection):
 
     def keys(self, event: Any) -> Iterable[tuple[Table, Key]]:
         if isinstance(event, Instance.Transitioned):
-            return [(USAGE_INSTANCES, (event.originator_id.hex,)), (USAGE_CALENDAR, CALENDAR)]
+            return [(USAGE_INSTANCES, (hex_id(event),)), (USAGE_CALENDAR, CALENDAR)]
         if isinstance(event, PriceBook.Event):
-            return [(PRICE_BOOKS, (event.originator_id.hex,))]
+            return [(PRICE_BOOKS, (hex_id(event),))]
         if isinstance(event, BillingCalendar.PeriodClosed):
             return [(USAGE_CALENDAR, CALENDAR)]
         return []
 
+    def creates(self, event: Any) -> Iterable[tuple[Table, Key]]:
+        if isinstance(event, Instance.Requested):
+            return [(USAGE_INSTANCES, (hex_id(event),))]
+        if isinstance(event, PriceBook.Opened):
+            return [(PRICE_BOOKS, (hex_id(event),))]
+        return ()
+
     def apply(self, event: Any, rows: Rows) -> None:
         if isinstance(event, Instance.Transitioned):  # most events: first
-            instance = rows.get(USAGE_INSTANCES, (event.originator_id.hex,))
+            instance = rows.get(USAGE_INSTANCES, (hex_id(event),))
             assert instance is not None
             was_late = instance["late_since"]
             intervals, change = follow(instance, event, rows)
@@ -81,23 +89,23 @@ class UsageProjection(RowProjection):
             _spread(rows, instance, intervals, change, was_late)
         elif isinstance(event, Instance.Requested):
             instance = {
-                "id": event.originator_id.hex, "cell": event.cell, "instance_id": event.name,
+                "id": hex_id(event), "cell": event.cell, "instance_id": event.name,
                 "account": event.account, "runtime": event.runtime,
                 "requested_vcpu": str(event.requested_vcpu),
                 "requested_memory_gib": str(event.requested_memory_gib),
                 "billed_vcpu": str(event.billed_vcpu),
                 "billed_memory_gib": str(event.billed_memory_gib), "state": "requested",
-                "intervals": "[]", "last_event_at": event.timestamp.isoformat(),
+                "intervals": "[]", "last_event_at": iso_offset(event.timestamp),
                 "requested_period": period_at(micros(event.timestamp)),
                 "late_since": None,
             }
             rows.put(USAGE_INSTANCES, instance)
             _spread(rows, instance, [], None, None)
         elif isinstance(event, PriceBook.Opened):
-            rows.put(PRICE_BOOKS, {"id": event.originator_id.hex, "cell": event.cell,
+            rows.put(PRICE_BOOKS, {"id": hex_id(event), "cell": event.cell,
                                    "versions": "[]"})
         elif isinstance(event, PriceBook.VersionPublished):
-            book = rows.get(PRICE_BOOKS, (event.originator_id.hex,))
+            book = rows.get(PRICE_BOOKS, (hex_id(event),))
             assert book is not None
             versions = [*json.loads(book["versions"]), {"number": event.number, **event.terms}]
             rows.put(PRICE_BOOKS, {**book, "versions": json.dumps(versions, sort_keys=True)})
@@ -127,7 +135,7 @@ def follow(instance: Row, event: Any, rows: Rows) -> tuple[list[meter.Interval],
             intervals[-1][3] = event_id
         instance["intervals"] = orjson.dumps(intervals).decode()
     instance["state"] = state
-    instance["last_event_at"] = event.timestamp.isoformat()
+    instance["last_event_at"] = iso_offset(event.timestamp)
     return intervals, change
 
 

@@ -77,13 +77,15 @@ def _in_window(value: datetime) -> datetime:
 
 
 # RFC 3339 with an offset, nothing else: no Unix seconds as a number or a string.
-RFC3339 = (r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,6})?"
+RFC3339 = (r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?"
            r"([Zz]|[+-][0-9]{2}:[0-9]{2})$")
 _RFC3339_MATCH = re.compile(RFC3339).fullmatch  # compiled once: every command has a time
 
 
 def _rfc3339(value: object) -> object:
     # Parsed here, so that strict validation (JSON input) sees a datetime, never a number.
+    # Up to nine fractional digits (Go's RFC3339Nano, Java's Instant) are taken and truncated
+    # to the microsecond (fromisoformat floors them), one rule so no billed second moves.
     if isinstance(value, datetime):
         return value
     if isinstance(value, str) and _RFC3339_MATCH(value):
@@ -112,6 +114,17 @@ def _limit(name: str, **extra: object) -> Any:
 # the text is shown (line/paragraph separators, bidirectional overrides and isolates).
 PRINTABLE = r"^[^\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]*$"
 Name = Annotated[str, StringConstraints(pattern=r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")]
+
+
+def _not_reserved(value: str) -> str:
+    # An account is a Kubernetes namespace (adapters/pods.py): never one the cluster owns.
+    if value == "default" or value.startswith("kube-"):
+        raise ValueError("reserved_account: `default` and names starting `kube-` are "
+                         "Kubernetes' own namespaces")
+    return value
+
+
+AccountName = Annotated[Name, AfterValidator(_not_reserved)]
 Label = Annotated[str, StringConstraints(min_length=1, max_length=MAX_LABEL_CHARS,
                                          pattern=PRINTABLE), _limit("MAX_LABEL_CHARS")]
 CommandId = Annotated[str, StringConstraints(min_length=1, max_length=MAX_COMMAND_ID_CHARS,
@@ -133,14 +146,21 @@ _DECIMAL_MATCH = re.compile(DECIMAL).fullmatch
 def _decimal(value: object) -> object:
     # Converted here, so that strict validation (JSON input) sees a Decimal.
     if isinstance(value, Decimal):
-        return value
+        return _unsigned_zero(value)
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return Decimal(repr(value))  # a float's shortest repr: 0.1, not 0.1000000000000000055…
+        # A float's shortest repr: 0.1, not 0.1000000000000000055…
+        return _unsigned_zero(Decimal(repr(value)))
     if isinstance(value, str) and len(value) <= MAX_DECIMAL_CHARS \
             and _DECIMAL_MATCH(value):
         return Decimal(value)
     raise ValueError(f"not_a_decimal: must be a JSON number or a decimal string such as "
                      f"\"0.5\" (ASCII digits, at most {MAX_DECIMAL_CHARS} characters)")
+
+
+def _unsigned_zero(value: Decimal) -> Decimal:
+    """JSON's -0.0 is zero: "-0.00" on an invoice would differ from "0.00" for every reader
+    and every hash."""
+    return value.copy_abs() if value.is_zero() else value
 
 
 def _decimal_schema(schema: dict[str, Any]) -> None:
@@ -260,7 +280,7 @@ class RetryBudget(Strict):
 
 class CreateInstance(Request):
     type: Literal["CreateInstance"] = "CreateInstance"
-    account: Name
+    account: AccountName
     instance_id: Name
     pool: Name
     containers: list[Container] = Field(min_length=1, max_length=MAX_CONTAINERS,
@@ -315,13 +335,13 @@ class CreateInstance(Request):
 
 class StopInstance(Request):
     type: Literal["StopInstance"] = "StopInstance"
-    account: Name
+    account: AccountName
     instance_id: Name
 
 
 class DeleteInstance(Request):
     type: Literal["DeleteInstance"] = "DeleteInstance"
-    account: Name
+    account: AccountName
     instance_id: Name
 
 
@@ -338,7 +358,7 @@ class InstanceReport(Report):
     instance from when it really began starting.
     """
 
-    account: Name
+    account: AccountName
     instance_id: Name
     node_id: Name
     sequence: Annotated[int, Field(ge=0, le=MAX_REPORT_SEQUENCE),
@@ -523,7 +543,7 @@ class SetAccountQuota(Request):
     field left out goes back to its default (no vCPU quota: unlimited)."""
 
     type: Literal["SetAccountQuota"] = "SetAccountQuota"
-    account: Name
+    account: AccountName
     # Billed vCPU of the account's live instances, the new one included; None: unlimited.
     vcpu: _limited_decimal("MAX_ACCOUNT_VCPU", ge=0, le=MAX_ACCOUNT_VCPU, max_digits=10,
                            decimal_places=3) | None = None

@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import re
 
+import orjson
+
 from schemas.limits import MAX_DEPTH
 
 # A JSON string (possessive, so an unterminated one runs to the end instead of
@@ -122,3 +124,45 @@ def sanitise(data: bytes) -> tuple[bytes, list[str]]:
             problems.add("long number")
         parts.append(token)
     return b" ".join(parts), sorted(problems)
+
+
+def _no_duplicates(pairs: list[tuple[str, object]]) -> None:
+    seen: set[str] = set()
+    for key, _ in pairs:
+        if key in seen:
+            raise _Duplicate(key)
+        seen.add(key)
+
+
+class _Duplicate(ValueError):
+    pass
+
+
+# A quote then a colon: every key's end, and (rarely) an escaped quote inside a string.
+_KEY_END = re.compile(rb'"\s*:')
+
+
+def duplicate_key(data: bytes) -> str | None:
+    """A key that appears twice in one object of the line, or None (depth already bounded).
+
+    JSON parsers disagree on a duplicate (first wins, last wins, refused): a gateway that
+    reads the first `account` and an engine that reads the last would act for another tenant.
+    Cheap first: key ends counted in the text and in the line as a last-wins parser keeps it,
+    written back without whitespace; string contents count the same in both, so a difference
+    is a key lost to a duplicate. Only then (or when an escape could spell a key twice) is
+    the line read again, exactly, to name the key.
+    """
+    if b"\\u" not in data:
+        try:
+            kept = orjson.dumps(orjson.loads(data)).count(b'":')
+        except orjson.JSONDecodeError:  # pydantic took it, orjson does not: read it exactly
+            kept = -1
+        if kept == len(_KEY_END.findall(data)):
+            return None
+    try:
+        json.loads(data, object_pairs_hook=_no_duplicates)
+    except _Duplicate as found:
+        return str(found)
+    except ValueError:  # not JSON to Python's parser (pydantic took it): nothing to say
+        return None
+    return None

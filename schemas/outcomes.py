@@ -107,7 +107,7 @@ class NotACommand(Exception):
 
 
 # pydantic's message for a ValueError raised as "code: problem" (see schemas.commands).
-_CODED = re.compile(r"^Value error, ([a-z_]+): (.*)$", re.DOTALL)
+_CODED = re.compile(r"^Value error, ([a-z0-9_]+): (.*)$", re.DOTALL)
 
 
 def more_reasons(count: int) -> Reason:
@@ -153,9 +153,17 @@ def parse_command(raw: bytes | str) -> Command | Outcome:
         try:
             # Strict: no coercion (no "5" for 5, no true for 1); the common case in one
             # pass, in Rust.
-            return command_adapter.validate_json(data, strict=True)
+            command = command_adapter.validate_json(data, strict=True)
         except ValidationError as exc:
             error = exc
+        else:
+            duplicate = lines.duplicate_key(data)
+            if duplicate is None:
+                return command
+            return Outcome.rejected(command.command_id, [Reason(
+                field=duplicate, code="duplicate_key", problem=(
+                    "this key appears twice in one object; JSON readers disagree on which "
+                    "one counts, so a command must name each field once"))])
     command_id, unreadable = _command_id(data, parsable=error is not None)
     if len(data) > MAX_LINE_BYTES:
         reasons = [Reason(field="$", code="line_too_long", problem=(

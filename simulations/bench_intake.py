@@ -22,7 +22,10 @@ the cell log's one per batch: the intake path's own overhead).
 
 `--outbox both` runs each batch size without and with the outbox child (which sends the VM
 and Pod commands the log implies, as in production) and reports `outbox_cost`: the share of
-intake's commands/s the child takes.
+intake's commands/s the child takes (wall time: noisy on a shared machine). Every run with the
+child reports `outbox_cpu_share`: the child's CPU from when it follows the log (its start-up
+done) until it has caught up with the timed commands (before its last round and exit), over
+intake's own CPU.
 """
 
 from __future__ import annotations
@@ -47,7 +50,9 @@ from kafka.admin import KafkaAdminClient, NewTopic
 
 from adapters.cli_args import positive_int
 from adapters.kafka_io import Publisher
+from adapters.outbox import TRACKING_NAME as OUTBOX_TRACKING
 from adapters.serve import ServeConfig, Server
+from adapters.workers import WorkerProcess
 from schemas.commands import COMMAND_ROLES
 from simulations import lifecycles, workloads
 
@@ -187,6 +192,8 @@ def _intake(store: str, kafka: str, batch: int, workload: str, n: int,
         events_before = _events(store)
         transactions_before = server.stats.transactions
         server.engine.update_projections()  # type: ignore[union-attr]
+        _wait_for_outbox(server)  # its start-up (imports, connecting) is not intake's cost
+        outbox_cpu = -_child_cpu(server.outbox)
         profiler = cProfile.Profile() if profile else None
         if profiler:
             profiler.enable()
@@ -197,6 +204,10 @@ def _intake(store: str, kafka: str, batch: int, workload: str, n: int,
             profiler.disable()
         commands = feed.fed - len(setup)
         phases = dict(server.stats.seconds)
+        # The outbox child's CPU for these commands: until it has caught up with them,
+        # before its last round and its exit.
+        _wait_for_outbox(server)
+        outbox_cpu += _child_cpu(server.outbox)
         began = time.perf_counter()
         if server.projector is not None:
             server.projector.stop()  # its last catch-up
@@ -226,6 +237,9 @@ def _intake(store: str, kafka: str, batch: int, workload: str, n: int,
               "projection_catch_up_s": round(backlog_s, 3),
               "commands_per_s_with_projections": round(commands / (seconds + backlog_s)),
               "outbox": outbox, "outbox_catch_up_s": round(outbox_backlog_s, 3),
+              "outbox_cpu_us_per_command": round(1e6 * outbox_cpu / commands, 1),
+              # The goal's figure: the outbox child's CPU over intake's own.
+              "outbox_cpu_share": round(outbox_cpu / feed.cpu_s, 3),
               "transactions": server.stats.transactions - transactions_before,
               "first_event": events_before + 1}
     if profiler:
@@ -233,15 +247,30 @@ def _intake(store: str, kafka: str, batch: int, workload: str, n: int,
     return result
 
 
+def _wait_for_outbox(server: Server, timeout_s: float = 120.0) -> None:
+    """Until the outbox child has stored a position at the log's end (it is started and
+    following): otherwise the timed part counts the rest of its start-up as outbox cost."""
+    if server.outbox is None:
+        return
+    end = server.engine.app.recorder.max_notification_id() or 0  # type: ignore[union-attr]
+    deadline = time.monotonic() + timeout_s
+    while (server.engine.view.max_tracking_id(OUTBOX_TRACKING)  # type: ignore[union-attr]
+           or 0) < end and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
 def _started_cpu(server: Server) -> float:
     """CPU seconds the server's child processes have used so far (Linux: /proc)."""
-    total = 0.0
-    for child in (server.projector, server.outbox):
-        if child is not None and child.process.pid is not None:
-            with open(f"/proc/{child.process.pid}/stat") as stat:
-                fields = stat.read().rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return total
+    return _child_cpu(server.projector) + _child_cpu(server.outbox)
+
+
+def _child_cpu(child: WorkerProcess | None) -> float:
+    """CPU seconds a child process has used so far (Linux: /proc); 0 without one."""
+    if child is None or child.process.pid is None:
+        return 0.0
+    with open(f"/proc/{child.process.pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _schema(store: str) -> str:

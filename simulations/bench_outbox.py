@@ -10,8 +10,7 @@ from typing import Any
 
 from adapters.bootstrap import connect
 from adapters.cli_args import positive_int
-from adapters.kafka_io import Publisher
-from adapters.outbox import Outbox, OutboxTopics
+from adapters.outbox import Outbox, OutboxTopics, outbox_publisher
 from simulations.workloads import simulate
 
 
@@ -25,7 +24,7 @@ def bench_outbox(store: str, kafka: str, instances: int = 1000) -> dict[str, Any
         read_s = time.perf_counter() - began
         suffix = f"{time.time_ns()}"  # fresh topics, so a shared broker is left as it was
         topics = OutboxTopics(vm=f"bench.vm-commands.{suffix}", pod=f"bench.pod-commands.{suffix}")
-        with Publisher(kafka, client_id="cis-bench-outbox") as publisher:
+        with outbox_publisher(kafka, client_id="cis-bench-outbox") as publisher:
             outbox = Outbox(engine, publisher, topics)
             began = time.perf_counter()
             outbox.catch_up()

@@ -4,6 +4,9 @@ The pool is pre-filled to `fill` of its CPU, then a steady-state stream runs: ev
 places one new instance (decision + allocation update) and releases a random live one, so
 the load stays constant. The scan baseline replays the same operation stream on a copy of the
 same start state (fewer operations at large N, it is slow) and we check the decisions agree.
+Above 20,000 nodes the pre-fill is random (filling through the policy would take ~1M
+placements), and 20,000 untimed operations then shape it as the policy keeps a pool
+(`warm_operations`), so the figure is the steady state, as at the smaller sizes.
 
 On a shared machine read `best_chunk_placements_per_s` (best 1000-operation slice) and
 `cpu_time_placements_per_s` next to the wall-clock mean; `harness_us_per_placement` is the
@@ -71,18 +74,43 @@ def _random_fill(
     return alloc, live
 
 
+def huge_page_mib() -> int | None:
+    """This process's anonymous memory in transparent huge pages (Linux; None elsewhere).
+    At 100,000 nodes most of a placement's extra cost is TLB misses over ~1 GB of objects:
+    PYTHONMALLOC=malloc GLIBC_TUNABLES=glibc.malloc.hugetlb=1 puts the heap in huge pages."""
+    try:
+        with open("/proc/self/smaps_rollup") as f:
+            for line in f:
+                if line.startswith("AnonHugePages:"):
+                    return int(line.split()[1]) // 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def default_prefill(nodes: int) -> str:
+    # Pre-filling through the policy costs ~1M placements at 100k nodes: use random per-node
+    # fills there, the policy itself up to 20k nodes.
+    return "policy" if nodes <= 20_000 else "random"
+
+
+def default_warm(nodes: int, prefill: str | None = None) -> int:
+    """Untimed operations before timing: enough to shape a random fill (the steady state a
+    real region is in), none after a fill by the policy itself."""
+    return 20_000 if (prefill or default_prefill(nodes)) == "random" else 0
+
+
 def prepare(
     nodes: int, policy: str = "best_fit", placements: int = 20_000, fill: float = 0.7,
-    seed: int = 0, prefill: str | None = None,
+    seed: int = 0, prefill: str | None = None, warm: int = 0,
 ) -> dict:
-    """The start state (pool pre-filled to `fill`) and the operation stream, untimed."""
+    """The start state (pool pre-filled to `fill`, then `warm` steady-state operations) and
+    the operation stream, untimed."""
     if policy not in POLICIES:
         raise KeyError(f"unknown policy {policy!r}; known: {sorted(POLICIES)}")
     rng = np.random.default_rng(seed)
     capacity = make_pool(nodes, rng)
-    # Pre-filling through the policy costs ~1M placements at 100k nodes: use random per-node
-    # fills there (prefill="random"), the policy itself below 20k nodes.
-    prefill = prefill or ("policy" if nodes <= 20_000 else "random")
+    prefill = prefill or default_prefill(nodes)
     live: list[tuple[int, list[int]]] = []
     start = np.zeros_like(capacity)
     if prefill == "random":
@@ -110,6 +138,11 @@ def prepare(
     # The index builds a policy's lists on first use (and sorts the nodes a demand like these
     # can use): not timed. Every demand takes an ENI and a pod slot.
     index.place([250, 512, 1, 1], policy)
+    # A random fill is not what the policy keeps: the first placements on it cost more while
+    # the index learns which blocks miss (design.md §6.1). Warm operations shape it first.
+    if warm:
+        run_index(index, policy, make_demands(warm, rng).tolist(), rng.random(warm).tolist(),
+                  live)
 
     return {
         "capacity": capacity,
@@ -120,6 +153,7 @@ def prepare(
         "stream": make_demands(placements, rng).tolist(),
         "victims": rng.random(placements).tolist(),
         "prefill": prefill,
+        "warm": warm,
     }
 
 
@@ -195,17 +229,19 @@ def run_windows(
 
 
 def bench_window(nodes: int, window: int, placements: int = 20_000, fill: float = 0.7,
-                 seed: int = 0, prefill: str | None = None, chunk: int = 1000) -> dict:
+                 seed: int = 0, prefill: str | None = None, chunk: int = 1000,
+                 warm: int | None = None) -> dict:
     """Placements per second with batch placement in windows of `window` (best fit), on the
     same pool and stream as `bench_placement`, and how often a window's decisions differ
     from one-by-one best fit (counted in a second, untimed run over the same stream)."""
-    st = prepare(nodes, "best_fit", placements, fill, seed, prefill)
+    warm = default_warm(nodes, prefill) if warm is None else warm
+    st = prepare(nodes, "best_fit", placements, fill, seed, prefill, warm)
     cpu0 = time.process_time()
     decisions, times, _ = run_windows(st["index"], window, st["stream"], st["victims"],
                                       st["live"], chunk)
     cpu_s = time.process_time() - cpu0
     total = sum(times) * 1.0
-    again = prepare(nodes, "best_fit", placements, fill, seed, prefill)
+    again = prepare(nodes, "best_fit", placements, fill, seed, prefill, warm)
     _, _, differ = run_windows(again["index"], window, again["stream"], again["victims"],
                                again["live"], chunk, compare=True)
     best = min(times[:-1] or times)
@@ -222,6 +258,8 @@ def bench_window(nodes: int, window: int, placements: int = 20_000, fill: float 
         "share_differing_from_one_by_one": round(differ / max(placements, 1), 4),
         "fill": fill,
         "prefill": st["prefill"],
+        "warm_operations": warm,
+        "huge_page_mib": huge_page_mib(),
         "load_average_1m": round(os.getloadavg()[0], 2),
     }
 
@@ -251,13 +289,16 @@ def bench_placement(
     seed: int = 0,
     prefill: str | None = None,
     chunk: int = 1000,
+    warm: int | None = None,
 ) -> dict:
-    """Placements per second (place + allocate + release) for NodeIndex and the numpy scan.
+    """Placements per second (place + allocate + release) for NodeIndex and the numpy scan,
+    after `warm` untimed operations (default: `default_warm`).
 
     `placements_per_s` is over the whole stream; `best_chunk_placements_per_s` the best of
     its `chunk`-operation slices (best-of-N: other jobs on the machine only ever slow a slice).
     """
-    st = prepare(nodes, policy, placements, fill, seed, prefill)
+    warm = default_warm(nodes, prefill) if warm is None else warm
+    st = prepare(nodes, policy, placements, fill, seed, prefill, warm)
     capacity, stream, victims = st["capacity"], st["stream"], st["victims"]
     cpu0 = time.process_time()
     decisions, times = run_index(st["index"], policy, stream, victims, st["live"], chunk)
@@ -314,10 +355,12 @@ def bench_placement(
         "fill": fill,
         "live_instances": len(st["start_live"]),
         "prefill": st["prefill"],
+        "warm_operations": warm,
         "baseline_scan_placements": base_n,
         "baseline_scan_placements_per_s": round(scan_rate, 1),
         "speedup_vs_scan": round(index_rate / scan_rate, 2),
         "decisions_agree_with_scan": f"{agree}/{base_n}",
+        "huge_page_mib": huge_page_mib(),
         "load_average_1m": round(os.getloadavg()[0], 2),
     }
 

@@ -17,9 +17,9 @@ from typing import Any
 
 from adapters.driver_ledger import Ledger
 from adapters.driver_worker import CloudHandler, PodHandler
-from adapters.drivers.simulated import SimulatedInfrastructure, _Pod
-from adapters.ports import PodObservation
-from schemas.infra import DeletePod, ProvisionNode, RunPod
+from adapters.drivers.simulated import SimulatedInfrastructure, _Node, _Pod
+from adapters.ports import NodeStatus, PodObservation
+from schemas.infra import DeletePod, ProvisionNode, RunPod, TerminateNode
 from simulations.driven import DrivenHarness, failures_of
 
 
@@ -32,6 +32,7 @@ class HeapInfrastructure(SimulatedInfrastructure):
         # (at, seq, instance id, the Pod, index of its fact)
         self._facts: list[tuple[datetime, int, str, _Pod, int]] = []
         self._node_times: list[datetime] = []  # when some node boots, fails or is lost
+        self._listed: dict[str, _Node] = {}  # the VMs no TerminateNode ended
 
     # --- CloudDriver ----------------------------------------------------------------
 
@@ -39,11 +40,22 @@ class HeapInfrastructure(SimulatedInfrastructure):
         known = command.node_id in self.nodes
         provider_id = super().provision(command)
         if not known:
-            node = self.nodes[command.node_id]
+            node = self._listed[command.node_id] = self.nodes[command.node_id]
             for at in (node.ready_at, node.lost_at):
                 if at is not None:
                     heapq.heappush(self._node_times, at)
         return provider_id
+
+    def terminate(self, command: TerminateNode) -> None:
+        super().terminate(command)
+        self._listed.pop(command.node_id, None)
+
+    def describe(self, node_group: str) -> Sequence[NodeStatus]:
+        """The group's VMs not terminated by a command: the handler watches no VM it
+        terminated (its ledger says so before the call), and a day's scale-ins would make
+        every describe list thousands of them."""
+        now = self.clock()
+        return [n.status(now) for n in self._listed.values() if n.node_group == node_group]
 
     def lose_node(self, node_id: str, reason: str = "node lost") -> None:
         super().lose_node(node_id, reason)

@@ -16,7 +16,7 @@ import heapq
 import itertools
 import json
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -30,6 +30,7 @@ from adapters.driver_worker import CloudHandler, PodHandler
 from adapters.infra_commands import TOPICS, InfraTranslator
 from engine.domain.instance import Instance
 from engine.domain.node import Node
+from engine.processor import Item
 from schemas.outcomes import Outcome
 from simulations.driven import carry_out
 from simulations.simulate_infra import HeapInfrastructure
@@ -140,9 +141,9 @@ class SimulationLoop:
         batch.sort(key=lambda entry: entry[:2])
         return batch  # type: ignore[return-value]
 
-    def _apply(self, lines: list[str]) -> None:
-        if lines:
-            self._count(self.engine.apply(lines))
+    def _apply(self, items: Sequence[Item]) -> None:
+        if items:
+            self._count(self.engine.apply(items))
 
     def _count(self, outcomes: list[Outcome]) -> None:
         for outcome in outcomes:
@@ -163,7 +164,9 @@ class SimulationLoop:
             if not reports:
                 return
             reports.sort(key=lambda r: r.at)
-            self._apply([r.model_dump_json() for r in reports])
+            # The handlers' reports are commands already (validated): applied as they are,
+            # not written as JSON for the engine to parse back into the same commands.
+            self._apply(reports)
 
     @staticmethod
     def _reports(handler: CloudHandler | PodHandler) -> list[Any]:
@@ -172,8 +175,12 @@ class SimulationLoop:
         return [report for report, _ in due]
 
     def _carry_out(self) -> None:
-        now = self.clock.now
-        for _, event in self.engine.app.read(self.position, topics=self.topics):
+        now, app = self.clock.now, self.engine.app
+        end = app.recorder.max_notification_id() or 0
+        if end <= self.position:
+            return
+        # What was stored since the last look, in one read (not page by page).
+        for _, event in app.page(self.position, end - self.position, self.topics, stop=end):
             if self.on_event:
                 self.on_event(event)
             # The infrastructure acts at the decision's own time, not the quantum's end: a
@@ -184,7 +191,7 @@ class SimulationLoop:
                 carry_out(command, self.cloud, self.pods)
             self._tenant(event)
         self.clock.now = now
-        self.position = self.engine.app.recorder.max_notification_id() or 0
+        self.position = end
 
     def _tenant(self, event: Any) -> None:
         if not isinstance(event, Instance.Running | Instance.Ended):

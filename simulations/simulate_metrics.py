@@ -22,6 +22,7 @@ from engine.domain.node import Node
 # The series kept over time; each changes by steps at event times.
 SERIES = ("nodes_paid", "nodes_ready", "cap_cpu", "cap_mem", "alloc_cpu", "alloc_mem",
           "billed_cpu", "billed_mem", "pending", "running")
+_INDEX = {name: k for k, name in enumerate(SERIES)}
 
 
 @dataclass(slots=True)
@@ -65,7 +66,7 @@ class Collector:
 
     def _step(self, at: datetime, series: str, change: float) -> None:
         self._at.append((at - self.start).total_seconds())
-        self._which.append(SERIES.index(series))
+        self._which.append(_INDEX[series])
         self._change.append(change)
 
     def observe(self, event: Any) -> None:
@@ -134,22 +135,8 @@ class Collector:
 
     # --- the figures --------------------------------------------------------------------
 
-    def series(self, until_s: float) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        """Every series as steps: times (s from start) and its value from each time on."""
-        if not self._at:
-            return np.zeros(1), {name: np.zeros(1) for name in SERIES}
-        times, row = np.unique(np.clip(np.frombuffer(self._at), 0, until_s),
-                               return_inverse=True)
-        values = np.zeros((times.size, len(SERIES)))
-        np.add.at(values, (row, np.frombuffer(self._which, dtype=np.int8)),
-                  np.frombuffer(self._change))
-        levels = np.cumsum(values, axis=0)
-        return times, {name: levels[:, k] for k, name in enumerate(SERIES)}
-
-    def integral(self, times: np.ndarray, level: np.ndarray, until_s: float) -> float:
-        """The area under a step series from 0 to `until_s` (value x seconds)."""
-        widths = np.diff(np.append(times, until_s))
-        return float(np.sum(level * np.clip(widths, 0, None)))
+    def steps(self) -> Steps:
+        return Steps(self._at, self._which, self._change)
 
     def node_hours(self, until: datetime) -> dict[tuple[str, str], float]:
         hours: Counter[tuple[str, str]] = Counter()
@@ -159,6 +146,48 @@ class Collector:
                                                   .total_seconds()) / 3600
         return dict(hours)
 
-    def cost(self, until: datetime) -> Decimal:
-        return sum((Decimal(str(round(h, 6))) * self.prices.get(key, Decimal(0))
-                    for key, h in sorted(self.node_hours(until).items())), Decimal(0))
+
+@dataclass(frozen=True)
+class Steps:
+    """Every step of the series: when (s from start), which series (`SERIES` index), by how
+    much. The steps of several cells concatenated are the steps of the region."""
+
+    at: array[float]
+    which: array[int]
+    change: array[float]
+
+    @staticmethod
+    def joined(parts: list[Steps]) -> Steps:
+        if len(parts) == 1:
+            return parts[0]
+        at, which, change = array("d"), array("b"), array("d")
+        for part in parts:
+            at.extend(part.at)
+            which.extend(part.which)
+            change.extend(part.change)
+        return Steps(at, which, change)
+
+
+def series(steps: Steps, until_s: float) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Every series as steps: times (s from start) and its value from each time on."""
+    if not steps.at:
+        return np.zeros(1), {name: np.zeros(1) for name in SERIES}
+    times, row = np.unique(np.clip(np.frombuffer(steps.at), 0, until_s), return_inverse=True)
+    values = np.zeros((times.size, len(SERIES)))
+    np.add.at(values, (row, np.frombuffer(steps.which, dtype=np.int8)),
+              np.frombuffer(steps.change))
+    levels = np.cumsum(values, axis=0)
+    return times, {name: levels[:, k] for k, name in enumerate(SERIES)}
+
+
+def integral(times: np.ndarray, level: np.ndarray, until_s: float) -> float:
+    """The area under a step series from 0 to `until_s` (value x seconds)."""
+    widths = np.diff(np.append(times, until_s))
+    return float(np.sum(level * np.clip(widths, 0, None)))
+
+
+def cost(node_hours: dict[tuple[str, str], float], prices: dict[tuple[str, str], Decimal]
+         ) -> Decimal:
+    """Node-hours x the model's price per hour, over every (pool, model)."""
+    return sum((Decimal(str(round(h, 6))) * prices.get(key, Decimal(0))
+                for key, h in sorted(node_hours.items())), Decimal(0))

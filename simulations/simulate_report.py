@@ -46,9 +46,14 @@ UTILISATION = (("cpu", "alloc_cpu", "billed_cpu", "cap_cpu"),
 
 
 def as_json(title: str, workload: dict[str, Any], seed: int, hours: float,
-            results: list[Result]) -> dict[str, Any]:
-    return {"comparison": title, "seed": seed, "hours": hours, "workload": workload,
-            "scenarios": [r.figures for r in results]}
+            results: list[Result], cells: int = 1) -> dict[str, Any]:
+    """With several cells, each scenario's figures are the region's and list each cell's."""
+    if cells == 1:
+        return {"comparison": title, "seed": seed, "hours": hours, "workload": workload,
+                "scenarios": [r.figures for r in results]}
+    return {"comparison": title, "seed": seed, "hours": hours, "cells": cells,
+            "workload": workload, "scenarios": [{**r.figures, "cells": r.cells}
+                                                for r in results]}
 
 
 def table(results: list[Result]) -> str:
@@ -121,7 +126,9 @@ def markdown(report: dict[str, Any], results: list[Result], pictures: list[Path]
     return "\n".join([
         f"# cis simulate: {report['comparison']}", "",
         f"Workload: {workload['name']}, {workload['launches']:,} launches{skipped}; "
-        f"{report['hours']:g} simulated hours; seed {report['seed']}.", "",
+        f"{report['hours']:g} simulated hours; seed {report['seed']}"
+        + (f"; {report['cells']} cells (launch k to cell k mod {report['cells']}), each its "
+           "own engine, merged" if report.get("cells") else "") + ".", "",
         f"Command: `{command}`", "",
         table(results), "",
         "Utilisation is of the ready nodes' capacity, time-weighted; allocated is what "

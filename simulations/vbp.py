@@ -6,6 +6,9 @@ import csv
 from dataclasses import dataclass
 from pathlib import Path
 
+# Items an instance may expand to (a demand is a count: 30 bytes could ask for 10**23).
+MAX_PACK_ITEMS = 1_000_000
+
 
 @dataclass(frozen=True)
 class VbpInstance:
@@ -83,6 +86,9 @@ def parse_vbp(text: str, name: str = "<string>", clamp_negative: bool = False) -
             raise ValueError(f"{name}:{no}: negative item size in {sizes}")
         if any(s > c for s, c in zip(sizes, cap, strict=True)):
             raise ValueError(f"{name}:{no}: item {sizes} exceeds bin capacity {cap}")
+        if q > MAX_PACK_ITEMS - len(items):
+            raise ValueError(f"{name}:{no}: more than {MAX_PACK_ITEMS:,} items in all "
+                             "(MAX_PACK_ITEMS): too many to pack here")
         items.extend([tuple(sizes)] * q)
     if pos != len(lines):
         no = lines[pos][0]

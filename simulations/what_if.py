@@ -4,7 +4,8 @@ Every batch the cell logs record is re-run, with the same boundaries, through a 
 on the memory store (`adapters/replay_decisions.rerun_decisions`, as `cis audit replay`
 does), each ConfigurePool or PublishPriceBook changed as the `Policy` says. Both logs, the
 recorded one and the what-if's, are then read the same way into `cis simulate`'s figures
-(`simulate_metrics.Collector`, `simulate._result`) over the recorded run's time window.
+(`simulate_metrics.Collector`, `simulate.Part`, `simulate._result`) over the recorded
+run's time window.
 
 The replay is open-loop: there is no simulated infrastructure, only the reports the real
 one sent for the recorded decisions. Where the what-if decides otherwise (another node, a
@@ -29,7 +30,7 @@ from adapters.replay_decisions import DecisionsCompared, rerun_decisions
 from engine.domain.cell_log import CellLog
 from engine.limits import EngineLimits
 from schemas.limits import TIME_MIN
-from simulations.simulate import Result, _result
+from simulations.simulate import Part, Result, _result
 from simulations.simulate_loop import _topics
 from simulations.simulate_metrics import Collector
 from simulations.simulate_scenarios import Scenario
@@ -97,8 +98,8 @@ def figures(engine: Engine, name: str, description: str, start: datetime,
                   Decimal(0))
     scenario = Scenario(name, description, kind=", ".join(sorted(batches.kinds)),
                         runtime=", ".join(sorted(batches.runtimes)))
-    result = _result(scenario, collector, batches, end,  # type: ignore[arg-type]
-                     (end - start).total_seconds() / 3600, revenue)
+    result = _result(scenario, Part.of(name, collector, batches, end, revenue), end,
+                     (end - start).total_seconds() / 3600)
     for key in NOT_AVAILABLE:
         result.figures[key] = None
     return result

@@ -4,6 +4,7 @@ answers, pages, cost bounds, no global lock, metrics."""
 from __future__ import annotations
 
 import threading
+import urllib.error
 import urllib.request
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -173,3 +174,45 @@ def test_metrics_count_requests_by_route_and_status(filled: str, api: str,
     assert f'cis_api_request_seconds_count{{method="GET",{route},status="200"}}' in text
     assert f'cis_api_request_seconds_count{{method="GET",{route},status="401"}}' in text
     assert 'cis_api_requests_total{status="401"}' in text
+
+
+def test_audit_queries_have_their_own_lane(filled: str, api: str, operator: str,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """`known_at` folds the log on every call: a tenant asking many at once holds only the
+    audit lane, never the threads everyone's plain queries answer on."""
+    release = threading.Event()
+    real = queries.known_at
+
+    def slow(*args: Any, **kw: Any) -> Any:
+        release.wait(30)
+        return real(*args, **kw)
+    monkeypatch.setattr(queries, "known_at", slow)
+    audits: list[int] = []
+    clients = [threading.Thread(target=lambda: audits.append(get(
+        f"{api}/v1/accounts/acme/usage?known_position=1", operator)[0]))
+        for _ in range(2 * QUERY_THREADS)]
+    for client in clients:
+        client.start()
+    try:
+        for _ in range(QUERY_THREADS + 1):
+            assert get(f"{api}/v1/accounts/acme/usage", operator)[0] == 200
+    finally:
+        release.set()
+        for client in clients:
+            client.join(60)
+    assert len(audits) == len(clients)
+
+
+def test_made_up_methods_share_one_metrics_label(filled: str, api: str) -> None:
+    """No token is needed to send a request: a label per invented method would let anyone
+    grow the registry without bound."""
+    for i in range(5):
+        request = urllib.request.Request(f"{api}/v1/health", method=f"MADEUP{i}")
+        try:
+            urllib.request.urlopen(request, timeout=10).close()
+        except urllib.error.HTTPError:
+            pass
+    with urllib.request.urlopen(f"{api}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    assert "MADEUP" not in text
+    assert 'method="OTHER"' in text

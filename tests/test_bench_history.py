@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from adapters.audit_chain import verify_store
 from adapters.bootstrap import connect
 from adapters.cli import main
 from simulations import history
@@ -72,6 +73,37 @@ def test_the_store_must_be_empty(tmp_path: Path) -> None:
         write_history(url, template, 2)
 
 
+@pytest.mark.parametrize("store_url", ["sqlite", "postgres"], indirect=True)
+def test_a_written_history_chains_and_the_writer_chains_on(store_url: str) -> None:
+    """The history is written with its hash-chain links (PostgreSQL: by COPY, the ids read
+    back from the sequence), so the audit finds it intact, and so does it after the writer
+    has started on it and decided."""
+    template = history.make_template(20, 2, 3, SEED)
+    written = write_history(store_url, template, 3)
+    with connect(store_url) as engine:
+        result = verify_store(engine.app)
+        assert result.intact and result.events == written
+        outcome = engine.apply([json.dumps(history.first_decision(3, "after"))])[0]
+        assert outcome.status == "accepted"
+        after = verify_store(engine.app)
+    assert after.intact and after.events > written
+
+
+def test_recorded_days_are_kept_and_reused(tmp_path: Path,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    first = history.make_template(20, 2, 2, SEED, recordings=str(tmp_path))
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        history.recording_names(20, 2, SEED))
+
+    def record_day(*args: object, **kwargs: object) -> None:
+        raise AssertionError("recorded again")
+
+    monkeypatch.setattr(history, "record_day", record_day)
+    again = history.make_template(20, 2, 2, SEED, recordings=str(tmp_path))
+    assert [e for _, d in history.history(again, 2) for e in d] == \
+        [e for _, d in history.history(first, 2) for e in d]
+
+
 def test_bench_history_on_sqlite_prints_its_figures(tmp_path: Path,
                                                     capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_:
@@ -88,5 +120,9 @@ def test_bench_history_on_sqlite_prints_its_figures(tmp_path: Path,
         assert writer["first_decision"] == "accepted"
         for key in ("startup_seconds", "rss_mb", "first_decision_ms"):
             assert writer[key] > 0
+        assert writer["startup_parts"]["tail_events"] >= 0 and writer["state_pickled_mb"]
+    # The first start folds the whole log; the second reads the snapshot the first left.
+    assert result["writer_from_log"]["startup_parts"]["tail_events"] == result["events"]
+    assert result["writer_from_snapshot"]["startup_parts"]["tail_events"] < result["events"]
     for key in ("events_per_s", "peak_rss_mb"):
         assert result["rebuild"][key] > 0 and result["read"][key] > 0

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 from collections import Counter
 
+import pytest
 from eventsourcing.utils import get_topic
 
 from adapters.bootstrap import Engine
+from engine import id_memory
 from engine.domain.instance import Instance
 from simulations import lifecycles
-from simulations.bench_apply import WORKLOADS
+from simulations.bench_apply import WORKLOADS, bench_apply
 
 STEP_EVENTS = (Instance.Requested, Instance.Scheduled, Instance.Starting, Instance.Running,
                Instance.Sequenced, Instance.Stopped, Instance.Deleted)
@@ -19,7 +21,7 @@ STEP_EVENTS = (Instance.Requested, Instance.Scheduled, Instance.Starting, Instan
 def test_every_instance_is_placed_started_run_stopped_and_deleted(engine: Engine) -> None:
     before = engine.app.recorder.max_notification_id() or 0
     commands, batch = 300, 50
-    _, accepted = WORKLOADS["lifecycles"](engine, commands, batch, None)
+    _, _, accepted = WORKLOADS["lifecycles"](engine, commands, batch, None)
     assert accepted == commands
     instances = commands // lifecycles.STEPS
     kinds = Counter(n.topic for n in engine.app.recorder.select_notifications(
@@ -29,3 +31,12 @@ def test_every_instance_is_placed_started_run_stopped_and_deleted(engine: Engine
                       Instance.Starting: instances, Instance.Running: instances,
                       Instance.Sequenced: 2 * instances, Instance.Stopped: instances,
                       Instance.Deleted: instances}
+
+
+def test_the_apply_bench_starts_from_a_cell_that_remembers_earlier_ids(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(id_memory, "SEGMENT", 40)
+    report = bench_apply("memory://", commands=50, batch=25, workload="lifecycles",
+                         remembered=200)
+    assert report["remembered_ids"] == 200 and report["accepted"] == 50
+    assert report["cpu_us_per_command"] > 0

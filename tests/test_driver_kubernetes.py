@@ -145,19 +145,44 @@ def test_a_retried_run_finds_its_pod_and_an_old_pod_is_waited_for(
         driver.run(command)
 
 
+def _ours(name: str, account: str = "acme", uid: str = "uid-1") -> Response:
+    return Response(200, {"apiVersion": "v1", "kind": "Pod", "metadata": {
+        "name": name, "namespace": account, "uid": uid,
+        "labels": {"cis.io/instance": name, "cis.io/account": account}}})
+
+
 def test_delete_sends_valid_delete_options_and_a_gone_pod_is_no_error(
         driver: KubernetesPodDriver, pool: Pool) -> None:
+    pool.answers.extend([_ours("web-1", uid="u1"), Response(200, {})])
     driver.delete(f.delete_pod("web-1", "general-00001", grace=0))
-    pool.answers.append(Response(404, {"kind": "Status", "reason": "NotFound"}))
+    pool.answers.extend([_ours("web-2", uid="u2"),
+                         Response(404, {"kind": "Status", "reason": "NotFound"})])
     driver.delete(f.delete_pod("web-2", "general-00001", grace=30))
-    (m1, p1, q1, b1), (m2, p2, q2, b2) = pool.requests
-    assert (m1, p1, q1["gracePeriodSeconds"]) == ("DELETE", "/api/v1/namespaces/acme/pods/web-1",
-                                                   ["0"])
-    assert (m2, p2, b2["gracePeriodSeconds"]) == ("DELETE", "/api/v1/namespaces/acme/pods/web-2",
-                                                   30)
+    pool.answers.append(Response(404, {"kind": "Status", "reason": "NotFound"}))
+    driver.delete(f.delete_pod("web-3", "general-00001", grace=30))  # gone already: no DELETE
+    (g1, m1, g2, m2, g3) = pool.requests
+    assert [(r[0], r[1]) for r in (g1, g2, g3)] == [
+        ("GET", f"/api/v1/namespaces/acme/pods/web-{i}") for i in (1, 2, 3)]
+    (_, p1, q1, b1), (_, p2, _, b2) = m1, m2
+    assert (m1[0], p1, q1["gracePeriodSeconds"]) == ("DELETE", "/api/v1/namespaces/acme/pods/web-1",
+                                                      ["0"])
+    assert (m2[0], p2, b2["gracePeriodSeconds"]) == ("DELETE", "/api/v1/namespaces/acme/pods/web-2",
+                                                      30)
+    assert (b1["preconditions"], b2["preconditions"]) == ({"uid": "u1"}, {"uid": "u2"})
     for body in (b1, b2):
         assert body["propagationPolicy"] == "Background"
         validate(body)
+
+
+@pytest.mark.parametrize("labels", [{}, {"k8s-app": "kube-dns"},
+                                    {"cis.io/instance": "other", "cis.io/account": "acme"},
+                                    {"cis.io/instance": "coredns", "cis.io/account": "evil"}])
+def test_delete_leaves_a_pod_cis_did_not_make_for_that_instance(
+        driver: KubernetesPodDriver, pool: Pool, labels: dict[str, str]) -> None:
+    pool.answers.append(Response(200, {"apiVersion": "v1", "kind": "Pod", "metadata": {
+        "name": "coredns", "namespace": "kube-system", "uid": "u", "labels": labels}}))
+    driver.delete(f.delete_pod("coredns", "general-00001", account="kube-system"))
+    assert [m for m, *_ in pool.requests] == ["GET"]
 
 
 # --- Pods as the API returns them ------------------------------------------------------

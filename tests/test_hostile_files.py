@@ -55,3 +55,16 @@ def test_a_deeply_nested_heads_file_is_refused_in_one_line(
         main(["audit", "verify", "--store", store, "--heads", str(heads)])
     said = f"{done.value.code} {capsys.readouterr().err}"  # sys.exit("cis …: …") or stderr
     assert done.value.code not in (0, None) and "not a heads file" in said
+
+
+@pytest.mark.parametrize("demand", ["99999999999999999999999", "100000000"])
+def test_a_pack_file_asking_for_too_many_items_is_refused_in_one_line(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], demand: str) -> None:
+    """A demand is a count: a 30-byte file must not ask for 10**23 items (a traceback) or
+    10**8 (gigabytes)."""
+    instance = tmp_path / "big.vbp"
+    instance.write_text(f"2\n10 10\n1\n5 5 {demand}\n")
+    with pytest.raises(SystemExit) as done:
+        main(["pack", str(instance), "--json"])
+    said = f"{done.value.code} {capsys.readouterr().err}"
+    assert done.value.code not in (0, None) and "MAX_PACK_ITEMS" in said

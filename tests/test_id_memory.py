@@ -4,6 +4,8 @@ segment answers as the entries did before it froze, also from a snapshot."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 import pytest
 
 from adapters.bootstrap import connect
@@ -67,3 +69,34 @@ def test_the_meter_holds_each_size_and_account_once_by_spelling(store_url: str) 
         assert all(m.account is web[0].account for m in web)
         odd = meter.instances[("acme", "odd")]
         assert str(odd.requested.vcpu) == "0.50" and odd.requested is not web[0].requested
+
+
+def test_segments_merge_so_a_miss_searches_few_and_every_id_still_answers(
+        store_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A miss (every new command) searches each segment: one per SEGMENT ids made a week of
+    # ids cost a hundred binary searches per command. Neighbours merge as sizes double.
+    monkeypatch.setattr(id_memory, "SEGMENT", 2)
+    with connect(store_url) as engine:
+        accepted(engine, b.price_book(), b.pool())
+        creates = _creates(16)
+        firsts = [one(engine, c) for c in creates]
+        segments = engine.processor.world.parts[b.CELL].ids.segments
+        sizes = [len(s) for s in segments]
+        assert len(segments) <= 3 and sizes == sorted(sizes, reverse=True)
+        assert sum(sizes) >= 16  # each create's id, and the set-up's
+        assert [one(engine, c) for c in creates] == firsts  # found in the merged segments
+
+
+def test_a_merge_leaves_out_ids_older_than_the_window() -> None:
+    memory = id_memory.IdMemory()
+    memory.reader = lambda version: [{"principal": "p", "command_id": f"c{version}"}]
+    at, step = datetime(2026, 1, 1, tzinfo=UTC), timedelta(days=1)
+    for day in range(1, 5):  # a segment a day: 1, then 1+2, then 1+2 | 3, then 2+3+4
+        memory.remember([{"principal": "p", "command_id": f"c{day}"}], day, at + day * step)
+        memory._freeze()
+        if day == 2:
+            memory.forget_before(at + 2 * step)  # day 1 is outside the window now
+    assert [len(s) for s in memory.segments] == [3]  # the last merge left day 1 out
+    assert memory.entry(("p", "c1")) is None
+    for day in (2, 3, 4):
+        assert memory.entry(("p", f"c{day}")) == {"principal": "p", "command_id": f"c{day}"}

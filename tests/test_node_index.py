@@ -401,3 +401,21 @@ def test_per_node_values_stay_shared_and_demand_keys_complete() -> None:
     assert idx.allocated.tolist() == [[1, 2, 1]] * 19 + [[4, 8, 3], [1, 1, 1]]
     assert idx.place([1, 1, 1], "best_fit") == _plain(idx, [1, 1, 1], "best_fit")
     _check_invariants(idx)
+
+
+def test_best_fit_compares_lists_of_one_group_by_score_then_index() -> None:
+    """A demand that needs no ENI walks two lists of one capacity group (nodes with ENIs
+    left, nodes without): the smaller key wins wherever it sits, an equal key goes to the
+    lower node index, whichever list was walked first."""
+    cap = np.array([[10, 10, 3]] * 3)
+    alloc = np.array([[2, 2, 3], [7, 7, 0], [5, 5, 3]])  # free 8,8,0 / 3,3,3 / 5,5,0
+    idx = NodeIndex(cap, alloc, np.ones(3, bool), DIMS)
+    assert idx.place([1, 1, 1], "best_fit").node_index == 1  # the only node with an ENI
+    g = idx._groups[0]
+    got = idx.place([3, 3, 0], "best_fit")  # now two lists: node 2's key is the smallest
+    assert len(g.lists) == 2 and got == _plain(idx, [3, 3, 0], "best_fit")
+    assert got.node_index == 2
+    idx.allocate(2, [3, 3, 0])  # node 2 has 2,2,0 left: nodes 0 and 1 tie on key 48
+    got = idx.place([3, 3, 0], "best_fit")
+    assert got == _plain(idx, [3, 3, 0], "best_fit") and got.node_index == 0
+    _check_invariants(idx)

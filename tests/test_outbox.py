@@ -8,11 +8,12 @@ from collections import Counter
 from collections.abc import Callable
 
 import pytest
+from kafka.partitioner.default import DefaultPartitioner
 
 from adapters.bootstrap import Engine
 from adapters.infra_commands import InfraTranslator
-from adapters.kafka_io import Publisher
-from adapters.outbox import TRACKING_NAME, Outbox, OutboxTopics
+from adapters.kafka_io import Publisher, partition_for
+from adapters.outbox import TRACKING_NAME, KeyHashPartitioner, Outbox, OutboxTopics
 from adapters.serve_metrics import OutboxMetrics
 from engine.domain.instance import TERMINAL
 from schemas.infra import (
@@ -156,3 +157,30 @@ def test_a_command_too_large_for_the_broker_is_dead_lettered_and_the_rest_still_
     assert value("cis_outbox_commands_sent_total") == len(expected) - 1 == outbox.sent
     assert value("cis_outbox_position") == value("cis_outbox_log_end") \
         == engine.app.recorder.max_notification_id()
+
+
+class _Cluster:
+    """What a partitioner asks of kafka-python's cluster metadata."""
+
+    def __init__(self, partitions: dict[str, int]) -> None:
+        self.partitions = partitions
+
+    def topics(self) -> set[str]:
+        return set(self.partitions)
+
+    def partitions_for_topic(self, topic: str) -> set[int]:
+        return set(range(self.partitions[topic]))
+
+    def available_partitions_for_topic(self, topic: str) -> set[int]:
+        return self.partitions_for_topic(topic)
+
+
+def test_the_outbox_partitions_every_key_as_the_default_partitioner_does() -> None:
+    remembering, default = KeyHashPartitioner(at_most=50), DefaultPartitioner()
+    keys = [f"node-{k:05d}".encode() for k in range(120)] + [b"az-1", b""]
+    for partitions in (1, 4, 7, 4):  # the count changed: hashes are kept, not partitions
+        cluster = _Cluster({"cis.pod-commands": partitions})
+        for key in [*keys, *keys]:  # the second time, from memory (or forgotten: at_most)
+            assert remembering.partition("cis.pod-commands", None, key, None, None, cluster) \
+                == default.partition("cis.pod-commands", None, key, None, None, cluster) \
+                == partition_for(key.decode(), partitions)

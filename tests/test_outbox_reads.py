@@ -15,7 +15,7 @@ from adapters.outbox import Outbox, OutboxTopics
 from engine.domain.instance import Instance
 from simulations.tansu import Broker
 from tests import builders as b
-from tests.helpers import accepted
+from tests.helpers import accepted, cell_with_ready_node
 from tests.test_outbox import per_event, simulate_day
 
 
@@ -61,8 +61,30 @@ def test_an_instance_never_placed_is_never_decoded(
         assert outbox.catch_up() == engine.app.recorder.max_notification_id()
         assert outbox.sent == 0
         assert decoded[get_topic(Instance.Requested)] == 0
-        # Deleted, it leaves no node: its spec is decoded now, and no DeletePod follows.
+        # Deleted, it leaves no node it was ever on: no DeletePod, and nothing decoded.
         accepted(engine, b.tenant("DeleteInstance", "wait-3", t=40))
         outbox.catch_up()
         assert outbox.sent == 0
-        assert decoded[get_topic(Instance.Requested)] == 1
+        assert decoded[get_topic(Instance.Requested)] == 0
+        assert decoded[get_topic(Instance.Deleted)] == 0
+
+
+def test_an_instance_that_left_its_node_is_not_decoded_again(
+        engine: Engine, kafka_broker: Broker, kafka_topic_factory: Callable[..., str]) -> None:
+    cell_with_ready_node(engine)
+    accepted(engine, b.create("web-1", t=2))
+    decoded = _decoded(engine)
+    with Publisher(kafka_broker.bootstrap, client_id="test-outbox") as publisher:
+        outbox = Outbox(engine, publisher, _topics(kafka_topic_factory))
+        outbox.catch_up()
+        provisioned_and_run = outbox.sent
+        accepted(engine, b.tenant("StopInstance", "web-1", t=10))
+        outbox.catch_up()
+        assert outbox.sent == provisioned_and_run + 1, "its DeletePod"
+        # Deleted after its stop: the outbox knows it is on no node, so no DeletePod, and the
+        # event is skipped undecoded.
+        accepted(engine, b.tenant("DeleteInstance", "web-1", t=20))
+        outbox.catch_up()
+        assert outbox.sent == provisioned_and_run + 1
+        assert decoded[get_topic(Instance.Stopped)] == 1
+        assert decoded[get_topic(Instance.Deleted)] == 0

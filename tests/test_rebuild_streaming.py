@@ -79,3 +79,26 @@ def test_upserts_through_copy_give_the_rows_of_array_upserts(
     assert _rows(engine) == by_arrays
     engine.rebuild_projections()  # again on the same connections: their staging tables
     assert _rows(engine) == by_arrays
+
+
+def test_rows_forgotten_between_windows_are_read_back_alike(
+        engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The runner keeps rows between windows in a bounded cache; rows it has dropped, and
+    rows a cold cache never saw (a catch-up resumed mid-log), are read from the view."""
+    simulate(engine, 20, seed=9, hours=10)
+    engine.update_projections()
+    whole = _rows(engine)
+    monkeypatch.setattr(runner, "PAGE", 11)
+    monkeypatch.setattr(runner, "CACHED_ROWS", 2)  # almost every row is forgotten
+    engine.rebuild_projections()
+    assert _rows(engine) == whole
+    for projection in engine.projections:  # resumed half-way, by a pass with a cold cache
+        engine.view.drop(projection.tables, projection.name)
+        engine.view.create(projection.tables)
+    end = engine.app.recorder.max_notification_id()
+    monkeypatch.setattr(runner, "PAGE", end // 2)
+    monkeypatch.setattr(engine.app.recorder, "max_notification_id", lambda: end // 2)
+    engine.update_projections()
+    monkeypatch.undo()
+    engine.update_projections()
+    assert _rows(engine) == whole

@@ -149,10 +149,26 @@ class KubernetesPodDriver:
     def delete(self, command: DeletePod) -> None:
         from kubernetes.client.exceptions import ApiException
 
+        # Only a Pod cis made for this instance: a namespace may hold Pods cis never made
+        # (an account named like a system namespace, an operator's own), and the UID
+        # precondition keeps a Pod that replaced the one read from being deleted instead.
+        try:
+            pod = self.core.read_namespaced_pod(command.pod, command.namespace)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+            return
+        labels = pod.metadata.labels or {}
+        if labels.get(INSTANCE_LABEL) != command.instance_id or labels.get(
+                f"{LABEL_PREFIX}/account") != command.account:
+            log.warning("not deleting Pod %s/%s: cis did not make it for %s/%s",
+                        command.namespace, command.pod, command.account, command.instance_id)
+            return
         self._deleting.add((command.namespace, command.pod))
         body = {"apiVersion": "v1", "kind": "DeleteOptions",
                 "gracePeriodSeconds": command.grace_period_seconds,
-                "propagationPolicy": "Background"}
+                "propagationPolicy": "Background",
+                "preconditions": {"uid": pod.metadata.uid}}
         try:
             self.core.delete_namespaced_pod(command.pod, command.namespace, body=body,
                                             grace_period_seconds=command.grace_period_seconds)

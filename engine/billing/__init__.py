@@ -14,6 +14,7 @@ order money flows:
 - explain:    which intervals hold a line's seconds
 - cell_meter, observer, finalise: the writer's meter (a World observer) and the Tick
               decider that closes periods
+- settled:    deleted instances' usage, packed, until their periods are finalised
 
 The writer, the usage and invoice projections, `cis invoices` (with `--explain`) and the
 API all call these; nothing else cuts seconds or rounds money.

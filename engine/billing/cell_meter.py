@@ -6,6 +6,9 @@ second just after, where it can merge runs or move a minimum-seconds top-up). It
 remembers its intervals as they were billed; at the next period close the difference of the
 two ratings over closed periods becomes adjustment lines.
 
+A deleted instance with no late report pending bills the same forever after: it leaves
+`instances` for `settled`, packed, until every period it billed in is finalised (§7.4).
+
 Plain data (no lambdas, no closures), so the writer's state pickles.
 """
 
@@ -25,6 +28,7 @@ from engine.billing.periods import (
     periods_of_seconds,
 )
 from engine.billing.price_book import PriceBook, PriceVersion, finalises_at, price_version
+from engine.billing.settled import Settled
 from engine.billing.usage import Usage
 from engine.policies.spec_catalogue import Spec
 
@@ -33,6 +37,7 @@ from engine.policies.spec_catalogue import Spec
 class Metered(Usage):
     billed_as: list[meter.Interval] | None = None  # intervals as last billed, while dirty
     late: list[str] = field(default_factory=list)  # ids of the late events since then
+    deleted: bool = False  # settled once no late report waits on it
 
 
 class CellMeter:
@@ -43,8 +48,10 @@ class CellMeter:
         self.book_error: str | None = None
         self.closed: str | None = None
         self.closed_end: int | None = None  # first second after the closed periods
-        # Keyed by (account, instance_id): instance ids are per account.
+        # Keyed by (account, instance_id): instance ids are per account. Not deleted, or
+        # deleted with a late report pending.
         self.instances: dict[tuple[str, str], Metered] = {}
+        self.settled = Settled()  # deleted, packed, billed in a period not yet finalised
         self.open: dict[tuple[str, str], Metered] = {}  # with an open billed interval
         # Open period -> account -> instances with a closed interval in it.
         self.touched: dict[str, dict[str, set[str]]] = {}
@@ -89,6 +96,28 @@ class CellMeter:
                 if self.closed is None or p > self.closed:
                     self.touched.setdefault(p, {}).setdefault(m.account, set()).add(m.name)
 
+    def deleted(self, m: Metered) -> None:
+        """`m` was deleted (after its last transition): nothing billed of it changes again."""
+        m.deleted = True
+        if m.billed_as is None:
+            self._settle(m)
+
+    def _settle(self, m: Metered) -> None:
+        """Move a deleted instance with no late report pending out of the dicts: packed if a
+        period not yet finalised bills it, dropped if none does."""
+        del self.instances[(m.account, m.name)]
+        for p, by_account in list(self.touched.items()):
+            names = by_account.get(m.account)
+            if names is not None and m.name in names:  # a close of p now finds it in settled
+                names.remove(m.name)
+                if not names:
+                    del by_account[m.account]
+                    if not by_account:
+                        del self.touched[p]
+        if any(self.closed_end is None or iv[1] >= self.closed_end * US_PER_S
+               for iv in m.intervals):
+            self.settled.add(m)
+
     def _late(self, m: Metered, event_id: str) -> None:
         if m.billed_as is None:
             m.billed_as = [list(iv) for iv in m.intervals]
@@ -106,6 +135,8 @@ class CellMeter:
     def invoiced(self, account: str) -> None:
         for m in self.dirty.pop(account, {}).values():
             m.billed_as, m.late = None, []
+            if m.deleted:
+                self._settle(m)
 
     def period_closed(self, period: str) -> None:
         self.closed = period
@@ -114,6 +145,7 @@ class CellMeter:
             del self.touched[p]
         for account in list(self.dirty):  # all were weighed at this close
             self.invoiced(account)
+        self.settled.finalised_before(self.closed_end * US_PER_S)
 
     # --- deciding ---------------------------------------------------------------------
 
@@ -142,17 +174,22 @@ class CellMeter:
         book = self.book
         end = period_bounds(period)[1]
         horizon = max(now_us, end * US_PER_S + 1)
-        accounts = {a: set(names) for a, names in self.touched.get(period, {}).items()}
+        # Account -> name -> the instances billed in the period: touched, open, or settled.
+        billed: dict[str, dict[str, Usage]] = {
+            a: {name: self.instances[(a, name)] for name in names}
+            for a, names in self.touched.get(period, {}).items()}
         for m in self.open.values():
             if m.intervals[-1][0] < end * US_PER_S:
-                accounts.setdefault(m.account, set()).add(m.name)
+                billed.setdefault(m.account, {})[m.name] = m
+        for u in self.settled.touching(period):
+            billed.setdefault(u.account, {})[u.name] = u
         for account in self.dirty:
-            accounts.setdefault(account, set())
+            billed.setdefault(account, {})
         out = []
-        for account in sorted(accounts):
-            lines = [x for name in sorted(accounts[account])
-                     for m in [self.instances[(account, name)]]
-                     for x in m.lines(m.intervals, horizon, book) if x.period == period]
+        for account in sorted(billed):
+            usages = billed[account]
+            lines = [x for name in sorted(usages) for u in [usages[name]]
+                     for x in u.lines(u.intervals, horizon, book) if x.period == period]
             adjusted = []
             for _name, m in sorted(self.dirty.get(account, {}).items()):
                 assert m.billed_as is not None

@@ -34,8 +34,9 @@ class BillingMeter:
             meter, m = self._instances[event.originator_id]
             meter.transition(m, event.new_state(), micros(event.timestamp),
                              event.originator_version)
-            if isinstance(event, Instance.Deleted):  # terminal: no event of it follows, and
-                del self._instances[event.originator_id]  # its entry stays in the meter
+            if isinstance(event, Instance.Deleted):  # terminal: no event of it follows
+                del self._instances[event.originator_id]
+                meter.deleted(m)  # packed until its billed periods are finalised
         elif isinstance(event, Instance.Requested):
             meter = self.cell(event.cell)
             m = meter.metered(event.name, event.account, event.runtime,

@@ -122,7 +122,7 @@ class _Demand:
     """A demand with everything a query or update derives from it (cached per demand)."""
 
     __slots__ = ("vals", "packed", "gx", "needs", "keys", "seen", "groups", "by_index",
-                 "restricted")
+                 "walk", "restricted")
 
     def __init__(self, vals: list[int], packed: int, guard: int, ones: int) -> None:
         self.vals = vals
@@ -135,6 +135,9 @@ class _Demand:
         self.seen = -1
         self.groups: list[tuple[_Group, int, list[_Blocks]]] = []
         self.by_index: list[_Blocks] = []
+        # The same groups flat, one row per list, as best_fit's hot path reads them:
+        # (denominator, the demand's key, the lowest entry that can hold it, list).
+        self.walk: list[tuple[int, int, int, _Blocks]] = []
         self.restricted: dict[tuple[int, ...], _Candidates] = {}
 
 
@@ -411,6 +414,8 @@ class NodeIndex:
         if parts is None:
             if dem.seen != self._list_count:
                 dem.seen, dem.groups, dem.by_index = self._candidates(dem, None)
+                dem.walk = [(g.denom, need, need << _ID_BITS, lst)
+                            for g, need, lists in dem.groups for lst in lists]
             return dem.seen, dem.groups, dem.by_index
         got = dem.restricted.get(parts)
         if got is None or got[0] != self._list_count:
@@ -606,7 +611,7 @@ class NodeIndex:
         dem = self._dems.get(tuple(demand)) or self._demand(demand)
         if (policy == "best_fit" and parts is None and dem.seen == self._list_count
                 and self._keyed and self._exact):  # the hot path, in short
-            i, score = self._best_fit(dem.gx, dem.groups)
+            i, score = self._best_fit(dem.gx, dem.walk)
             if i >= 0:
                 return Placed(i, policy, score)
         if policy == "best_fit" or policy == "worst_fit":
@@ -658,29 +663,23 @@ class NodeIndex:
         return best
 
     @staticmethod
-    def _best_fit(gx: int, groups: list[tuple[_Group, int, list[_Blocks]]]
-                  ) -> tuple[int, float]:
+    def _best_fit(gx: int, walk: list[tuple[int, int, int, _Blocks]]) -> tuple[int, float]:
         """best_fit over the candidates: (node, score), node -1 if none fits. The same as
-        `_sorted_fit(most=True)`, kept lean: it runs once per placement."""
+        `_sorted_fit(most=True)`, kept lean: it runs once per placement. One row per list:
+        two lists of one group compare by score like two groups (within a group distinct
+        keys never round to the same float, so the smaller key wins, then the lower index)."""
         best_i = -1
         best_score = 0.0
         hi = None
-        for g, need, lists in groups:
-            # `need` is the demand's own key: no node with a smaller key can hold it.
-            lo = need << _ID_BITS
+        for denom, need, lo, lst in walk:
+            # lo is the demand's own key: no node with a smaller key can hold it.
             if best_i >= 0:
                 # Keys above this cannot reach best_score (+1 keeps float-equal ties).
-                hi = (int(g.denom * (1.0 - best_score)) + need + 2) << _ID_BITS
-            found = None
-            for lst in lists:
-                # Only entries smaller than the best so far can improve on it.
-                e = lst.first_fit(lo, hi if found is None else found, gx)
-                if e is not None:
-                    found = e
-            if found is not None:
-                denom = g.denom
-                score = (denom - (found >> _ID_BITS) + need) / denom  # sum (alloc + demand)/cap
-                i = found & _ID_MASK
+                hi = (int(denom * (1.0 - best_score)) + need + 2) << _ID_BITS
+            e = lst.first_fit(lo, hi, gx)
+            if e is not None:
+                score = (denom - (e >> _ID_BITS) + need) / denom  # sum (alloc + demand)/cap
+                i = e & _ID_MASK
                 # Compare the correctly rounded floats, as the plain policy does.
                 if best_i < 0 or score > best_score or (score == best_score and i < best_i):
                     best_i, best_score = i, score
