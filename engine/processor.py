@@ -350,15 +350,12 @@ class CommandProcessor:
                 # No tenant acts in the past: a backdated stop must not cancel billed time.
                 command = command.model_copy(update={"issued_at": clock})
             if expired is not None:
-                outcome = Outcome(command_id=command.command_id, principal=principal,
-                                  status="rejected", reasons=[expired])
+                outcome = Outcome.rejected(command.command_id, [expired], principal)
             elif index in crashed:
-                outcome = Outcome(command_id=command.command_id, principal=principal,
-                                  status="rejected", reasons=[Reason(
-                                      field="$", problem=f"internal error: {crashed[index]!r}")])
+                outcome = Outcome.rejected(command.command_id, [Reason(
+                    field="$", problem=f"internal error: {crashed[index]!r}")], principal)
             elif skew := _too_early(command, clock, self.limits):
-                outcome = Outcome(command_id=command.command_id, principal=principal,
-                                  status="rejected", reasons=[skew])
+                outcome = Outcome.rejected(command.command_id, [skew], principal)
             else:
                 armed = batch_plan.arm(world, hints.get(index))
                 try:
@@ -404,8 +401,8 @@ class CommandProcessor:
         if isinstance(decision, Refused):
             if draft.events:
                 return Crashed(index, RuntimeError("refused after recording events"))
-            return Outcome(command_id=command.command_id, principal=principal,
-                           status="rejected", reasons=[Reason(**r) for r in decision.reasons])
+            return Outcome.rejected(command.command_id,
+                                    [Reason(**r) for r in decision.reasons], principal)
         events.extend(decision.events)
         return Outcome(command_id=command.command_id, principal=principal, status="accepted",
                        events=list(decision.event_ids), note=decision.note)

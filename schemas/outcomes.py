@@ -91,8 +91,10 @@ class Outcome(BaseModel):
         return data
 
     @classmethod
-    def rejected(cls, command_id: str | None, reasons: list[Reason]) -> Outcome:
-        return cls(command_id=command_id, status="rejected", reasons=reasons)
+    def rejected(cls, command_id: str | None, reasons: list[Reason],
+                 principal: str | None = None) -> Outcome:
+        return cls(command_id=command_id, principal=principal, status="rejected",
+                   reasons=reasons)
 
     def to_json(self) -> str:
         return self.model_dump_json(exclude_none=True)
