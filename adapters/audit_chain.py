@@ -3,8 +3,9 @@ and name every event that was changed, deleted, inserted or moved (docs/design.m
 
 Exit 0 when every event chains, 1 naming each broken place (the first one first). What the
 chain cannot see: someone who rewrites a cell's chain whole, from the tampered event to its
-head. Against that, heads live outside the store: each finalised invoice carries its cell's
-head, and `--export-heads` writes every head for publishing; `--heads` holds the log to heads
+head. Against that, heads live outside the store: each finalised invoice shows its cell's
+head (its finalisation event's link; older invoices recorded the head before their batch),
+and `--export-heads` writes every head for publishing; `--heads` holds the log to heads
 published earlier.
 """
 
@@ -50,13 +51,15 @@ def rows(app: CisApplication, progress: tqdm | None = None, page: int = READ_PAG
 
 
 def invoice_claims(app: CisApplication) -> Claims:
-    """A finalised invoice records its cell's head before the batch that finalised it."""
+    """An invoice finalised before the rule of docs/design.md §2.11 recorded its cell's head
+    before the batch that finalised it: checked. A newer one records none (its head is its
+    own link, which the chain checks anyway)."""
     def claimed(stored: Stored) -> str | None:
         try:
             event = app.mapper.to_domain_event(stored)  # type: ignore[arg-type]
         except Exception as exc:  # it chains, yet does not decode: rewritten with its chain
             return f"undecodable ({exc!r})"
-        return getattr(event, "chain_head", None)  # None: finalised before the chain
+        return getattr(event, "chain_head", None)  # None: before the chain, or since §2.11
 
     return Claims(frozenset({get_topic(Invoice.InvoiceFinalized)}), claimed,
                   frozenset({get_topic(CellLog.CommandsHandled)}))

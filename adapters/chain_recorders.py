@@ -4,13 +4,15 @@ stored beside it in the same transaction: `cis_event_chain(notification_id, cell
 The PostgreSQL one is adapters/pg_recorder.py. All three answer the same three questions:
 `insert_events(..., chain=[(cell, link), ...])`, `chain_heads` (each cell's newest link) and
 `select_chained` (a stretch of the log, each place with its event and its link, either
-possibly missing: what `cis audit verify` reads) up to `chain_end`.
+possibly missing: what `cis audit verify` reads) up to `chain_end`; and `link_of` (one
+event's link: what a finalised invoice pins, docs/design.md §2.11).
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
 from typing import Any
+from uuid import UUID
 
 from eventsourcing.persistence import IntegrityError, StoredEvent
 from eventsourcing.popo import POPOFactory, POPOProcessRecorder
@@ -55,6 +57,13 @@ class ChainedPOPOProcessRecorder(POPOProcessRecorder):
                 if cell in wanted:
                     heads.setdefault(cell, hashed)
         return heads
+
+    def link_of(self, originator_id: Any, version: int) -> bytes | None:
+        """The link stored with one event (None: no such event, or stored unchained)."""
+        with self._database_lock:
+            index = self._stored_events_index.get(str(originator_id), {}).get(version)
+            link = None if index is None else self._links.get(index + 1)
+            return None if link is None else link[1]
 
     def select_links(self, start: int, stop: int | None = None) -> list[Link]:
         with self._database_lock:
@@ -101,6 +110,17 @@ class ChainedSQLiteProcessRecorder(SQLiteProcessRecorder):
                 if row is not None:
                     heads[cell] = bytes(row[0])
         return heads
+
+    def link_of(self, originator_id: Any, version: int) -> bytes | None:
+        """The link stored with one event (None: no such event, or stored unchained)."""
+        with self.datastore.transaction(commit=False) as c:
+            c.execute(f"SELECT l.hash FROM {self.events_table_name} e JOIN {CHAIN_TABLE} l ON "
+                      "l.notification_id = e.rowid WHERE e.originator_id = ? AND "
+                      "e.originator_version = ?",
+                      [originator_id.hex if isinstance(originator_id, UUID) else originator_id,
+                       version])
+            row = c.fetchone()
+            return None if row is None else bytes(row[0])
 
     def chain_end(self) -> int:
         with self.datastore.transaction(commit=False) as c:

@@ -9,9 +9,10 @@ head and ends in a digest of the whole.
 from __future__ import annotations
 
 import hashlib
+import re
 from datetime import datetime
 
-from adapters.ports import PodObservation
+from adapters.ports import DriverRefused, PodObservation
 from schemas.commands import (
     CommandBase,
     ReportContainerExited,
@@ -21,6 +22,8 @@ from schemas.commands import (
     ReportNodeLost,
     ReportNodeReady,
 )
+from schemas.infra import RunPod
+from schemas.limits import MAX_TEXT_CHARS
 
 MAX_ID = 128
 POD_REPORTS: dict[str, type[CommandBase]] = {
@@ -69,3 +72,20 @@ def pod_report(fact: PodObservation) -> CommandBase:
     if fact.sequence is not None:
         fields["sequence"] = fact.sequence
     return model(**fields)
+
+
+def refused_run(command: RunPod, refusal: DriverRefused) -> ReportInstanceTerminated:
+    """A Pod that will never run: its instance ends failed, so the tenant hears why and it
+    is not billed (no started_at). Dated at the RunPod's own time and named by it, so a
+    repeat after a crash is the same report, deduplicated."""
+    return ReportInstanceTerminated(
+        command_id=report_id(command.cell, "pod", command.instance_id, command.caused_by,
+                             "refused"),
+        cell=command.cell, account=command.account, instance_id=command.instance_id,
+        node_id=command.node_id, occurred_at=command.at,
+        reason=_printable(f"pod refused: {refusal}")[:MAX_TEXT_CHARS])
+
+
+def _printable(text: str) -> str:
+    # An API server's message may hold line breaks; a reason never holds control characters.
+    return re.sub(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]+", " ", text)

@@ -20,8 +20,13 @@ A restart re-reads everything after the stored position: a command found done (o
 skipped, one found only intended is attempted again, which the idempotent act makes safe.
 
 Bad input is data, never a crash loop: a command that does not parse is dead-lettered at
-once (reading it again cannot change it); one whose driver call fails is logged and retried
-with exponential back-off, and after `max_attempts` dead-lettered with the reason. Attempts
+once (reading it again cannot change it); one the infrastructure refuses for good (a
+`DriverRefused`: a Pod the API server finds invalid, a namespace cis did not make) is
+dead-lettered at once too, after the handler's reports of what the refusal ends (the
+instance terminated), so one tenant's bad Pod neither waits out the back-off with every
+command behind it nor leaves its instance waiting; one whose driver call fails otherwise is
+logged and retried with exponential back-off, and after `max_attempts` dead-lettered with
+the reason. Attempts
 are counted in the ledger, so a command that kills the worker itself is also given up after
 `max_attempts` restarts. A record is dead-lettered to the DLQ topic unchanged, with a
 `reason` header and its source topic, partition and offset (kafka_io.Publisher.send_dlq).
@@ -49,7 +54,7 @@ from adapters.kafka_io import (
     Record,
     TopicNotFound,
 )
-from adapters.ports import CloudDriver, NodeStatus, PodDriver
+from adapters.ports import CloudDriver, DriverRefused, NodeStatus, PodDriver
 from adapters.workers import keep_following
 from schemas.commands import CommandBase
 from schemas.infra import (
@@ -86,6 +91,10 @@ class Handler(Protocol):
         ...
 
     def observed(self, sent: Sequence[Any]) -> None: ...
+
+    def refused(self, command: InfraCommandBase, refusal: DriverRefused) -> list[CommandBase]:
+        """Reports of what a command refused for good ends (sent before it is dead)."""
+        ...
 
 
 class CloudHandler:
@@ -153,6 +162,9 @@ class CloudHandler:
             if stopped:
                 self._clean_up(row)
 
+    def refused(self, command: InfraCommandBase, refusal: DriverRefused) -> list[CommandBase]:
+        return []  # no cloud driver refuses for good yet; a VM refused would report nothing
+
     def _clean_up(self, row: NodeRow) -> None:
         """A lost node gets no TerminateNode from the engine: a VM it left stopped (still
         billed for its disks, still in its group) is terminated here."""
@@ -206,6 +218,10 @@ class PodHandler:
 
     def observed(self, sent: Sequence[Any]) -> None:
         self._pending = []
+
+    def refused(self, command: InfraCommandBase, refusal: DriverRefused) -> list[CommandBase]:
+        # A Pod that will never run ends its instance; a refused delete ends nothing.
+        return [reports.refused_run(command, refusal)] if isinstance(command, RunPod) else []
 
 
 @dataclass(frozen=True)
@@ -323,6 +339,12 @@ class DriverWorker:
                 return
             try:
                 node = self.handler.act(command)
+            except DriverRefused as exc:  # the same call would be refused again: no retry
+                log.warning("command refused", extra={"fields": {
+                    **fields, "attempt": attempt, "error": _short(exc)}})
+                self._report(publisher, self.handler.refused(command, exc))
+                self._dead(publisher, record, command_id, f"refused: {_short(exc)}")
+                return
             except Exception as exc:  # any driver or cloud error: retried, then dead-lettered
                 log.warning("command failed", extra={"fields": {
                     **fields, "attempt": attempt, "error": _short(exc)}})
@@ -368,13 +390,16 @@ class DriverWorker:
             return 0
         if not due:
             return 0
-        for report, _ in due:
+        self._report(publisher, [report for report, _ in due])
+        self.handler.observed([memo for _, memo in due if memo is not None])
+        return len(due)
+
+    def _report(self, publisher: Publisher, due: Sequence[CommandBase]) -> None:
+        for report in due:
             publisher.send_command(self.config.reports_topic, report.cell,
                                    report.model_dump_json().encode())
         publisher.flush()  # sent before remembered: a crash between repeats a report (same id)
-        self.handler.observed([memo for _, memo in due if memo is not None])
         self.counters.reports += len(due)
-        return len(due)
 
 
 def _short(exc: BaseException) -> str:

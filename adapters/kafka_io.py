@@ -201,15 +201,18 @@ class Record:
         return found
 
 
-def partition_for(key: str, n_partitions: int) -> int:
-    """Partition the producer's default (murmur2) partitioner picks for ``key``.
+def key_hash(key: bytes) -> int:
+    """The default partitioner's hash of a record key: murmur2, made non-negative, as
+    kafka-python's DefaultPartitioner and the Java client compute it."""
+    return murmur2(key) & 0x7FFFFFFF
 
-    Same arithmetic as kafka-python's DefaultPartitioner (and the Java client)
-    over the UTF-8 key bytes, assuming partitions are numbered 0..n-1.
-    """
+
+def partition_for(key: str, n_partitions: int) -> int:
+    """Partition the producer's default (murmur2) partitioner picks for ``key``, assuming
+    partitions are numbered 0..n-1."""
     if n_partitions <= 0:
         raise ValueError("n_partitions must be positive")
-    return (murmur2(key.encode("utf-8")) & 0x7FFFFFFF) % n_partitions
+    return key_hash(key.encode("utf-8")) % n_partitions
 
 
 def encode_json(payload: Mapping[str, Any]) -> bytes:

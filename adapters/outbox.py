@@ -31,7 +31,7 @@ from typing import Any
 
 from eventsourcing.persistence import Notification, Tracking
 from eventsourcing.utils import get_topic
-from kafka.partitioner.default import DefaultPartitioner, murmur2
+from kafka.partitioner.default import DefaultPartitioner
 from prometheus_client import start_http_server
 
 from adapters.bootstrap import Engine, connect
@@ -44,6 +44,7 @@ from adapters.kafka_io import (
     PublishFailed,
     RecordTooLarge,
     encode_json,
+    key_hash,
     record_size,
 )
 from adapters.serve_metrics import OutboxMetrics
@@ -79,8 +80,8 @@ class OutboxTopics:
 
 
 class KeyHashPartitioner(DefaultPartitioner):
-    """The default partitioner (murmur2 of the key modulo the partition count, as
-    `kafka_io.partition_for`) with each key's hash remembered: the hash is pure Python and was
+    """The default partitioner (`kafka_io.key_hash` modulo the partition count) with each
+    key's hash remembered: the hash is pure Python and was
     about a quarter of a send, and the outbox sends every command of a cell or a node under
     one key."""
 
@@ -97,7 +98,7 @@ class KeyHashPartitioner(DefaultPartitioner):
         if hashed is None:
             if len(self._hashes) >= self._at_most:
                 self._hashes.clear()
-            hashed = self._hashes[serialized_key] = murmur2(serialized_key) & 0x7FFFFFFF
+            hashed = self._hashes[serialized_key] = key_hash(serialized_key)
         partitions = sorted(cluster.partitions_for_topic(topic))
         return partitions[hashed % len(partitions)]
 

@@ -82,6 +82,11 @@ class PipelinedPostgresProcessRecorder(PostgresProcessRecorder):
         self.select_links_statement = SQL(
             "SELECT notification_id, cell, hash FROM {schema}.{chain} WHERE notification_id "
             ">= %s AND notification_id <= %s ORDER BY notification_id").format(**chain)
+        self.link_of_statement = SQL(
+            "SELECT l.hash FROM {schema}.{events} e JOIN {schema}.{chain} l ON "
+            "l.notification_id = e.notification_id WHERE e.originator_id = %s AND "
+            "e.originator_version = %s").format(events=Identifier(self.events_table_name),
+                                                 **chain)
         # The lock statements and the NOTIFY as one parameterless string: one round trip.
         self.lock_and_notify_statement = SQL("; ").join(
             [*self.lock_table_statements,
@@ -148,6 +153,13 @@ class PipelinedPostgresProcessRecorder(PostgresProcessRecorder):
                                                        else stop))
             return [(int(r["notification_id"]), r["cell"], bytes(r["hash"]))
                     for r in curs.fetchall()]
+
+    def link_of(self, originator_id: Any, version: int) -> bytes | None:
+        """The link stored with one event (None: no such event, or stored unchained)."""
+        with self.datastore.transaction(commit=False) as curs:
+            curs.execute(self.link_of_statement, (originator_id, version))
+            row = curs.fetchone()
+            return None if row is None else bytes(row["hash"])
 
     def chain_end(self) -> int:
         """The newest notification id holding an event or a link."""

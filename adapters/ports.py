@@ -27,6 +27,16 @@ class DriverError(Exception):
     """The infrastructure refused or failed a call; worth retrying (with back-off)."""
 
 
+class DriverRefused(DriverError):
+    """The infrastructure refused a command for good (the same call would be refused again:
+    an invalid Pod, a forbidden namespace). The worker dead-letters it at once instead of
+    retrying, and reports what the refusal ends (`refused_run`). `code` names the refusal."""
+
+    def __init__(self, code: str, detail: str) -> None:
+        super().__init__(f"{code}: {detail}")
+        self.code = code
+
+
 @dataclass(frozen=True)
 class NodeStatus:
     node_id: str

@@ -416,11 +416,16 @@ def _finalised(engine: Reader, account: str, period: str | None) -> list[dict[st
 
 
 def _chain_head(engine: Reader, row: dict[str, Any]) -> str | None:
-    """The cell's hash-chain head its finalisation recorded (docs/design.md §2.11): what the
-    customer's invoice pins. Read from the log (one event), so no projection holds a copy."""
+    """The cell's hash-chain head the invoice pins (docs/design.md §2.11): the stored link of
+    its finalisation event, which covers that event and all before it in its cell. An
+    invoice finalised before this rule recorded the head before its batch: that one, as
+    handed out then. Read from the store, so no projection holds a copy."""
     invoice_id = InvoiceRecord.create_id(row["cell"], row["account"], row["period"])
     finalised = next(iter(engine.app.events.get(invoice_id, lte=1)), None)
-    return getattr(finalised, "chain_head", None)
+    if (recorded := getattr(finalised, "chain_head", None)) is not None:
+        return recorded
+    link = engine.app.chained_recorder.link_of(invoice_id, 1)
+    return None if link is None else link.hex()
 
 
 def _open(engine: Reader, account: str, period: str | None, as_of: datetime,

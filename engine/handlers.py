@@ -21,7 +21,7 @@ from engine.domain.node import AT_START, BY_OPERATOR, GONE, Node
 from engine.domain.pool import Pool
 from engine.domain.pool_config import PoolConfig
 from engine.domain.price_book import PriceBook
-from engine.policies import quotas, restart, runtimes, timeouts
+from engine.policies import networks, quotas, restart, runtimes, timeouts
 from engine.policies.spec_catalogue import Spec, SpecChoice, SpecRejected
 from engine.world import World
 from schemas import commands as c
@@ -54,23 +54,36 @@ def size(pool: Pool, cmd: c.CreateInstance, version: PriceVersion
     spec, the round-up by the cell's own prices (the cheapest catalogue spec covering the
     request at the version in force, the runtime's rates if the version has some; ties go to
     the smaller vCPU, then the smaller memory); and its demand on a node. The handler decides
-    with it and batch placement plans with it, so the two never disagree."""
+    with it and batch placement plans with it, so the two never disagree. In a dedicated
+    pool whose node selector forces a larger model than the round-up's, the billed spec is
+    raised to one that takes that model (`PoolConfig.billed_on_model`, §3.3)."""
     runtime = cmd.runtime or runtimes.DEFAULT_BY_KIND[pool.config.kind]
-    choice = pool.config.billed_spec(cmd.vcpu, cmd.memory_gib, weights(version, runtime),
-                                     runtime)
+    rates = weights(version, runtime)
+    choice = pool.config.billed_spec(cmd.vcpu, cmd.memory_gib, rates, runtime)
     if isinstance(choice, SpecRejected):
         return runtime, choice, None
-    return runtime, choice, pool.config.demand(choice.billed, runtime)
+    demand = pool.config.demand(choice.billed, runtime)
+    if pool.config.kind == "dedicated" and cmd.node_selector:
+        # The model the instance will occupy (as scaling.model_for picks it); none: the
+        # selector is unsatisfiable, said at create, and nothing is bought.
+        groups = scaling.groups_for(pool, demand, dict(cmd.node_selector))
+        if groups:
+            choice = pool.config.billed_on_model(choice, groups[0], rates, runtime)
+            if isinstance(choice, SpecRejected):
+                return runtime, choice, None
+            demand = pool.config.demand(choice.billed, runtime)
+    return runtime, choice, demand
 
 
 def _billed_note(cmd: c.CreateInstance, billed: Spec, version: PriceVersion,
-                 asked: tuple[Decimal, Decimal]) -> str | None:
+                 asked: tuple[Decimal, Decimal], model: str | None = None) -> str | None:
     vcpu, memory_gib = asked
     if (billed.vcpu, billed.memory_gib) == (vcpu, memory_gib):
         return None
+    which = (f"cheapest covering spec that takes the {model} node its node_selector asks"
+             if model else "cheapest covering spec")
     return (f"billed as {billed.vcpu} vCPU / {billed.memory_gib} GiB (asked "
-            f"{vcpu} vCPU / {memory_gib} GiB; cheapest covering spec at price "
-            f"version {version.version})")
+            f"{vcpu} vCPU / {memory_gib} GiB; {which} at price version {version.version})")
 
 
 _KEPT_PARTS = {"init_containers", "containers", "network", "retry_budget"}
@@ -95,18 +108,22 @@ def create_instance(draft: Draft, cmd: c.CreateInstance) -> Decision:
             reasons.append(reason("runtime", problem, code="runtime_not_isolated"))
     billed: Spec | None = None
     demand: dict[str, int] = {}
+    model: str | None = None  # the selector's model, if it raised the billed spec
     if pool is not None and version is not None:
         runtime, choice, sized = size(pool, cmd, version)
         if isinstance(choice, SpecRejected):
-            reasons += [reason("containers", f"{r.message} (spec outside the catalogue)")
+            reasons += [reason("node_selector", r.message, code=r.code)
+                        if r.code == "selector_model_unbillable" else
+                        reason("containers", f"{r.message} (spec outside the catalogue)")
                         for r in choice.reasons]
         else:
-            billed, demand = choice.billed, sized or {}
+            billed, demand, model = choice.billed, sized or {}, choice.model
     if pool is not None and billed is not None:
         if pool.config.smallest_model(demand) is None:
             reasons.append(reason("containers", f"no node model of pool {cmd.pool!r} holds "
                                                 f"{demand} (spec plus runtime overhead)"))
-    reasons += _account_admission(world, cmd, billed)
+    reasons += _network_ownership(world, cmd)
+    reasons += _account_admission(world, cmd, billed, draft.clock)
     if reasons:
         return Refused(tuple(reasons))
     assert pool is not None and billed is not None and version is not None
@@ -125,7 +142,7 @@ def create_instance(draft: Draft, cmd: c.CreateInstance) -> Decision:
         retry_budget=parts["retry_budget"],
     )
     draft.touch(instance, f"instance/{instance.name}")
-    note = _billed_note(cmd, billed, version, asked)
+    note = _billed_note(cmd, billed, version, asked, model)
     if problem := scaling.selector_problem(pool, demand, instance.node_selector):
         # No node group can ever hold it: say so now, and ask the ASG for nothing.
         instance.mark_unschedulable([reason("node_selector", problem,
@@ -141,12 +158,23 @@ def create_instance(draft: Draft, cmd: c.CreateInstance) -> Decision:
     return draft.accept(note)
 
 
-def _account_admission(world: World, cmd: c.CreateInstance, billed: Spec | None
-                       ) -> list[dict[str, str]]:
-    """The account's vCPU quota and launch rate (engine/policies/quotas.py)."""
+def _account_admission(world: World, cmd: c.CreateInstance, billed: Spec | None,
+                       clock: datetime | None) -> list[dict[str, str]]:
+    """The account's vCPU quota and launch rate, refilled only up to the cell's clock
+    (engine/policies/quotas.py)."""
     return quotas.admission_reasons(world.accounts, cmd.cell, cmd.account,
                                     billed.vcpu if billed is not None else cmd.vcpu,
-                                    cmd.issued_at)
+                                    cmd.issued_at, clock)
+
+
+def _network_ownership(world: World, cmd: c.CreateInstance) -> list[dict[str, str]]:
+    """No VPC, subnet or security group registered to other accounts only
+    (engine/policies/networks.py)."""
+    usage = world.part(cmd.cell).accounts
+    net = cmd.network
+    return networks.not_owned(cmd.account, cmd.cell,
+                              lambda kind, ident: usage.owners_of(cmd.cell, kind, ident),
+                              net.vpc, net.subnet, net.security_groups)
 
 
 def _tenant_instance(world: World, cmd: c.StopInstance | c.DeleteInstance
@@ -491,12 +519,29 @@ def set_account_quota(draft: Draft, cmd: c.SetAccountQuota) -> Decision:
         account = Account.create(cmd.issued_at, cell=cmd.cell, account=cmd.account)
     elif account.limits == limits:
         return draft.accept("unchanged")
-    account.set_limits(*limits, at=cmd.issued_at)
+    # Never before the cell's clock: the launch bucket has refilled up to it already.
+    at = max(cmd.issued_at, draft.clock) if draft.clock is not None else cmd.issued_at
+    account.set_limits(*limits, at=at)
     draft.touch(account, f"account/{cmd.account}")
     used = draft.world.accounts.vcpu.get((cmd.cell, cmd.account), 0)
     if cmd.vcpu is not None and used > cmd.vcpu:
         return draft.accept(f"the account's live instances hold {used} vCPU, above the new "
                             "quota: they keep running, new ones are refused until it is under")
+    return draft.accept()
+
+
+@handles(c.SetAccountNetworks)
+def set_account_networks(draft: Draft, cmd: c.SetAccountNetworks) -> Decision:
+    # Sorted and without repeats: the same set stated in another order is unchanged.
+    owned = (sorted(set(cmd.vpcs)), sorted(set(cmd.subnets)), sorted(set(cmd.security_groups)))
+    account = draft.world.accounts.account(cmd.cell, cmd.account)
+    if account is None:
+        account = Account.create(cmd.issued_at, cell=cmd.cell, account=cmd.account)
+    elif account.networks == tuple(map(tuple, owned)):
+        return draft.accept("unchanged")
+    account.set_networks(*owned, at=cmd.issued_at)
+    draft.touch(account, f"account/{cmd.account}")
+    # Running instances keep their ENIs: only new creates are checked against the new set.
     return draft.accept()
 
 

@@ -16,7 +16,9 @@ DAY_S = 86_400
 class EngineLimits:
     # How far a command (other than a Tick) may run ahead of its cell's clock. A day absorbs
     # any honest producer's clock error and queueing delay (seconds to minutes) with a wide
-    # margin, yet keeps one producer from moving every account's "now" by months.
+    # margin, yet keeps one producer from moving every account's "now" by months. An agent's
+    # report may also run at most this far ahead of the newest time an operator vouched for
+    # (a Tick, an operator's command): a stream of reports cannot walk the clock further.
     max_skew_seconds: int = DAY_S
     # How far a tenant's request may claim to run ahead. A tenant's time never moves the
     # clock, but an instance's timeline starts at its create's time: a create dated ahead of

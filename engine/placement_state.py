@@ -178,9 +178,10 @@ class PoolPlacement:
 
     # --- queries ---------------------------------------------------------------------
 
-    def choose(self, demand: dict[str, int], selector: dict[str, str], model: str
-               ) -> Choice | NoRoom:
-        """Where the instance goes, or every reason it fits nowhere (pure read)."""
+    def choose(self, demand: dict[str, int], selector: dict[str, str], model: str,
+               why: bool = True) -> Choice | NoRoom:
+        """Where the instance goes, or every reason it fits nowhere (pure read); `why=False`:
+        a shared pool's reasons are one constant (for a caller that drops them)."""
         parts = self.parts(selector)
         if self.kind == "dedicated":
             i = self._longest_free(model, parts)
@@ -191,7 +192,7 @@ class PoolPlacement:
                             + (" matching the node selector" if selector else "")}])
         if self.hint is not None and (hinted := self._hinted(demand, selector)) is not None:
             return hinted
-        decision = self.index.place([demand[d] for d in DIMENSIONS], self.policy, parts)
+        decision = self.index.place([demand[d] for d in DIMENSIONS], self.policy, parts, why)
         if isinstance(decision, Placed):
             node_id = self.node_ids[decision.node_index]
             return Choice(node_id, decision.policy, decision.score,

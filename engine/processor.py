@@ -7,8 +7,9 @@ world is reloaded and the batch decided again; nothing is ever half-saved.
 Trust rules decided here, before any handler: a command's type must belong to the role of
 the topic it came from (`wrong_topic`); command ids are per principal, and one id names one
 command (`command_id_reused`); a command may run ahead of its cell's clock by a bounded skew
-(`clock_skew`). A cell's clock is the time of its newest accepted command: rejections never
-move it.
+(`clock_skew`), and an agent's report also ahead of the newest time an operator vouched for
+(`clock_unvouched`). A cell's clock is the time of its newest accepted command: rejections
+never move it.
 """
 
 from __future__ import annotations
@@ -303,6 +304,7 @@ class CommandProcessor:
         handled: dict[str, list[dict[str, Any]]] = defaultdict(list)
         before = world.clocks  # each cell's clock before this batch
         clocks = dict(before)  # moved by this batch's accepted commands only
+        vouched = world.vouched  # moved by this batch's accepted operator commands only
         # Each command's id as recorded before the batch: one look-up each (a miss hashes
         # the id and searches the id memory). Only an earlier command of this batch can
         # make a miss a hit by the time it is decided: `decided` holds those ids.
@@ -354,7 +356,7 @@ class CommandProcessor:
             elif index in crashed:
                 outcome = Outcome.rejected(command.command_id, [Reason(
                     field="$", problem=f"internal error: {crashed[index]!r}")], principal)
-            elif skew := _too_early(command, clock, self.limits):
+            elif skew := _too_early(command, clock, vouched.get(command.cell), self.limits):
                 outcome = Outcome.rejected(command.command_id, [skew], principal)
             else:
                 armed = batch_plan.arm(world, hints.get(index))
@@ -371,6 +373,10 @@ class CommandProcessor:
                                   "not at its earlier issued_at"]))})
             if moves_clock(command, outcome, clock, events[recorded_before:]):
                 clocks[command.cell] = max(clock or command.at, command.at)
+            if command.role == "operator" and outcome.status == "accepted":
+                # What world.vouched_time reads back from the entry (UTC: it is quoted).
+                held, at = vouched.get(command.cell), command.at.astimezone(UTC)
+                vouched[command.cell] = at if held is None else max(held, at)
             outcomes.append(outcome)
             # The outcome's dump names its principal already, in the place it always had.
             entry = {**outcome.model_dump(mode="json", exclude_none=True),
@@ -418,7 +424,8 @@ def moves_clock(command: CommandBase, outcome: Outcome, clock: datetime | None,
     """A tenant's time is only its claim: it may run ahead by the skew but never moves the
     clock. An agent's report moves it only when it changed something (a stale report is no
     evidence of time passing), an operator's accepted command always. So neither a tenant nor
-    a stream of no-op reports can walk a cell's "now" forward for everyone else."""
+    a stream of no-op reports can walk a cell's "now" forward for everyone else; reports that
+    do change something stay within the skew of the operator's time (`_too_early`)."""
     if outcome.status != "accepted":
         return False
     if clock is None:
@@ -492,20 +499,31 @@ def _expired(command: CommandBase, clock: datetime | None, limits: EngineLimits
                           "decided again; send it anew with a new command_id and a current time")
 
 
-def _too_early(command: CommandBase, clock: datetime | None, limits: EngineLimits
-               ) -> Reason | None:
+def _too_early(command: CommandBase, clock: datetime | None, vouched: datetime | None,
+               limits: EngineLimits) -> Reason | None:
     """A command (other than a Tick, which has its own limits) may run ahead of its cell's
-    clock by at most `max_skew_seconds`."""
+    clock by at most `max_skew_seconds` (`max_tenant_skew_seconds` for a tenant). An agent's
+    report may also run at most `max_skew_seconds` ahead of the newest time an operator
+    vouched for: reports move the clock, and node principals are not authenticated, so
+    without this a stream of them could walk the clock a skew at a time (§5.4)."""
     if clock is None or isinstance(command, Tick):
         return None
+    field = next(iter({"issued_at", "occurred_at"} & type(command).model_fields.keys()), "$")
     ahead = (command.at - clock).total_seconds()
     most = limits.max_tenant_skew_seconds if command.role == "tenant" else limits.max_skew_seconds
+    if ahead > most:
+        return Reason(field=field, code="clock_skew",
+                      problem=f"{ahead:.0f} s ahead of the cell's clock ({clock.isoformat()}); "
+                              f"at most {most} s")
+    if command.role != "agent" or vouched is None:
+        return None
+    ahead = (command.at - vouched).total_seconds()
     if ahead <= most:
         return None
-    field = {"issued_at", "occurred_at"} & type(command).model_fields.keys()
-    return Reason(field=next(iter(field), "$"), code="clock_skew",
-                  problem=f"{ahead:.0f} s ahead of the cell's clock ({clock.isoformat()}); at "
-                          f"most {most} s")
+    return Reason(field=field, code="clock_unvouched",
+                  problem=f"{ahead:.0f} s ahead of the newest time an operator vouched for "
+                          f"({vouched.isoformat()}: a Tick or an operator's command); an "
+                          f"agent's report may run at most {most} s ahead of it")
 
 
 def _parse(item: Item) -> CommandBase | Outcome:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from itertools import islice
+from operator import ge, itemgetter
 from typing import Any
 
 from engine.decision import Draft
@@ -30,9 +31,29 @@ def groups_for(pool: Pool, demand: dict[str, int], selector: dict[str, str]
                ) -> list[NodeModel]:
     """The node models (groups) whose nodes hold `demand` and satisfy `selector`, smallest
     first: the only groups scale-out may ask for this instance."""
-    return sorted((m for m in pool.config.node_models
-                   if m.holds(demand) and _matches(group_labels(pool, m.name), selector)),
-                  key=lambda m: (m.millicores, m.memory_mib, m.name))
+    return list(_groups(pool, demand, selector))
+
+
+# Scale-out asks for the groups of every waiting instance at each create that waits; they
+# depend only on the pool's config and name and the instance's shape, so they are worked
+# out once per config (a config is immutable: a ConfigurePool makes a new one) and kept on
+# it: one memo per pool, however many pools there are.
+def _groups(pool: Pool, demand: dict[str, int], selector: dict[str, str]
+            ) -> tuple[NodeModel, ...]:
+    config = pool.config
+    known: dict[tuple[Any, ...], tuple[NodeModel, ...]] | None = config.derived.get("groups")
+    if known is None:
+        known = config.derived["groups"] = {}
+    shape = (pool.pool, tuple(demand.items()), tuple(selector.items()))
+    groups = known.get(shape)
+    if groups is None:
+        if len(known) > 4096:  # tenants choose selectors: keep the memo bounded
+            known.clear()
+        groups = known[shape] = tuple(sorted(
+            (m for m in config.node_models
+             if m.holds(demand) and _matches(group_labels(pool, m.name), selector)),
+            key=lambda m: (m.millicores, m.memory_mib, m.name)))
+    return groups
 
 
 def selector_problem(pool: Pool, demand: dict[str, int], selector: dict[str, str]
@@ -51,14 +72,16 @@ def model_for(pool: Pool, instance: Instance) -> NodeModel | None:
     return next(iter(groups_for(pool, instance.demand, instance.node_selector)), None)
 
 
-def try_place(draft: Draft, pool: Pool, instance: Instance, at: datetime) -> list[dict]:
-    """Schedule the instance if a node has room; answer the reasons if none has."""
+def try_place(draft: Draft, pool: Pool, instance: Instance, at: datetime,
+              why: bool = True) -> list[dict]:
+    """Schedule the instance if a node has room; answer the reasons if none has (why=False:
+    some non-empty stand-in for them, for a caller that only asks whether it was placed)."""
     model = model_for(pool, instance)
     if model is None:
         return [{"field": "node_selector", "code": "unsatisfiable_selector",
                  "problem": "no node group matches the node selector"}]
     choice = draft.world.placements[(pool.cell, pool.pool)].choose(
-        instance.demand, instance.node_selector, model.name)
+        instance.demand, instance.node_selector, model.name, why)
     if isinstance(choice, NoRoom):
         return choice.reasons
     instance.schedule(choice.node_id, choice.policy, choice.score, at,
@@ -70,13 +93,23 @@ def try_place(draft: Draft, pool: Pool, instance: Instance, at: datetime) -> lis
 def place_waiting(draft: Draft, pool: Pool, at: datetime) -> None:
     # Placing only takes room away, so once a shape (demand, selector) finds no node, every
     # later instance of that shape is skipped: a long backlog costs one search per shape.
+    # In a shared pool any node that fits, of the selector's, takes an instance; so where no
+    # node holds a demand, none holds a larger one with the same selector: skipped too.
+    shared = pool.config.kind == "shared"
     no_room: set[tuple[Any, ...]] = set()
+    smaller: dict[tuple[Any, ...], list[tuple[int, ...]]] = {}  # selector -> demands refused
     for instance in draft.world.waiting_in(pool.cell, pool.pool):
-        shape = (tuple(instance.demand.values()), tuple(instance.node_selector.items()))
-        if shape in no_room:
+        vector, selector = _vector(instance.demand), tuple(instance.node_selector.items())
+        if (vector, selector) in no_room or (shared and any(
+                all(map(ge, vector, low)) for low in smaller.get(selector, ()))):
             continue
-        if try_place(draft, pool, instance, max(at, instance.state_since)):
-            no_room.add(shape)
+        # Only whether it was placed matters here: the reasons are never recorded.
+        if try_place(draft, pool, instance, max(at, instance.state_since), why=False):
+            no_room.add((vector, selector))
+            smaller.setdefault(selector, []).append(vector)
+
+
+_vector = itemgetter(*DIMENSIONS)  # a demand as a tuple, dimensions in order
 
 
 def request_node(draft: Draft, pool: Pool, model: NodeModel, why: str,
@@ -105,16 +138,7 @@ def scale_out(draft: Draft, pool: Pool, at: datetime, recent: int | None = None)
     values = world.waiting[key].values()
     waiting = (list(values) if recent is None
                else list(islice(reversed(values), recent))[::-1])
-    dedicated = pool.config.kind == "dedicated"
-    pending = []
-    for i in waiting:
-        # Only the groups that satisfy the instance's selector may be asked for it; an
-        # instance none satisfies asks for nothing (it was said unschedulable).
-        groups = groups_for(pool, i.demand, i.node_selector)
-        if groups:
-            pending.append(autoscaling.Pending(
-                i.name, i.demand, groups[0].name if dedicated else None,
-                frozenset(m.name for m in groups) if i.node_selector else None))
+    pending = _pendings(pool, waiting)
     if not pending:
         return
     nodes = world.pool_nodes[key]
@@ -125,12 +149,53 @@ def scale_out(draft: Draft, pool: Pool, at: datetime, recent: int | None = None)
     plan = autoscaling.plan_scale_out(pending, [nodes[n].capacity for n in on_way],
                                       pool.config.node_models, room,
                                       pool.config.expander, pool.config.kind,
-                                      coming_models=[nodes[n].model for n in on_way])
+                                      coming_models=[nodes[n].model for n in on_way],
+                                      memo=_FITS.setdefault(key, autoscaling.FitMemo()))
     if plan is None:
         return
     model = pool.config.model(plan.model)
     for _ in range(plan.count):
         request_node(draft, pool, model, f"scale out: {plan.reason}", at)
+
+
+# Each waiting instance's Pending, made once per config (kept on it, as _groups' memo): a
+# create that waits plans for up to SCALE_OUT_RECENT of them. Keyed by ids, the instance
+# kept (so the id stays its); an instance's name, demand and selector never change.
+_Pendings = dict[int, tuple[Instance, autoscaling.Pending | None]]
+
+
+def _pendings(pool: Pool, waiting: list[Instance]) -> list[autoscaling.Pending]:
+    config = pool.config
+    known: _Pendings | None = config.derived.get("pendings")
+    if known is None:
+        known = config.derived["pendings"] = {}
+    if len(known) > 50_000:  # instances long placed or gone
+        known.clear()
+    pending = []
+    for i in waiting:
+        hit = known.get(id(i))
+        if hit is None or hit[0] is not i:
+            hit = known[id(i)] = (i, _pending(pool, i))
+        if hit[1] is not None:
+            pending.append(hit[1])
+    return pending
+
+
+def _pending(pool: Pool, i: Instance) -> autoscaling.Pending | None:
+    """What scale-out plans for a waiting instance; None if no group may be asked for it."""
+    # Only the groups that satisfy the instance's selector may be asked for it; an
+    # instance none satisfies asks for nothing (it was said unschedulable).
+    groups = _groups(pool, i.demand, i.node_selector)
+    if not groups:
+        return None
+    return autoscaling.Pending(
+        i.name, i.demand, groups[0].name if pool.config.kind == "dedicated" else None,
+        frozenset(m.name for m in groups) if i.node_selector else None)
+
+
+# Each pool's last first fit on its coming nodes: the next create that waits resumes it
+# (the plan checks that it is the same question, so a stale or foreign memo costs a redo).
+_FITS: dict[tuple[str, str], autoscaling.FitMemo] = {}
 
 
 def _uncordon_under_pressure(draft: Draft, pool: Pool, at: datetime) -> None:
@@ -141,14 +206,15 @@ def _uncordon_under_pressure(draft: Draft, pool: Pool, at: datetime) -> None:
         node = world.pool_nodes[key][node_id]
         if node.held:
             continue  # an operator's or a start-up hold is not ours to lift
+        if pool.config.kind != "shared" and world.node_instances[(pool.cell, node.node_id)]:
+            continue  # a dedicated node hosts one instance: none waiting can use it
         free = placement.free(node.node_id)
-        wanting = [i.name for i in world.waiting_in(*key)
-                   if all(i.demand[d] <= free[d] for d in DIMENSIONS)
-                   and _matches(node.labels, i.node_selector)
-                   and (pool.config.kind == "shared" or not world.node_instances[
-                       (pool.cell, node.node_id)])]
+        # The reason names five: the scan (at every create that waits) stops there.
+        wanting = list(islice((i.name for i in world.waiting[key].values()
+                               if all(i.demand[d] <= free[d] for d in DIMENSIONS)
+                               and _matches(node.labels, i.node_selector)), 5))
         if wanting:
-            node.uncordon(f"room needed by pending {', '.join(wanting[:5])}", at)
+            node.uncordon(f"room needed by pending {', '.join(wanting)}", at)
             draft.touch(node, f"node/{node.node_id}")
             place_waiting(draft, pool, at)
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable, Container, Iterator, Mapping, MutableMapping
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any
 from uuid import UUID
@@ -61,6 +61,9 @@ class CellState:
         self.ids = IdMemory()
         # Each cell's clock: the newest time of an accepted command in it.
         self.clocks: dict[str, datetime] = {}
+        # The newest time an operator vouched for (an accepted Tick or operator command, in
+        # UTC): agents' reports may run only a bounded skew past it (docs/design.md §2.9).
+        self.vouched: dict[str, datetime] = {}
         self.node_instances: dict[Key, set[Ref]] = defaultdict(set)
         self.pool_nodes: dict[Key, dict[str, Node]] = defaultdict(dict)
         # Unschedulable instances per pool, oldest first (dicts keep insertion order).
@@ -165,6 +168,10 @@ class CellState:
                 # Only accepted commands move a clock (a batch of rejections carries it over).
                 clock = self.clocks.get(aggregate.cell)
                 self.clocks[aggregate.cell] = max(clock or event.timestamp, event.timestamp)
+            vouched = vouched_time(event.outcomes, event.timestamp)
+            if vouched is not None:
+                held = self.vouched.get(aggregate.cell)
+                self.vouched[aggregate.cell] = vouched if held is None else max(held, vouched)
             clock = self.clocks.get(aggregate.cell)
             # (Ids decided before the cell had a clock count from its first.)
             self.ids.remember(event.outcomes, event.originator_version, clock)
@@ -296,6 +303,26 @@ class CellState:
             self.nodes[(aggregate.cell, aggregate.node_id)] = aggregate
 
 
+def vouched_time(entries: list[dict[str, Any]], stamp: datetime) -> datetime | None:
+    """The newest time an operator vouched for in one batch's entries: an accepted operator
+    command's own time (what the processor used deciding it), in UTC. An entry from before
+    principals or commands were kept counts at its batch's stamp (old history is trusted)."""
+    newest: datetime | None = None
+    for entry in entries:
+        principal = entry.get("principal")  # (first: most entries are not an operator's)
+        if (principal is not None and principal != "operator") or entry["status"] != "accepted":
+            continue
+        command = entry.get("command")
+        if principal is None or command is None:
+            at = stamp
+        else:
+            at = datetime.fromisoformat(command["now" if command["type"] == "Tick"
+                                                else "issued_at"])
+        at = at.astimezone(UTC)
+        newest = at if newest is None else max(newest, at)
+    return newest
+
+
 Fetch = Callable[[UUID], Aggregate | None]
 ReadEvent = Callable[[UUID, int], Any]
 
@@ -364,6 +391,11 @@ class World:
     def clocks(self) -> dict[str, datetime]:
         return {cell: state.clocks[cell] for cell, state in self.parts.items()
                 if cell in state.clocks}
+
+    @property
+    def vouched(self) -> dict[str, datetime]:
+        return {cell: state.vouched[cell] for cell, state in self.parts.items()
+                if cell in state.vouched}
 
     # --- lookups ---------------------------------------------------------------------
 

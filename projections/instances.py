@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from engine.domain.instance import Instance
-from projections.projection import RowProjection
+from projections.projection import RowProjection, kind_among
 from projections.tables import Key, Rows, Table
 from projections.texts import hex_id, iso
 
@@ -19,6 +19,12 @@ INSTANCES = Table("instances", ("id",), {
 })
 
 
+# What an event is to this projection, by class (projection.kind_among).
+_KIND = kind_among(Instance.Requested, Instance.Scheduled, Instance.Restarting, Instance.Ended,
+                   Instance.Transitioned, Instance.ContainerCompleted)
+_ROW = kind_among(Instance.Event)
+
+
 class InstancesProjection(RowProjection):
     name = "instances"
     tables = (INSTANCES,)
@@ -26,18 +32,19 @@ class InstancesProjection(RowProjection):
     events = (Instance.Requested, Instance.Transitioned)
 
     def keys(self, event: Any) -> Iterable[tuple[Table, Key]]:
-        if isinstance(event, Instance.Event):
+        if _ROW(event) is not None:
             return [(INSTANCES, (hex_id(event),))]
         return []
 
     def creates(self, event: Any) -> Iterable[tuple[Table, Key]]:
-        if isinstance(event, Instance.Requested):
+        if _KIND(event) is Instance.Requested:
             return [(INSTANCES, (hex_id(event),))]
         return ()
 
     def apply(self, event: Any, rows: Rows) -> None:
+        kind = _KIND(event)
         key = (hex_id(event),)
-        if isinstance(event, Instance.Requested):
+        if kind is Instance.Requested:
             rows.put(INSTANCES, {
                 "id": key[0], "cell": event.cell, "instance_id": event.name,
                 "account": event.account, "pool": event.pool, "state": "requested",
@@ -51,18 +58,18 @@ class InstancesProjection(RowProjection):
                 "ended_at": None, "reason": None,
             })
             return
-        if not isinstance(event, Instance.Transitioned | Instance.ContainerCompleted):
+        if kind is None:
             return
         row = rows.get(INSTANCES, key)
         assert row is not None, f"instance event before its creation: {event!r}"
-        if isinstance(event, Instance.Transitioned):
+        if kind is not Instance.ContainerCompleted:  # a transition
             row["state"] = event.new_state()
             row["state_since"] = iso(event.timestamp)
-        if isinstance(event, Instance.Scheduled):
+        if kind is Instance.Scheduled:
             row["node_id"] = event.node_id
-        elif isinstance(event, Instance.Restarting):
+        elif kind is Instance.Restarting:
             row["restarts"] = event.restarts
-        elif isinstance(event, Instance.Ended):
+        elif kind is Instance.Ended:
             row["ended_at"] = iso(event.timestamp)
             row["reason"] = event.reason
         rows.put(INSTANCES, row)

@@ -20,7 +20,7 @@ from typing import Any
 
 from engine.domain.instance import ON_NODE, Instance
 from engine.domain.node import BY_AUTOSCALER, Node, node_group
-from projections.projection import RowProjection
+from projections.projection import RowProjection, kind_among
 from projections.tables import Key, Rows, Table
 from projections.texts import hex_id, iso
 
@@ -45,6 +45,11 @@ NODE_EVENT_STATES = ((Node.Ready, "ready"), (Node.Cordoned, "cordoned"),
                      (Node.Uncordoned, "ready"), (Node.Terminated, "terminated"),
                      (Node.Lost, "lost"))
 LEAVES_NODE = (Instance.Ended, Instance.Deleted)
+# What an event is to this projection, by class (projection.kind_among).
+_KIND = kind_among(Node.Requested, Node.Event, Instance.Requested, Instance.Scheduled,
+                   *LEAVES_NODE, Instance.Transitioned)
+_NODE_STATE = dict(NODE_EVENT_STATES)
+_STATE_OF = kind_among(*_NODE_STATE)
 
 
 def _json(value: Any) -> str:
@@ -57,36 +62,39 @@ class NodesProjection(RowProjection):
     events = (Node.Event, Instance.Requested, Instance.Transitioned)
 
     def keys(self, event: Any) -> Iterable[tuple[Table, Key]]:
-        if isinstance(event, Node.Event):
+        kind = _KIND(event)
+        if kind is Node.Requested or kind is Node.Event:
             return [(NODES, (hex_id(event),))]
-        if isinstance(event, Instance.Transitioned):
+        if kind is not None and kind is not Instance.Requested:  # a transition
             return [(NODE_INSTANCES, (hex_id(event),))]
         return []
 
     def creates(self, event: Any) -> Iterable[tuple[Table, Key]]:
-        if isinstance(event, Instance.Requested):
+        kind = _KIND(event)
+        if kind is Instance.Requested:
             return [(NODE_INSTANCES, (hex_id(event),))]
-        if isinstance(event, Node.Requested):
+        if kind is Node.Requested:
             return [(NODES, (hex_id(event),))]
         return ()
 
     def apply(self, event: Any, rows: Rows) -> None:
-        if isinstance(event, Node.Event):
+        kind = _KIND(event)
+        if kind is Node.Requested or kind is Node.Event:
             self._node(event, rows)
-        elif isinstance(event, Instance.Requested):
+        elif kind is Instance.Requested:
             rows.put(NODE_INSTANCES, {
                 "id": hex_id(event), "cell": event.cell, "account": event.account,
                 "instance_id": event.name, "node_id": None, "state": "requested",
                 # Read defensively: older events, and fields other changes may add.
                 "demand": _json(getattr(event, "demand", None)), "placed_at": None,
             })
-        elif isinstance(event, Instance.Transitioned):
-            self._instance(event, rows)
+        elif kind is not None:  # a transition
+            self._instance(event, kind, rows)
 
     def _node(self, event: Any, rows: Rows) -> None:
         key = (hex_id(event),)
         at = iso(event.timestamp)
-        if isinstance(event, Node.Requested):
+        if _KIND(event) is Node.Requested:
             rows.put(NODES, {
                 "id": key[0], "cell": event.cell, "node_id": event.node_id, "pool": event.pool,
                 "model": event.model, "asg": node_group(event.cell, event.pool, event.model),
@@ -98,7 +106,8 @@ class NodesProjection(RowProjection):
         row = rows.get(NODES, key)
         if row is None:
             return  # an event this projection has no state change for, before creation
-        state = next((s for kind, s in NODE_EVENT_STATES if isinstance(event, kind)), None)
+        found = _STATE_OF(event)  # the first of NODE_EVENT_STATES it is
+        state = _NODE_STATE[found] if found is not None else None
         if state is None:
             return  # a node event of another kind (added later): no state change
         row["state"], row["state_since"] = state, at
@@ -112,12 +121,12 @@ class NodesProjection(RowProjection):
             row["ended_at"] = at
         rows.put(NODES, row)
 
-    def _instance(self, event: Any, rows: Rows) -> None:
+    def _instance(self, event: Any, kind: type, rows: Rows) -> None:
         key = (hex_id(event),)
         row = rows.get(NODE_INSTANCES, key)
         if row is None:
             return  # already off its node (e.g. Deleted after Failed)
-        if isinstance(event, LEAVES_NODE):
+        if kind in LEAVES_NODE:
             if row["node_id"] is not None:
                 rows.put(NODE_IDLE, {"cell": row["cell"], "node_id": row["node_id"],
                                      "last_left_at": iso(event.timestamp)})
@@ -125,12 +134,12 @@ class NodesProjection(RowProjection):
             return
         row["state"] = event.new_state()
         if row["node_id"] is not None and (row["state"] not in ON_NODE
-                                           or isinstance(event, Instance.Scheduled)):
+                                           or kind is Instance.Scheduled):
             # Back to waiting, or placed again, without ending: it left its node all the same.
             rows.put(NODE_IDLE, {"cell": row["cell"], "node_id": row["node_id"],
                                  "last_left_at": iso(event.timestamp)})
             row["node_id"], row["placed_at"] = None, None
-        if isinstance(event, Instance.Scheduled):
+        if kind is Instance.Scheduled:
             row["node_id"], row["placed_at"] = event.node_id, iso(event.timestamp)
             demand = getattr(event, "demand", None)  # should a placement ever restate it
             if demand:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, ClassVar
 
 from projections.tables import Key, Rows, Table
@@ -27,3 +27,21 @@ class RowProjection(ABC):
     @abstractmethod
     def apply(self, event: Any, rows: Rows) -> None:
         """Change rows to reflect one event. Pure: no clock, no I/O."""
+
+
+_UNKNOWN = object()
+
+
+def kind_among(*kinds: type) -> Callable[[Any], type | None]:
+    """The first of `kinds` an event is an instance of (None: none of them), worked out once
+    per class of event: `isinstance` on the domain's event classes costs ~0.8 µs (their
+    metaclass), and a rebuild asked it about ten times an event."""
+    known: dict[type, Any] = {}
+
+    def kind(event: Any) -> type | None:
+        cls = type(event)
+        found = known.get(cls, _UNKNOWN)
+        if found is _UNKNOWN:
+            found = known[cls] = next((k for k in kinds if issubclass(cls, k)), None)
+        return found  # type: ignore[no-any-return]
+    return kind

@@ -20,11 +20,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import Any
 
 from eventsourcing.persistence import Tracking
 from eventsourcing.utils import get_topic, resolve_topic
 
+from projections.decode import decoder
 from projections.projection import RowProjection
 from projections.tables import Key, Row, Rows, Table
 
@@ -72,7 +74,7 @@ def _subclasses(classes: tuple[type, ...]) -> set[type]:
     return found
 
 
-def _window(log: Any, after: int, end: int, kinds: _Kinds
+def _window(log: Any, after: int, end: int, kinds: _Kinds, decode: Callable[[Any], Any]
             ) -> tuple[int, list[tuple[int, Any]]]:
     """The events after `after` up to `after + PAGE` (at most `end`, the log's end when the
     pass began) that some projection reads, decoded, and the window's last id. Every id up to
@@ -81,7 +83,6 @@ def _window(log: Any, after: int, end: int, kinds: _Kinds
     stop = min(end, after + PAGE)
     notifications = log.recorder.select_notifications(
         start=after + 1, limit=PAGE, stop=stop, topics=kinds.filter)
-    decode = log.mapper.to_domain_event
     wanted = kinds.wanted
     return stop, [(n.id, decode(n)) for n in notifications if wanted(n.topic)]
 
@@ -121,8 +122,10 @@ class _Cache:
                 cached.pop(key, None)
                 cached[key] = row  # newest last
         for cached in self.tables.values():
-            for _ in range(len(cached) - self.size):
-                del cached[next(iter(cached))]
+            # (The oldest keys listed first: deleting them one `next(iter())` at a time
+            # rescans the freed slots at the front each time.)
+            for key in list(islice(cached, max(0, len(cached) - self.size))):
+                del cached[key]
 
 
 class _CachedRows(Rows):
@@ -186,7 +189,8 @@ def catch_up(app: Any, projections: Sequence[RowProjection], view: Any,
         next_page = _decoded_pages(app)
     else:
         end = app.recorder.max_notification_id() or 0
-        next_page = lambda after: _window(app, after, end, kinds)  # noqa: E731
+        decode = decoder(app.mapper)
+        next_page = lambda after: _window(app, after, end, kinds, decode)  # noqa: E731
     caches = {p.name: _Cache(CACHED_ROWS) for p in projections}
     readers: dict[type, tuple[RowProjection, ...]] = {}
     applied = 0

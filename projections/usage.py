@@ -33,7 +33,7 @@ from engine.billing.price_book import price_version
 from engine.domain.instance import Instance
 from engine.domain.invoice import BillingCalendar
 from engine.domain.price_book import PriceBook
-from projections.projection import RowProjection
+from projections.projection import RowProjection, kind_among
 from projections.tables import Key, Row, Rows, Table
 from projections.texts import hex_id, iso_offset
 
@@ -55,6 +55,11 @@ PRICE_BOOKS = Table("price_books", ("id",), {"id": "text", "cell": "text", "vers
 CALENDAR = ("closed",)  # the calendar's one row
 
 
+# What an event is to this projection, by class (projection.kind_among).
+_KIND = kind_among(Instance.Transitioned, Instance.Requested, PriceBook.Opened,
+                   PriceBook.VersionPublished, PriceBook.Event, BillingCalendar.PeriodClosed)
+
+
 class UsageProjection(RowProjection):
     # Versioned with its tables' shape: a new name starts from position 0, so an upgraded
     # reader fills the new tables from the log by itself (the old ones can be dropped).
@@ -64,30 +69,33 @@ class UsageProjection(RowProjection):
               BillingCalendar.PeriodClosed)
 
     def keys(self, event: Any) -> Iterable[tuple[Table, Key]]:
-        if isinstance(event, Instance.Transitioned):
+        kind = _KIND(event)
+        if kind is Instance.Transitioned:
             return [(USAGE_INSTANCES, (hex_id(event),)), (USAGE_CALENDAR, CALENDAR)]
-        if isinstance(event, PriceBook.Event):
+        if kind in (PriceBook.Opened, PriceBook.VersionPublished, PriceBook.Event):
             return [(PRICE_BOOKS, (hex_id(event),))]
-        if isinstance(event, BillingCalendar.PeriodClosed):
+        if kind is BillingCalendar.PeriodClosed:
             return [(USAGE_CALENDAR, CALENDAR)]
         return []
 
     def creates(self, event: Any) -> Iterable[tuple[Table, Key]]:
-        if isinstance(event, Instance.Requested):
+        kind = _KIND(event)
+        if kind is Instance.Requested:
             return [(USAGE_INSTANCES, (hex_id(event),))]
-        if isinstance(event, PriceBook.Opened):
+        if kind is PriceBook.Opened:
             return [(PRICE_BOOKS, (hex_id(event),))]
         return ()
 
     def apply(self, event: Any, rows: Rows) -> None:
-        if isinstance(event, Instance.Transitioned):  # most events: first
+        kind = _KIND(event)
+        if kind is Instance.Transitioned:  # most events: first
             instance = rows.get(USAGE_INSTANCES, (hex_id(event),))
             assert instance is not None
             was_late = instance["late_since"]
             intervals, change = follow(instance, event, rows)
             rows.put(USAGE_INSTANCES, instance)
             _spread(rows, instance, intervals, change, was_late)
-        elif isinstance(event, Instance.Requested):
+        elif kind is Instance.Requested:
             instance = {
                 "id": hex_id(event), "cell": event.cell, "instance_id": event.name,
                 "account": event.account, "runtime": event.runtime,
@@ -101,15 +109,15 @@ class UsageProjection(RowProjection):
             }
             rows.put(USAGE_INSTANCES, instance)
             _spread(rows, instance, [], None, None)
-        elif isinstance(event, PriceBook.Opened):
+        elif kind is PriceBook.Opened:
             rows.put(PRICE_BOOKS, {"id": hex_id(event), "cell": event.cell,
                                    "versions": "[]"})
-        elif isinstance(event, PriceBook.VersionPublished):
+        elif kind is PriceBook.VersionPublished:
             book = rows.get(PRICE_BOOKS, (hex_id(event),))
             assert book is not None
             versions = [*json.loads(book["versions"]), {"number": event.number, **event.terms}]
             rows.put(PRICE_BOOKS, {**book, "versions": json.dumps(versions, sort_keys=True)})
-        elif isinstance(event, BillingCalendar.PeriodClosed):
+        elif kind is BillingCalendar.PeriodClosed:
             closed = _calendar(rows)
             closed[event.cell] = event.period
             rows.put(USAGE_CALENDAR, {"name": CALENDAR[0], "closed": json.dumps(closed)})
@@ -144,7 +152,9 @@ def _spread(rows: Rows, instance: Row, intervals: list[meter.Interval], change: 
     """Copy the instance into each period it is in, and into the open and late sets."""
     copy = {c: instance[c] for c in _INSTANCE}
     where = (instance["account"], instance["cell"], instance["instance_id"])
-    seconds = meter.seconds_per_period(meter.closed_part(intervals))
+    closed = meter.closed_part(intervals)
+    # (Most transitions come before any interval has ended: nothing to count.)
+    seconds = meter.seconds_per_period(closed) if closed else {}
     for period in {instance["requested_period"], *seconds}:
         rows.put(USAGE, {**copy, "period": period, "billed_seconds": seconds.get(period, 0)})
     if meter.is_open(intervals):

@@ -26,6 +26,7 @@ from pydantic import (
 )
 
 from schemas.limits import (
+    MAX_ACCOUNT_NETWORK_IDS,
     MAX_ACCOUNT_VCPU,
     MAX_ARG_CHARS,
     MAX_ARGS,
@@ -117,10 +118,12 @@ Name = Annotated[str, StringConstraints(pattern=r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0
 
 
 def _not_reserved(value: str) -> str:
-    # An account is a Kubernetes namespace (adapters/pods.py): never one the cluster owns.
-    if value == "default" or value.startswith("kube-"):
-        raise ValueError("reserved_account: `default` and names starting `kube-` are "
-                         "Kubernetes' own namespaces")
+    # An account is a Kubernetes namespace (adapters/pods.py): never one the cluster or its
+    # add-ons own (`*-system` is their convention: istio-, calico-, gatekeeper-system). The
+    # Pod driver also refuses any namespace cis did not make (adapters/drivers/kubernetes.py).
+    if value == "default" or value.startswith("kube-") or value.endswith("-system"):
+        raise ValueError("reserved_account: `default`, names starting `kube-` and names "
+                         "ending `-system` are the cluster's own namespaces")
     return value
 
 
@@ -241,9 +244,22 @@ class Report(CommandBase):
 # --- tenant requests -------------------------------------------------------------------
 
 
+# An image reference as the OCI distribution grammar has it ([host[:port]/]path[:tag]
+# [@digest]): ASCII, no whitespace; what kube-apiserver would refuse (a Pod of " nginx "
+# is a 422) is refused here, not retried by the Pod driver. Uppercase only in the host.
+_HOST = r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*" \
+        r"[A-Za-z0-9])?)*|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?"
+_PATH = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*"
+_TAG = r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}"
+_DIGEST = r"[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9A-Fa-f]{32,}"
+IMAGE = rf"^(?:{_HOST}/)?{_PATH}(?::{_TAG})?(?:@{_DIGEST})?$"
+Image = Annotated[str, StringConstraints(min_length=1, max_length=MAX_TEXT_CHARS,
+                                         pattern=IMAGE), _limit("MAX_TEXT_CHARS")]
+
+
 class Container(Strict):
     name: Name
-    image: ShortText
+    image: Image
     command: list[Arg] = Field(default_factory=list, max_length=MAX_ARGS,
                                json_schema_extra={"x-limit": "MAX_ARGS"})
     env: dict[EnvName, Arg] = Field(default_factory=dict, max_length=MAX_ENV_VARS,
@@ -554,6 +570,25 @@ class SetAccountQuota(Request):
                                              max_digits=10, decimal_places=3) = Decimal(20)
 
 
+def _network_ids() -> Any:
+    return Field(default_factory=list, max_length=MAX_ACCOUNT_NETWORK_IDS,
+                 json_schema_extra={"x-limit": "MAX_ACCOUNT_NETWORK_IDS"})
+
+
+class SetAccountNetworks(Request):
+    """An operator states the VPCs, subnets and security groups an account owns in the cell:
+    an id registered to some accounts may be named on a create only by them
+    (`network_not_owned`); an id nobody registered stays free. Several accounts may share an
+    id. Each command states them all: an id left out is no longer the account's (its running
+    instances keep their ENIs)."""
+
+    type: Literal["SetAccountNetworks"] = "SetAccountNetworks"
+    account: AccountName
+    vpcs: list[NetworkId] = _network_ids()
+    subnets: list[NetworkId] = _network_ids()
+    security_groups: list[NetworkId] = _network_ids()
+
+
 class Tick(CommandBase):
     type: Literal["Tick"] = "Tick"
     now: Instant
@@ -581,6 +616,7 @@ Command = Annotated[
     | UncordonNode
     | PublishPriceBook
     | SetAccountQuota
+    | SetAccountNetworks
     | Tick,
     Field(discriminator="type"),
 ]
@@ -591,7 +627,7 @@ COMMAND_TYPES: dict[str, type[CommandBase]] = {
         CreateInstance, StopInstance, DeleteInstance, ReportInstanceStarting,
         ReportInstanceRunning, ReportContainerExited, ReportInstanceTerminated,
         ReportNodeReady, ReportNodeLost, ConfigurePool, CordonNode, UncordonNode,
-        PublishPriceBook, SetAccountQuota, Tick,
+        PublishPriceBook, SetAccountQuota, SetAccountNetworks, Tick,
     )
 }
 
@@ -602,7 +638,7 @@ COMMAND_ROLES: dict[str, Role] = {
     **dict.fromkeys(["ReportInstanceStarting", "ReportInstanceRunning", "ReportContainerExited",
                      "ReportInstanceTerminated", "ReportNodeReady", "ReportNodeLost"], "agent"),
     **dict.fromkeys(["ConfigurePool", "CordonNode", "UncordonNode", "PublishPriceBook",
-                     "SetAccountQuota", "Tick"],
+                     "SetAccountQuota", "SetAccountNetworks", "Tick"],
                     "operator"),
 }
 ROLE_TOPICS: dict[Role, str] = {"tenant": "cis.commands", "agent": "cis.reports",

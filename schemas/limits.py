@@ -39,6 +39,7 @@ MAX_ARGS = 64
 MAX_ENV_VARS = 100
 MAX_PORTS = 20
 MAX_SECURITY_GROUPS = 5
+MAX_ACCOUNT_NETWORK_IDS = 100  # an account's VPCs, subnets or security groups in a cell (each)
 MAX_NODE_SELECTOR = 10
 MAX_NODE_MODELS = 20
 MAX_POOL_LABELS = 20

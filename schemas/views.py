@@ -161,9 +161,11 @@ class InvoiceView(View):
     finalised_at: str | None = None
     hash_verified: bool | None = None
     chain_head: str | None = Field(
-        default=None, description="finalised: the cell's hash-chain head its finalisation "
-        "recorded (hex), which `cis audit verify --heads` can check the log against; none "
-        "for one finalised before the chain existed")
+        default=None, description="finalised: the cell's hash-chain head the invoice pins "
+        "(hex): the stored link of its finalisation event, covering it and everything before "
+        "it in its cell (invoices finalised before that rule: the head before their batch); "
+        "`cis audit verify --heads` can check the log against it; none for one finalised "
+        "before the chain existed")
     as_of: str | None = None
     currency: str
     total: Decimal

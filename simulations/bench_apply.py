@@ -46,13 +46,15 @@ def creates(n: int) -> list[bytes]:
 
 def setup_commands() -> list[bytes]:
     start = workloads.DAY_START
-    price, _, kata = workloads.setup()
+    price, _, kata = workloads.setup()[:3]
     pool = {**kata, "pool": "bench", "command_id": "bench-pool", "min_nodes": NODES,
             "max_nodes": NODES, "node_models": [{**workloads.SHARED_MODELS[0], "pods": 250}]}
     ready = [{"type": "ReportNodeReady", "command_id": f"bench-ready-{k}",
               "cell": workloads.CELL, "occurred_at": (start + timedelta(seconds=30)).isoformat(),
               "node_id": f"bench-{k:05d}"} for k in range(1, NODES + 1)]
-    return [json.dumps(c).encode() for c in (price, pool, *ready)]
+    networks = workloads.account_networks((f"acct-{i}" for i in range(100)), workloads.CELL,
+                                          start, {"vpc": "v", "subnet": "s"}, prefix="bench")
+    return [json.dumps(c).encode() for c in (price, pool, *ready, *networks)]
 
 
 Timed = tuple[float, float, int]  # wall seconds, CPU seconds, commands accepted

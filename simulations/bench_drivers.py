@@ -140,7 +140,10 @@ def _loop_commands(cell: str, n: int, runtime: str) -> tuple[list[dict[str, Any]
          "rate_per_gib_second": "0.000001"},
         {"type": "ConfigurePool", "command_id": "bench-pool", "cell": cell, "issued_at": second,
          "pool": "kata", "kind": "shared", "node_models": models, "min_nodes": 0,
-         "max_nodes": 1000, "spec_catalogue": [{"vcpu": "0.5", "memory_gib": "1"}]}]
+         "max_nodes": 1000, "spec_catalogue": [{"vcpu": "0.5", "memory_gib": "1"}]},
+        *({"type": "SetAccountNetworks", "command_id": f"bench-networks-{k}", "cell": cell,
+           "issued_at": second, "account": f"bench-{k}", "vpcs": ["vpc-1"],
+           "subnets": ["subnet-1"]} for k in range(10))]
     creates = [{"type": "CreateInstance", "command_id": f"bench-create-{k}", "cell": cell,
                 "issued_at": second, "account": f"bench-{k % 10}",  # clear of per-account
                 "instance_id": f"i-{k:05d}",  # launch quotas (another figure)

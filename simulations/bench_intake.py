@@ -64,10 +64,13 @@ CELL = "az-1"
 
 
 def _setup(cell: str) -> list[dict[str, Any]]:
-    price, general, _ = workloads.setup(cell=cell)
+    price, general, _ = workloads.setup(cell=cell)[:3]
     pools = [{**general, "command_id": f"bench-pool-{k}", "pool": f"p{k}", "min_nodes": 0,
               "max_nodes": 0} for k in range(POOLS)]
-    return [price, *pools]
+    networks = workloads.account_networks(
+        (f"acct-{i}" for i in range(100)), cell, workloads.DAY_START,
+        {"vpc": "vpc-1", "subnet": "subnet-1"}, prefix="bench")
+    return [price, *pools, *networks]
 
 
 def _commands(workload: str, n: int, cell: str) -> list[dict[str, Any]]:

@@ -52,6 +52,7 @@ from engine.domain.instance import Instance
 from engine.domain.node import Node
 from schemas.outcomes import parse_command
 from simulations.harness import Harness, Plan
+from simulations.workloads import account_networks
 
 CELL = "az-1"
 START = datetime(2026, 1, 1, tzinfo=UTC)
@@ -125,6 +126,8 @@ def setup() -> list[dict[str, Any]]:
          "node_models": DEDICATED_MODELS, "min_nodes": 0, "max_nodes": 5000,
          "disruption_budget": 100,
          "spec_catalogue": CATALOGUE},
+        *account_networks((f"acct-{k:03d}" for k in range(ACCOUNTS)), CELL, START,
+                          {"vpc": "vpc-1", "subnet": "subnet-a", "security_groups": ["sg-web"]}),
     ]
 
 

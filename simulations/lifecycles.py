@@ -27,18 +27,22 @@ NODES = 10
 MODEL = {"name": "64C256G", "millicores": 64_000, "memory_mib": 262_144, "enis": 250,
          "pods": 250}
 STEPS = 5  # commands per instance
+ACCOUNTS = 100
 
 
 def setup_commands(cell: str = workloads.CELL, at: datetime = workloads.DAY_START
                    ) -> list[dict[str, Any]]:
     """The price book, a shared pool of NODES nodes and each node's ready report."""
-    price, _, kata = workloads.setup(at=at, cell=cell)
+    price, _, kata = workloads.setup(at=at, cell=cell)[:3]
     pool = {**kata, "pool": POOL, "command_id": f"{POOL}-pool", "min_nodes": NODES,
             "max_nodes": NODES, "node_models": [MODEL]}
     ready = [{"type": "ReportNodeReady", "command_id": f"{POOL}-ready-{k}", "cell": cell,
               "occurred_at": (at + timedelta(seconds=30)).isoformat(),
               "node_id": f"{POOL}-{k:05d}"} for k in range(1, NODES + 1)]
-    return [price, pool, *ready]
+    networks = workloads.account_networks(
+        (f"acct-{i}" for i in range(ACCOUNTS)), cell, at,
+        {"vpc": "vpc-1", "subnet": "subnet-1"}, prefix=POOL)
+    return [price, pool, *ready, *networks]
 
 
 class Placements:
@@ -95,7 +99,7 @@ class Lifecycles:
 
     @staticmethod
     def _account(i: int) -> str:
-        return f"acct-{i % 100}"
+        return f"acct-{i % ACCOUNTS}"
 
     def _command(self, step: int, i: int, at: datetime, nodes: dict[str, str]
                  ) -> dict[str, Any]:

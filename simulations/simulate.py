@@ -28,7 +28,7 @@ from adapters.drivers.simulated import Failures, VirtualClock
 from engine.policies.runtimes import START_SECONDS
 from simulations import workloads
 from simulations.simulate_infra import HeapInfrastructure
-from simulations.simulate_loop import SimulationLoop
+from simulations.simulate_loop import NETWORK, SimulationLoop
 from simulations.simulate_metrics import Collector, Steps, cost, integral, series
 from simulations.simulate_scenarios import Scenario, price_book
 from simulations.workload_sources import Launch
@@ -135,6 +135,10 @@ def run_cell(scenario: Scenario, launches: list[Launch], hours: float, seed: int
                               on_batch=(lambda now, made: progress(
                                   (now - start).total_seconds(), made)) if progress else None)
         for command in setup:
+            loop.at(start, command)
+        # Each account owns the network its creates name (SetAccountNetworks).
+        for command in workloads.account_networks(sorted({launch.account for launch in launches}),
+                                                  cell, start, NETWORK):
             loop.at(start, command)
         for k in range(1, int(hours * 3600 // TICK_EVERY_S) + 1):
             at = start + timedelta(seconds=k * TICK_EVERY_S)

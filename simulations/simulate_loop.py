@@ -49,6 +49,9 @@ def _topics() -> tuple[str, ...]:
     return tuple(sorted({*TOPICS, *(get_topic(k) for k in kinds)}))
 
 
+NETWORK = {"vpc": "vpc-sim", "subnet": "subnet-a"}  # every simulated account's own
+
+
 def create_command(i: int, launch: Launch, at: datetime, cell: str, pool: str,
                    runtime: str) -> dict[str, Any]:
     # Specs in the schema's units: vCPU exactly, GiB rounded up to its 3 decimal places.
@@ -60,7 +63,7 @@ def create_command(i: int, launch: Launch, at: datetime, cell: str, pool: str,
             "containers": [{"name": "main", "image": "registry.example/app:1",
                             "vcpu": str(Decimal(launch.cpu_milli) / 1000),
                             "memory_gib": str(gib)}],
-            "network": {"vpc": "vpc-sim", "subnet": "subnet-a"}}
+            "network": {**NETWORK}}
 
 
 @dataclass

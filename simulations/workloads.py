@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -47,7 +48,22 @@ def setup(at: datetime = DAY_START, cell: str = CELL) -> list[dict[str, Any]]:
          "node_models": SHARED_MODELS, "min_nodes": 1, "max_nodes": 2,
          "labels": {"tier": "sandboxed"}, "spec_catalogue": FARGATE_LIKE_CATALOGUE,
          "pending_timeout_seconds": 600},
+        *account_networks(ACCOUNTS, cell, at, NETWORK),
     ]
+
+
+NETWORK = {"vpc": "vpc-demo", "subnet": "subnet-a", "security_groups": ["sg-web"]}
+
+
+def account_networks(accounts: Iterable[str], cell: str, at: datetime,
+                     network: dict[str, Any], prefix: str = "setup") -> list[dict[str, Any]]:
+    """The operator's `SetAccountNetworks` giving each account `network`: a create may name
+    only the VPC, subnet and security groups its account owns."""
+    return [{"type": "SetAccountNetworks", "command_id": f"{prefix}-networks-{cell}-{account}",
+             "cell": cell, "issued_at": at.isoformat(), "account": account,
+             "vpcs": [network["vpc"]], "subnets": [network["subnet"]],
+             "security_groups": list(network.get("security_groups", []))}
+            for account in accounts]
 
 
 def tenants(n: int, seed: int, start: datetime = DAY_START, cell: str = CELL
@@ -72,7 +88,7 @@ def tenants(n: int, seed: int, start: datetime = DAY_START, cell: str = CELL
             "containers": [{"name": "main", "image": f"registry.example/app:{i % 7}",
                             "vcpu": spec["vcpu"], "memory_gib": spec["memory_gib"],
                             "ports": [8080]}],
-            "network": {"vpc": "vpc-demo", "subnet": "subnet-a", "security_groups": ["sg-web"]},
+            "network": {**NETWORK, "security_groups": [*NETWORK["security_groups"]]},
         }))
         plans[name] = Plan(lifetime_s=rng.uniform(120, 4 * 3600), ending=ending,
                            delete_after_s=600.0 if rng.random() < 0.3 else None)

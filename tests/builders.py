@@ -55,6 +55,16 @@ def create(name: str, t: float = 1, account: str = "acme", pool: str = "general"
             "network": {"vpc": "vpc-1", "subnet": "subnet-1"}, **extra}
 
 
+def networks(account: str = ACCOUNT, t: float = 0, vpcs: tuple[str, ...] = ("vpc-1", "vpc-2"),
+             subnets: tuple[str, ...] = ("subnet-1", "subnet-7", "subnet-a"),
+             security_groups: tuple[str, ...] = ("sg-web", "sg-db")) -> dict[str, Any]:
+    """The operator's record of the networks an account owns (by default every id the suite's
+    creates name): a create may name only its account's."""
+    return {"type": "SetAccountNetworks", "command_id": cid("networks"), "cell": CELL,
+            "issued_at": at(t), "account": account, "vpcs": list(vpcs),
+            "subnets": list(subnets), "security_groups": list(security_groups)}
+
+
 def tenant(kind: str, name: str, t: float, account: str = "acme") -> dict[str, Any]:
     return {"type": kind, "command_id": cid(kind), "cell": CELL, "issued_at": at(t),
             "account": account, "instance_id": name}

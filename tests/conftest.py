@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -30,6 +30,23 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if kind == "sqlite":
         return f"sqlite:///{tmp_path / 'cis.db'}"
     return request.getfixturevalue("pg_database").new_schema()
+
+
+@pytest.fixture
+def fresh_store(request: pytest.FixtureRequest, store_url: str, tmp_path: Path
+                ) -> Callable[[], str]:
+    """A new, empty store of `store_url`'s kind at each call: for tests that compare runs of
+    the same commands (a second run on one store would only repeat recorded ids)."""
+    count = iter(range(1, 1 << 30))
+
+    def new() -> str:
+        if store_url == "memory://":
+            return "memory://"
+        if store_url.startswith("sqlite"):
+            return f"sqlite:///{tmp_path / f'run-{next(count)}.db'}"
+        return request.getfixturevalue("pg_database").new_schema()
+
+    return new
 
 
 @pytest.fixture

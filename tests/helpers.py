@@ -54,7 +54,7 @@ def domain_snapshot(engine: Engine) -> dict[str, Any]:
 
 def cell_with_ready_node(engine: Engine, **pool_config: Any) -> None:
     """A price book and a dedicated pool with one ready 1C2G node."""
-    accepted(engine, b.price_book(), b.pool(min_nodes=1, **pool_config),
+    accepted(engine, b.price_book(), b.networks(), b.pool(min_nodes=1, **pool_config),
              b.report("ReportNodeReady", 0.5, node_id="general-00001"))
 
 

@@ -17,11 +17,13 @@ from urllib.parse import parse_qs, urlparse
 import psycopg
 import pytest
 
-from adapters.audit_chain import heads_document, verify_store
+from adapters import queries
+from adapters.audit_chain import HEADS_FORMAT, heads_document, verify_store
 from adapters.bootstrap import Engine, connect
 from adapters.cli import main
 from engine import chain
-from engine.domain.invoice import Invoice
+from engine.billing import finalise
+from engine.domain.invoice import Invoice, finalized_fields
 from simulations.workloads import simulate
 from tests import builders as b
 from tests.helpers import one
@@ -167,27 +169,62 @@ def _rewrite_chain_from(run: Callable[..., list[Any]], start: int) -> None:
         run("UPDATE cis_event_chain SET hash = %s WHERE notification_id = %s", prev, nid)
 
 
+def _tamper_before_the_invoice(store_url: str) -> None:
+    """Flip a byte of an event well before the invoice, then rewrite the chain whole."""
+    with _sql(store_url) as run:
+        state = bytearray(_row(run, 3)[3])
+        state[len(state) // 2] ^= 0x01
+        run("UPDATE {events} SET state = %s WHERE {id} = %s", bytes(state), 3)
+        _rewrite_chain_from(run, 3)
+
+
 @pytest.mark.parametrize("store_url", SHARED, indirect=True)
-def test_an_invoice_holds_the_history_it_came_from(
-        store_url: str, capsys: pytest.CaptureFixture[str]) -> None:
-    """A rewritten chain (from before a finalisation) no longer stands where the invoice
-    says it stood; the invoice the customer was sent carries that head."""
+def test_an_older_invoice_still_holds_the_history_it_came_from(
+        store_url: str, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """An invoice an older engine finalised records the head before its batch: a chain
+    rewritten from before it no longer stands where the invoice says it stood."""
+    with connect(store_url) as engine:
+        def older_fields(cell_: str, invoice: Any) -> dict[str, Any]:  # as engines before §2.11
+            head = engine.processor.loaded_world.parts[cell_].chain_head
+            return {**finalized_fields(cell_, invoice), "chain_head": head.hex()}
+        monkeypatch.setattr(finalise, "finalized_fields", older_fields)
+        cell(engine)
+        running(engine, "x", -100)
+        one(engine, b.tick(3600))  # February finalised
+        (invoice,) = [n for n, e in engine.app.read()
+                      if isinstance(e, Invoice.InvoiceFinalized) and e.chain_head]
+    assert _verify(store_url, capsys=capsys)[0] == 0
+    _tamper_before_the_invoice(store_url)
+    code, found = _verify(store_url, capsys=capsys)
+    assert code == 1
+    assert [(f["notification_id"], f["problem"].split(" as ")[0]) for f in found["first"]] \
+        == [(invoice, "records its cell's chain head")]
+
+
+@pytest.mark.parametrize("store_url", SHARED, indirect=True)
+def test_an_invoice_pins_the_history_it_came_from(
+        store_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The head an invoice shows (its finalisation event's link), held by the customer,
+    catches a chain rewritten from before it."""
     with connect(store_url) as engine:
         cell(engine)
         running(engine, "x", -100)
         one(engine, b.tick(3600))  # February finalised
         (invoice,) = [n for n, e in engine.app.read()
                       if isinstance(e, Invoice.InvoiceFinalized)]
-    assert _verify(store_url, capsys=capsys)[0] == 0
-    with _sql(store_url) as run:
-        state = bytearray(_row(run, 3)[3])  # an event well before the invoice
-        state[len(state) // 2] ^= 0x01
-        run("UPDATE {events} SET state = %s WHERE {id} = %s", bytes(state), 3)
-        _rewrite_chain_from(run, 3)
-    code, found = _verify(store_url, capsys=capsys)
+        engine.update_projections()
+        (shown,) = [i["chain_head"] for i in queries.invoices(engine, b.ACCOUNT)["invoices"]
+                    if i["status"] == "finalised"]
+    pinned = tmp_path / "heads.json"
+    pinned.write_text(json.dumps({"format": HEADS_FORMAT, "cells": {b.CELL: {
+        "notification_id": invoice, "head": shown}}}))
+    assert _verify(store_url, "--heads", str(pinned), capsys=capsys)[0] == 0
+    _tamper_before_the_invoice(store_url)
+    assert _verify(store_url, capsys=capsys)[0] == 0  # rewritten whole: it chains
+    code, found = _verify(store_url, "--heads", str(pinned), capsys=capsys)
     assert code == 1
-    assert [(f["notification_id"], f["problem"].split(" as ")[0]) for f in found["first"]] \
-        == [(invoice, "records its cell's chain head")]
+    assert found["first"][0]["notification_id"] == invoice
 
 
 class _Stored:
@@ -223,22 +260,32 @@ def test_every_store_chains_as_memory_does(store_url: str) -> None:
         assert _heads(engine) == expected
 
 
-def test_a_finalised_invoice_carries_its_cells_head(store_url: str) -> None:
+def test_a_finalised_invoice_pins_its_own_link(store_url: str) -> None:
+    """The event records no head (the chain counts batches, §2.11); the invoice shows the
+    stored link of its finalisation event, which covers it and all before it in its cell."""
     with connect(store_url) as engine:
         cell(engine)
         running(engine, "x", -100)
-        before = bytes.fromhex(_heads(engine)[b.CELL])
         one(engine, b.tick(3600))  # February finalised
-        finalised = [e for _, e in engine.app.read() if isinstance(e, Invoice.InvoiceFinalized)]
-        assert finalised
-        assert {e.chain_head for e in finalised} == {before.hex()}
+        finalised = [(n, e) for n, e in engine.app.read()
+                     if isinstance(e, Invoice.InvoiceFinalized)]
+        assert finalised and all(e.chain_head is None for _, e in finalised)
+        recorder = engine.app.chained_recorder
+        links = {nid: hashed for nid, _, hashed in recorder.select_links(1)}  # type: ignore[attr-defined]
+        assert [recorder.link_of(e.originator_id, 1) for _, e in finalised] \
+            == [links[n] for n, _ in finalised]
+        assert recorder.link_of(finalised[0][1].originator_id, 2) is None
+        engine.update_projections()
+        shown = [i["chain_head"] for i in queries.invoices(engine, b.ACCOUNT)["invoices"]
+                 if i["status"] == "finalised"]
+        assert shown == [links[n].hex() for n, _ in finalised]
         _heads(engine)  # and the chain is intact
 
 
 def _cell_lines(cell: str = b.CELL) -> list[str]:
     """A price book, a dedicated pool and a ready node in `cell`; then two creates. As
     lines: command ids are fixed once, so every run below decides the same commands."""
-    commands = [b.price_book(), b.pool(min_nodes=1),
+    commands = [b.price_book(), b.networks(), b.pool(min_nodes=1),
                 b.report("ReportNodeReady", 0.5, node_id="general-00001"),
                 b.create("x", 2), b.create("y", 3)]
     return [b.json.dumps({**c, "cell": cell}) for c in commands]

@@ -17,7 +17,7 @@ CATALOGUE = [{"vcpu": "1", "memory_gib": "2"}, {"vcpu": "2", "memory_gib": "4"}]
 
 
 def shared(engine: Engine, **config: object) -> None:
-    accepted(engine, b.price_book(), b.pool(
+    accepted(engine, b.price_book(), b.networks(), b.pool(
         "kata", kind="shared", node_models=config.pop("models", [SMALL, BIG]),
         spec_catalogue=CATALOGUE, **config))
 
@@ -158,7 +158,7 @@ def test_dedicated_pending_of_two_models_asks_for_no_node_already_on_its_way(
         engine: Engine) -> None:
     # A 2C4G instance must not count a 4C8G node on its way as its own (a dedicated
     # instance runs only on its smallest model): a Tick then asked for a second 4C8G.
-    accepted(engine, b.price_book(), b.pool(node_models=b.MODELS[1:]),
+    accepted(engine, b.price_book(), b.networks(), b.pool(node_models=b.MODELS[1:]),
              b.create("web-1"), b.create("web-2"), b.create("big-1", vcpu="2", memory_gib="4"))
     assert [n.model for n in nodes(engine)] == ["2C4G", "2C4G", "4C8G"]
     accepted(engine, b.tick(5))
@@ -166,7 +166,7 @@ def test_dedicated_pending_of_two_models_asks_for_no_node_already_on_its_way(
 
 
 def test_dedicated_scale_out_follows_each_instances_model_selector(engine: Engine) -> None:
-    accepted(engine, b.price_book(), b.pool())  # dedicated: 1C2G, 2C4G, 4C8G
+    accepted(engine, b.price_book(), b.networks(), b.pool())  # dedicated: 1C2G, 2C4G, 4C8G
     accepted(engine, b.create("big-1", node_selector={"model": "4C8G"}),
              b.create("big-2", node_selector={"model": "4C8G"}))
     # One 4C8G node each (dedicated), never the smallest model that holds 0.5 vCPU.

@@ -139,7 +139,7 @@ def test_a_closed_pipe_ends_the_cli_quietly(tmp_path: Path) -> None:
         # Output well beyond a pipe's 64 KiB buffer, so the writer is still writing.
         quota = {"type": "SetAccountQuota", "command_id": "q", "cell": b.CELL,
                  "issued_at": b.at(0), "account": b.ACCOUNT, "launch_burst": 2000}
-        engine.apply(b.lines(b.price_book(), b.pool(), quota,
+        engine.apply(b.lines(b.price_book(), b.networks(), b.pool(), quota,
                              *[b.create(f"i-{k}") for k in range(1500)]))
     cis = str(Path(sys.executable).parent / "cis")
     process = subprocess.Popen([cis, "instances", "--store", store], stdout=subprocess.PIPE,

@@ -118,8 +118,9 @@ VCPUS = ("1", "2", "3", "2")
 
 def _pool(engine: Engine, window: int) -> None:
     engine.processor.limits = replace(engine.processor.limits, placement_window=window)
-    run(engine, b.price_book(), b.pool("kata", kind="shared", node_models=[HOST], min_nodes=2,
-                                       max_nodes=2, spec_catalogue=SPECS))
+    run(engine, b.price_book(), b.networks(),
+        b.pool("kata", kind="shared", node_models=[HOST], min_nodes=2,
+               max_nodes=2, spec_catalogue=SPECS))
     run(engine, *[b.report("ReportNodeReady", 1, node_id=f"kata-{k:05d}") for k in (1, 2)])
 
 

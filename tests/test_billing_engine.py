@@ -31,7 +31,8 @@ def cell(engine: Engine, *, book: dict[str, Any] | None = None, **pool: Any) -> 
     default a big shared one); the ticker has kept the cell's clock until just before T0."""
     publish = b.price_book(-DAY, **{**RATES, **(book or {})})
     pool = {"kind": "shared", "node_models": [BIG_NODE], **pool}
-    accepted(engine, publish, b.pool(t=-DAY, min_nodes=1, **pool),
+    accepted(engine, publish, b.networks(t=-DAY), b.networks("globex", t=-DAY),
+             b.pool(t=-DAY, min_nodes=1, **pool),
              b.report("ReportNodeReady", -DAY + 1, node_id="general-00001"), b.tick(-3600))
 
 

@@ -153,6 +153,10 @@ def scenarios(draw: st.DrawFn) -> Scenario:
     pool = b.pool(kind="shared", min_nodes=1, max_nodes=1, node_models=[BIG_NODE])
     pool["issued_at"] = at(START * US)
     add(START * US, pool)
+    for account in ACCOUNTS:
+        networks = b.networks(account)
+        networks["issued_at"] = at(START * US)
+        add(START * US, networks)
     ready = b.report("ReportNodeReady", 0, node_id="general-00001")
     ready["occurred_at"] = at(START * US + 1)
     add(START * US + 1, ready)

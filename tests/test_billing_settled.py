@@ -183,7 +183,7 @@ def _deletes_around_a_month_end() -> list[tuple[dict[str, Any], ...] | str]:
                 b.report("ReportInstanceRunning", t, instance_id=name, account=account))
 
     script: list[tuple[dict[str, Any], ...] | str] = [
-        (b.price_book(-DAY, **RATES),  # as test_billing_engine.cell
+        (b.price_book(-DAY, **RATES), b.networks(t=-DAY), b.networks("globex", t=-DAY),
          b.pool(t=-DAY, min_nodes=1, kind="shared", node_models=[BIG_NODE]),
          b.report("ReportNodeReady", -DAY + 1, node_id="general-00001"), b.tick(-3600)),
         *[running(name, -300 + k, vcpu="0.50" if name == "b" else "0.5")

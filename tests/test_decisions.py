@@ -24,7 +24,7 @@ def _command(raw: dict[str, Any]) -> Any:
 
 
 def test_a_refusal_is_a_value_with_every_reason(engine: Engine) -> None:
-    accepted(engine, b.price_book(), b.pool())
+    accepted(engine, b.price_book(), b.networks(), b.pool())
     world = engine.processor.world
     draft = Draft(world)
     decision = handlers.HANDLERS[c.StopInstance](draft, _command(b.tenant("StopInstance", "x",
@@ -39,7 +39,7 @@ def test_a_refusal_is_a_value_with_every_reason(engine: Engine) -> None:
 
 
 def test_an_accepted_decision_carries_its_events(engine: Engine) -> None:
-    accepted(engine, b.price_book(), b.pool())
+    accepted(engine, b.price_book(), b.networks(), b.pool())
     draft = Draft(engine.processor.world)
     decision = handlers.HANDLERS[c.CreateInstance](draft, _command(b.create("a")))
     assert isinstance(decision, Accepted)
@@ -60,7 +60,7 @@ def test_a_handlers_bug_rejects_its_command_and_the_batch_goes_on(
         create(draft, cmd)  # records events, then refuses: a bug too
         return Refused(({"field": "$", "problem": "changed its mind"},))
 
-    setup = [b.price_book(), b.pool()]
+    setup = [b.price_book(), b.networks(), b.pool()]
     batch = [b.create("a", 2), b.create("boom", 3), b.create("c", 4)]
     with connect("memory://") as clean:
         accepted(clean, *setup, batch[0], batch[2])

@@ -56,7 +56,7 @@ def test_a_tick_expires_waiting_instances_in_the_same_order_after_a_restart(
     # Ticks touch every pool's waiting list in name order; after a restart the lists are
     # rebuilt in the order instances named their pools. The expiry order must not care.
     commands = [json.dumps(c) for c in (
-        b.price_book(), b.pool("alpha", max_nodes=0, pending_timeout_seconds=60),
+        b.price_book(), b.networks(), b.pool("alpha", max_nodes=0, pending_timeout_seconds=60),
         b.pool("beta", max_nodes=0, pending_timeout_seconds=60), b.tick(1),
         b.create("late", 2, pool="beta"), b.create("early", 3, pool="alpha"))]
     expire = json.dumps(b.tick(100))
@@ -72,12 +72,12 @@ def test_a_tick_expires_waiting_instances_in_the_same_order_after_a_restart(
 
 
 def test_a_rejection_names_the_commands_own_spelling(engine: Engine) -> None:
-    accepted(engine, b.price_book(), b.pool())
+    accepted(engine, b.price_book(), b.networks(), b.pool())
     first = one(engine, b.create("a", vcpu="49.0"))
     second = one(engine, b.create("b", vcpu="49"))
     assert first.status == second.status == "rejected"
     with connect("memory://") as fresh:
-        accepted(fresh, b.price_book(), b.pool())
+        accepted(fresh, b.price_book(), b.networks(), b.pool())
         alone = one(fresh, json.loads(json.dumps(b.create("b", vcpu="49"))))
     # The same command alone in a fresh writer gets the same reasons, word for word.
     assert [r.problem for r in second.reasons] == [r.problem for r in alone.reasons]

@@ -109,9 +109,9 @@ def test_it_implements_the_port(driver: KubernetesPodDriver) -> None:
 def test_run_posts_the_manifest_as_a_valid_pod(driver: KubernetesPodDriver, pool: Pool,
                                                runtime: str, containers: int) -> None:
     command = f.run_pod("web-1", "general-00001", runtime=runtime, containers=containers)
-    pool.answers.append(Response(201, command.manifest))
+    pool.answers.extend([Response(201, {}), Response(201, command.manifest)])
     driver.run(command)
-    [(method, path, _, body)] = pool.requests
+    [_, (method, path, _, body)] = pool.requests  # after its namespace (test_pod_refusals)
     assert (method, path) == ("POST", "/api/v1/namespaces/acme/pods")
     assert body == command.manifest
     validate(body)
@@ -120,13 +120,11 @@ def test_run_posts_the_manifest_as_a_valid_pod(driver: KubernetesPodDriver, pool
 def test_an_accounts_first_pod_creates_its_namespace(driver: KubernetesPodDriver,
                                                      pool: Pool) -> None:
     command = f.run_pod("web-1", "general-00001", account="globex")
-    pool.answers.extend([Response(404, {"kind": "Status", "reason": "NotFound"}),
-                         Response(201, {}), Response(201, command.manifest)])
+    pool.answers.extend([Response(201, {}), Response(201, command.manifest)])
     driver.run(command)
     assert [(m, p) for m, p, _, _ in pool.requests] == [
-        ("POST", "/api/v1/namespaces/globex/pods"), ("POST", "/api/v1/namespaces"),
-        ("POST", "/api/v1/namespaces/globex/pods")]
-    namespace = pool.requests[1][3]
+        ("POST", "/api/v1/namespaces"), ("POST", "/api/v1/namespaces/globex/pods")]
+    namespace = pool.requests[0][3]
     assert namespace["metadata"] == {"name": "globex", "labels": {"cis.io/account": "globex"}}
     validate(namespace)
 
@@ -135,7 +133,7 @@ def test_a_retried_run_finds_its_pod_and_an_old_pod_is_waited_for(
         driver: KubernetesPodDriver, pool: Pool) -> None:
     command = f.run_pod("web-1", "general-00001")
     conflict = Response(409, {"kind": "Status", "reason": "AlreadyExists"})
-    pool.answers.extend([conflict, Response(200, command.manifest)])
+    pool.answers.extend([Response(201, {}), conflict, Response(200, command.manifest)])
     driver.run(command)  # the same command again: its Pod is there
     assert pool.requests[-1][:2] == ("GET", "/api/v1/namespaces/acme/pods/web-1")
     older = copy.deepcopy(command.manifest)

@@ -50,6 +50,7 @@ def test_a_day_runs_with_every_report_from_a_driver(engine: Engine) -> None:
 def test_loop_latency_is_boot_then_the_runtimes_start_time(engine: Engine) -> None:
     harness = DrivenHarness(engine, b.T0, boot_seconds=30)
     harness.submit(b.T0, b.price_book())
+    harness.submit(b.T0, b.networks())
     harness.submit(b.T0, b.pool(kind="shared", node_models=[b.MODELS[2]]))  # room for 3
     harness.submit(b.T0 + timedelta(seconds=10), b.create("web-1", t=10))
     harness.submit(b.T0 + timedelta(seconds=60), b.create("web-2", t=60, runtime="kata"))
@@ -72,6 +73,7 @@ def test_a_lost_node_and_a_crash_loop_come_from_the_infrastructure(engine: Engin
     harness = DrivenHarness(engine, b.T0, plans=plans,
                             lost_nodes={(b.CELL, "general-00001"): b.T0 + timedelta(hours=1)})
     harness.submit(b.T0, b.price_book())
+    harness.submit(b.T0, b.networks())
     harness.submit(b.T0, b.pool())
     harness.submit(b.T0, b.create("web-1", t=0))
     harness.submit(b.T0 + timedelta(minutes=50), b.create("web-2", t=3000))

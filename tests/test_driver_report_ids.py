@@ -14,8 +14,8 @@ from tests import builders as b
 def test_a_guessed_id_does_not_swallow_the_drivers_loss_report() -> None:
     node = b.NODE
     with connect("memory://") as engine:
-        setup = engine.apply(b.lines(b.price_book(), b.pool(min_nodes=1)))
-        assert [o.status for o in setup] == ["accepted", "accepted"]
+        setup = engine.apply(b.lines(b.price_book(), b.networks(), b.pool(min_nodes=1)))
+        assert [o.status for o in setup] == ["accepted"] * 3
         ready = reports.node_ready(b.CELL, node, "i-0a1b2c", b.T0.replace(second=5))
         # What a guessing agent would send under the id a driver used to use for the loss.
         squat = b.report("ReportNodeReady", 6, node_id=node)

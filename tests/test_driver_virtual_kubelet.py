@@ -135,6 +135,7 @@ def test_a_users_pod_runs_on_cis_and_its_status_follows(engine: Engine) -> None:
     """Through the real engine and the simulated infrastructure (simulations/driven.py)."""
     harness = DrivenHarness(engine, b.T0, boot_seconds=30)
     harness.submit(b.T0, b.price_book())
+    harness.submit(b.T0, b.networks())
     harness.submit(b.T0, b.pool(kind="shared", node_models=[b.MODELS[2]]))
 
     def submit(command: Any) -> None:

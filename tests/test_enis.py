@@ -22,7 +22,7 @@ NETWORK = {"vpc": "vpc-1", "subnet": "subnet-7", "security_groups": ["sg-web", "
 
 def _edge(engine: Engine, **config: Any) -> None:
     """A price book and a shared pool whose one node (asked for by the first create) is ready."""
-    accepted(engine, b.price_book(),
+    accepted(engine, b.price_book(), b.networks(),
              b.pool("edge", kind="shared", node_models=FEW_ENIS, **config))
 
 
@@ -103,7 +103,8 @@ def test_scale_in_sees_a_node_full_of_enis_as_busy(engine: Engine) -> None:
 
 def test_scale_in_sees_a_node_full_of_pod_slots_as_busy(engine: Engine) -> None:
     models = [{"name": "4C8G", "millicores": 4000, "memory_mib": 8192, "pods": 2}]
-    accepted(engine, b.price_book(), b.pool("edge", kind="shared", node_models=models))
+    accepted(engine, b.price_book(), b.networks(),
+             b.pool("edge", kind="shared", node_models=models))
     accepted(engine, _create("a", 1), b.report("ReportNodeReady", 2, node_id=NODE),
              _create("b", 3), *_running("a", "b"), b.tick(10), b.tick(2000))
     assert engine.processor.world.placements[(b.CELL, "edge")].utilisation(NODE) == 1.0

@@ -46,7 +46,7 @@ def test_stale_reports_do_not_walk_the_clock(engine: Engine) -> None:
 
 
 def test_explain_is_not_confused_by_another_accounts_instance_name(engine: Engine) -> None:
-    accepted(engine, b.price_book(), b.pool(min_nodes=2),
+    accepted(engine, b.price_book(), b.networks(), b.networks("evil"), b.pool(min_nodes=2),
              b.report("ReportNodeReady", 0.5, node_id="general-00001"),
              b.report("ReportNodeReady", 0.5, node_id="general-00002"))
     for account, runs_from in (("acme", 2), ("evil", 50)):
@@ -80,6 +80,7 @@ def test_a_retry_spelled_differently_is_the_same_command(engine: Engine) -> None
 
 def test_outcomes_name_their_principal(engine: Engine) -> None:
     cell_with_ready_node(engine)
+    accepted(engine, b.networks("evil"))
     mine = b.create("web", 1, account="acme")
     theirs = {**b.create("other", 1, account="evil"), "command_id": mine["command_id"]}
     first, second = run(engine, mine, theirs)
@@ -129,7 +130,7 @@ def test_round_up_never_picks_a_spec_no_node_can_hold(engine: Engine) -> None:
                   node_models=[{"name": "2C4G", "millicores": 2000, "memory_mib": 4096}],
                   spec_catalogue=[{"vcpu": "1", "memory_gib": "2"},
                                   {"vcpu": "2", "memory_gib": "1"}])
-    accepted(engine, book, pool)
+    accepted(engine, book, b.networks(), pool)
     out = one(engine, b.create("h1", 1, pool="sh", vcpu="0.5", memory_gib="1"))
     assert out.status == "accepted", out.reasons
     created = engine.processor.world.instance(b.CELL, b.ACCOUNT, "h1")

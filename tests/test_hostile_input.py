@@ -106,8 +106,10 @@ def test_a_lone_surrogate_anywhere_names_its_field(ready: Engine, path: tuple[An
     outcome = _rejected(ready, _line(command), command["command_id"])
     assert "lone_surrogate" in _codes(outcome)
     assert ".".join(map(str, path)) in _fields(outcome)
-    # A surrogate pair is text (and escaped, ASCII); cloud ids (network) are plain ASCII ids.
-    _set(command, path, "x\ud83d\ude00y" if path[0] != "network" else "vpc-2")
+    # A surrogate pair is text (and escaped, ASCII); cloud ids (network) are plain ASCII ids,
+    # images ASCII references (finding 06).
+    ascii_only = {("network", "vpc"): "vpc-2", ("containers", 0, "image"): "nginx:1.27"}
+    _set(command, path, ascii_only.get(path, "x\ud83d\ude00y"))
     command["cell"] = b.CELL
     assert ready.apply([_line(command)])[0].status == "accepted"
 

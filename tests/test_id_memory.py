@@ -20,7 +20,7 @@ def _creates(n: int) -> list[dict]:  # type: ignore[type-arg]
 
 def test_the_state_holds_no_outcome_only_where_it_is_recorded(store_url: str) -> None:
     with connect(store_url) as engine:
-        accepted(engine, b.price_book(), b.pool())
+        accepted(engine, b.price_book(), b.networks(), b.pool())
         creates = _creates(5)
         firsts = [one(engine, c) for c in creates]
         memory = engine.processor.world.parts[b.CELL].ids
@@ -35,7 +35,7 @@ def test_a_hash_collision_is_not_a_repeat(store_url: str,
     monkeypatch.setattr(id_memory, "key_hash", lambda principal, command_id: 7)
     monkeypatch.setattr(id_memory, "SEGMENT", 3)  # freeze some into segments too
     with connect(store_url) as engine:
-        accepted(engine, b.price_book(), b.pool())
+        accepted(engine, b.price_book(), b.networks(), b.pool())
         creates = _creates(7)
         firsts = [one(engine, c) for c in creates]
         assert all(o.status == "accepted" for o in firsts)  # none taken for another's repeat
@@ -50,7 +50,7 @@ def test_frozen_segments_answer_after_a_restart_from_a_snapshot(
     monkeypatch.setattr(id_memory, "SEGMENT", 2)
     creates = _creates(6)
     with connect(store_url) as engine:
-        accepted(engine, b.price_book(), b.pool())
+        accepted(engine, b.price_book(), b.networks(), b.pool())
         firsts = [one(engine, c) for c in creates]
     with connect(store_url) as engine:  # the clean shutdown above left a snapshot
         engine.processor.warm()
@@ -60,7 +60,7 @@ def test_frozen_segments_answer_after_a_restart_from_a_snapshot(
 
 def test_the_meter_holds_each_size_and_account_once_by_spelling(store_url: str) -> None:
     with connect(store_url) as engine:
-        accepted(engine, b.price_book(), b.pool())
+        accepted(engine, b.price_book(), b.networks(), b.pool())
         accepted(engine, *[b.create(f"web-{i}", t=1 + i) for i in range(3)],
                  b.create("odd", t=9, vcpu="0.50"))
         meter = engine.processor.world.billing.cells[b.CELL]
@@ -77,7 +77,7 @@ def test_segments_merge_so_a_miss_searches_few_and_every_id_still_answers(
     # ids cost a hundred binary searches per command. Neighbours merge as sizes double.
     monkeypatch.setattr(id_memory, "SEGMENT", 2)
     with connect(store_url) as engine:
-        accepted(engine, b.price_book(), b.pool())
+        accepted(engine, b.price_book(), b.networks(), b.pool())
         creates = _creates(16)
         firsts = [one(engine, c) for c in creates]
         segments = engine.processor.world.parts[b.CELL].ids.segments

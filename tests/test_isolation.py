@@ -14,7 +14,13 @@ from adapters.bootstrap import Engine
 from adapters.infra_commands import commands_in
 from schemas.infra import DeletePod, RunPod
 from simulations.harness import Harness, Plan
-from simulations.workloads import CELL, DAY_START, FARGATE_LIKE_CATALOGUE, setup
+from simulations.workloads import (
+    CELL,
+    DAY_START,
+    FARGATE_LIKE_CATALOGUE,
+    account_networks,
+    setup,
+)
 from tests import builders as b
 from tests.helpers import accepted, instance, one
 
@@ -22,7 +28,7 @@ SHARED_MODELS = [{"name": "16C64G", "millicores": 16000, "memory_mib": 65536}]
 
 
 def _cell(engine: Engine) -> None:
-    accepted(engine, b.price_book(), b.pool(),
+    accepted(engine, b.price_book(), b.networks(), b.pool(),
              b.pool("sandbox", kind="shared", node_models=SHARED_MODELS))
 
 
@@ -56,6 +62,9 @@ def test_an_omitted_runtime_is_the_pools_default(engine: Engine) -> None:
     assert instance(engine, "packed").runtime == "kata"
 
 
+ACCOUNTS = ["a1", "a2", "a3", "a4"]
+
+
 def _day(seed: int, n: int) -> tuple[list[tuple[Any, dict[str, Any]]], dict[str, Plan]]:
     """Tenants of four accounts asking for any runtime on either pool, over a day."""
     rng = random.Random(seed)
@@ -66,7 +75,7 @@ def _day(seed: int, n: int) -> tuple[list[tuple[Any, dict[str, Any]]], dict[str,
         name = f"job-{i:04d}"
         command = {
             "type": "CreateInstance", "command_id": f"create-{name}", "cell": CELL,
-            "issued_at": at.isoformat(), "account": rng.choice(["a1", "a2", "a3", "a4"]),
+            "issued_at": at.isoformat(), "account": rng.choice(ACCOUNTS),
             "instance_id": name, "pool": rng.choice(["kata", "general"]),
             "containers": [{"name": "main", "image": "app:1", "vcpu": spec["vcpu"],
                             "memory_gib": spec["memory_gib"]}],
@@ -83,7 +92,8 @@ def test_over_a_simulated_day_no_node_holds_runc_instances_of_two_accounts(
         engine: Engine) -> None:
     creates, plans = _day(seed=5, n=120)
     harness = Harness(engine, plans=plans)
-    for command in setup():
+    for command in [*setup(), *account_networks(ACCOUNTS, CELL, DAY_START,
+                                                 {"vpc": "vpc-1", "subnet": "subnet-1"})]:
         harness.submit(DAY_START, command)
     for at, command in creates:
         harness.submit(at, command)

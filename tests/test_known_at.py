@@ -35,13 +35,13 @@ def _in(cell_name: str, command: dict[str, Any]) -> dict[str, Any]:
 def _two_cells() -> list[dict[str, Any]]:
     """acme runs an instance in az-1 from T0; az-2's clock is a month behind. The file ends
     with az-1, so one big batch stamps az-2 last, and one-by-one stamps az-1 last."""
-    az1 = [b.price_book(-DAY, **RATES),
+    az1 = [b.price_book(-DAY, **RATES), b.networks(t=-DAY),
            b.pool(t=-DAY, min_nodes=1, kind="shared", node_models=[BIG_NODE]),
            b.report("ReportNodeReady", -DAY + 1, node_id="general-00001"), b.tick(-3600),
            b.create("a", 0), b.report("ReportInstanceRunning", 0, instance_id="a"),
            b.tick(3 * DAY)]
     setup_az2 = [_in("az-2", c) for c in (
-        b.price_book(-40 * DAY, **RATES),
+        b.price_book(-40 * DAY, **RATES), b.networks(t=-40 * DAY),
         b.pool(t=-40 * DAY, min_nodes=1, kind="shared", node_models=[BIG_NODE]),
         b.report("ReportNodeReady", -40 * DAY + 1, node_id="general-00001"),
         b.tick(-39 * DAY))]

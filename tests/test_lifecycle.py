@@ -19,7 +19,8 @@ def _scheduled(e: Engine) -> None:
 
 
 def _unschedulable(e: Engine) -> None:
-    accepted(e, b.price_book(), b.pool(max_nodes=0), b.create("x", policy="OnFailure"))
+    accepted(e, b.price_book(), b.networks(),
+             b.pool(max_nodes=0), b.create("x", policy="OnFailure"))
 
 
 def _then(first: Step, *commands: Callable[[], dict]) -> Step:
@@ -165,7 +166,7 @@ def test_multi_container_succeeds_when_the_last_container_completes(engine: Engi
 
 
 def test_unschedulable_instance_waits_for_the_node_its_pool_requests(engine: Engine) -> None:
-    accepted(engine, b.price_book(), b.pool())
+    accepted(engine, b.price_book(), b.networks(), b.pool())
     out = one(engine, b.create("x", vcpu="2", memory_gib="4"))
     assert state(engine, "x") == "unschedulable"
     assert any(e.startswith("node/general-00001#") for e in out.events)
@@ -185,7 +186,7 @@ def test_node_loss_fails_its_instances(engine: Engine) -> None:
 
 
 def test_stuck_pending_instance_expires_on_tick(engine: Engine) -> None:
-    accepted(engine, b.price_book(), b.pool(max_nodes=0, pending_timeout_seconds=600),
+    accepted(engine, b.price_book(), b.networks(), b.pool(max_nodes=0, pending_timeout_seconds=600),
              b.create("x", t=10))
     accepted(engine, b.tick(600))
     assert state(engine, "x") == "unschedulable"

@@ -53,7 +53,9 @@ def setup_commands() -> list[dict[str, Any]]:
          "rate_per_gib_second": "0.001"},
         {"type": "ConfigurePool", "command_id": "e2e-pool", "cell": CELL, "issued_at": now(),
          "pool": POOL, "kind": "dedicated", "node_models": MODELS, "min_nodes": 0,
-         "max_nodes": 10, "spec_catalogue": CATALOGUE, "scale_down_unneeded_seconds": 1}]
+         "max_nodes": 10, "spec_catalogue": CATALOGUE, "scale_down_unneeded_seconds": 1},
+        {"type": "SetAccountNetworks", "command_id": "e2e-networks", "cell": CELL,
+         "issued_at": now(), "account": ACCOUNT, "vpcs": ["vpc-1"], "subnets": ["subnet-1"]}]
 
 
 def create(name: str) -> dict[str, Any]:

@@ -53,7 +53,7 @@ def test_each_step_reads_a_window_of_ids_and_the_steps_send_everything(
 def test_an_instance_never_placed_is_never_decoded(
         engine: Engine, kafka_broker: Broker, kafka_topic_factory: Callable[..., str]) -> None:
     # A pool that may not grow: every create waits, unschedulable.
-    accepted(engine, b.price_book(), b.pool(max_nodes=0),
+    accepted(engine, b.price_book(), b.networks(), b.pool(max_nodes=0),
              *(b.create(f"wait-{i}", t=1 + i) for i in range(30)))
     decoded = _decoded(engine)
     with Publisher(kafka_broker.bootstrap, client_id="test-outbox") as publisher:

@@ -41,7 +41,7 @@ def _check(world: World) -> None:
 @given(st.lists(op, min_size=1, max_size=60))
 def test_no_overcommit_and_rebuild_gives_the_same_arrays(ops: list[tuple]) -> None:
     with connect("memory://") as engine:
-        engine.apply(b.lines(b.price_book(), b.pool(max_nodes=6), b.pool(
+        engine.apply(b.lines(b.price_book(), b.networks(), b.pool(max_nodes=6), b.pool(
             "kata", kind="shared", node_models=SHARED, max_nodes=3, min_nodes=1)))
         t = 10.0
         created: list[str] = []

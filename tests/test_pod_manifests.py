@@ -58,7 +58,7 @@ def test_a_rich_instance_maps_field_by_field() -> None:
     ]
     with connect("memory://") as engine:
         outcomes = engine.apply(b.lines(
-            b.price_book(), b.pool(),
+            b.price_book(), b.networks(security_groups=("a", "b")), b.pool(),
             {**b.create("web-1", policy="OnFailure"), "containers": containers,
              "network": {"vpc": "vpc-1", "subnet": "subnet-1", "security_groups": ["a", "b"]}},
             b.report("ReportNodeReady", 50, node_id="general-00001")))
@@ -83,7 +83,7 @@ def test_a_rich_instance_maps_field_by_field() -> None:
 def _run_pod(*creates: dict) -> dict:
     with connect("memory://") as engine:
         outcomes = engine.apply(b.lines(
-            b.price_book(), b.pool(), *creates,
+            b.price_book(), b.networks(), b.pool(), *creates,
             b.report("ReportNodeReady", 50, node_id="general-00001")))
         assert all(o.status == "accepted" for o in outcomes), outcomes
         (run,) = [c for c in commands_in(engine.app) if isinstance(c, RunPod)]

@@ -21,7 +21,8 @@ MODELS = [{"name": "8C16G", "millicores": 8000, "memory_mib": 16384}]
 
 
 def _cell(engine: Engine, **book: Any) -> None:
-    accepted(engine, b.price_book(**book), b.pool(spec_catalogue=CATALOGUE, node_models=MODELS))
+    accepted(engine, b.price_book(**book), b.networks(),
+             b.pool(spec_catalogue=CATALOGUE, node_models=MODELS))
 
 
 def _billed(engine: Engine, name: str) -> tuple[Decimal, Decimal]:
@@ -56,7 +57,7 @@ def test_the_version_in_force_at_the_command_decides(engine: Engine) -> None:
 
 
 def test_runtime_rates_price_their_runtime(engine: Engine) -> None:
-    accepted(engine, b.price_book(**CPU_DEAR, runtime_rates={"kata": MEMORY_DEAR}),
+    accepted(engine, b.price_book(**CPU_DEAR, runtime_rates={"kata": MEMORY_DEAR}), b.networks(),
              b.pool("kata", kind="shared", spec_catalogue=CATALOGUE, node_models=MODELS),
              b.pool(spec_catalogue=CATALOGUE, node_models=MODELS))
     accepted(engine, b.create("plain", vcpu="1", memory_gib="3"),

@@ -37,7 +37,7 @@ def test_the_seeds_three_profiles() -> None:
                                                         ("hyper", 80, 100)])
 def test_placement_counts_the_runtimes_overhead(engine: Engine, runtime: str, memory: int,
                                                 cpu: int) -> None:
-    accepted(engine, b.price_book(), b.pool(), b.create("x", runtime=runtime))
+    accepted(engine, b.price_book(), b.networks(), b.pool(), b.create("x", runtime=runtime))
     demand = instance(engine, "x").demand
     assert demand["memory_mib"] == BILLED_MIB + memory
     assert demand["millicores"] == 500 + cpu
@@ -45,7 +45,7 @@ def test_placement_counts_the_runtimes_overhead(engine: Engine, runtime: str, me
 
 def test_a_pool_overrides_a_profile(engine: Engine) -> None:
     kata = {"start_ms": 900, "image_mb": 62, "memory_overhead_mib": 200}
-    accepted(engine, b.price_book(), b.pool(runtime_profiles={"kata": kata}),
+    accepted(engine, b.price_book(), b.networks(), b.pool(runtime_profiles={"kata": kata}),
              b.create("k", runtime="kata"), b.create("h", runtime="hyper"))
     assert instance(engine, "k").demand["memory_mib"] == BILLED_MIB + 200
     assert instance(engine, "h").demand["memory_mib"] == BILLED_MIB + 80  # the seed's
@@ -84,6 +84,7 @@ def test_schema_export_writes_the_runtime_classes(tmp_path: Path,
 def test_simulations_wait_the_runtimes_start(engine: Engine, runtime: str) -> None:
     harness = Harness(engine)
     harness.submit(b.T0, b.price_book())
+    harness.submit(b.T0, b.networks())
     harness.submit(b.T0, b.pool(min_nodes=1))
     harness.submit(b.T0 + timedelta(seconds=60), b.create("x", t=60, runtime=runtime))
     harness.run(until=b.T0 + timedelta(seconds=120))

@@ -10,7 +10,7 @@ HOST = {"name": "4C8G", "millicores": 4000, "memory_mib": 8192, "enis": 4, "pods
 
 
 def shared_pool(engine: Engine, policy: str, nodes: int = 2, **config: object) -> None:
-    accepted(engine, b.price_book(), b.pool(
+    accepted(engine, b.price_book(), b.networks(), b.pool(
         "kata", kind="shared", node_models=[HOST], min_nodes=nodes, max_nodes=nodes,
         placement_policy=policy, **config))
     accepted(engine, *[b.report("ReportNodeReady", 1, node_id=f"kata-{k:05d}")
@@ -42,7 +42,7 @@ def test_decision_is_an_event_with_policy_and_score(engine: Engine) -> None:
 
 
 def test_unschedulable_names_every_short_dimension(engine: Engine) -> None:
-    accepted(engine, b.price_book(), b.pool(
+    accepted(engine, b.price_book(), b.networks(), b.pool(
         "kata", kind="shared", node_models=[HOST], min_nodes=1, max_nodes=1,
         spec_catalogue=[{"vcpu": "0.5", "memory_gib": "1"}, {"vcpu": "2", "memory_gib": "4"}]))
     accepted(engine, b.report("ReportNodeReady", 1, node_id="kata-00001"))
@@ -63,7 +63,7 @@ def test_node_selector_restricts_candidates(engine: Engine) -> None:
 
 
 def test_not_ready_node_takes_nothing(engine: Engine) -> None:
-    accepted(engine, b.price_book(), b.pool("kata", kind="shared", node_models=[HOST],
+    accepted(engine, b.price_book(), b.networks(), b.pool("kata", kind="shared", node_models=[HOST],
                                             min_nodes=1, max_nodes=1))
     accepted(engine, kata("a"))
     assert instance(engine, "a").state == "unschedulable"
@@ -81,7 +81,7 @@ def test_freed_room_is_reused_by_waiting_instances(engine: Engine) -> None:
 
 
 def test_dedicated_node_freed_by_an_ending_instance_takes_the_next(engine: Engine) -> None:
-    accepted(engine, b.price_book(), b.pool(min_nodes=1, max_nodes=1),
+    accepted(engine, b.price_book(), b.networks(), b.pool(min_nodes=1, max_nodes=1),
              b.report("ReportNodeReady", 1, node_id="general-00001"))
     accepted(engine, b.create("a", t=2), b.create("b", t=3))
     assert instance(engine, "b").state == "unschedulable"

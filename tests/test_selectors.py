@@ -25,7 +25,7 @@ def nodes(engine: Engine) -> list[Node]:
 
 
 def test_dedicated_scale_out_asks_for_the_selected_model(engine: Engine) -> None:
-    accepted(engine, b.price_book(), b.pool())  # 1C2G, 2C4G, 4C8G
+    accepted(engine, b.price_book(), b.networks(), b.pool())  # 1C2G, 2C4G, 4C8G
     accepted(engine, b.create("x", node_selector={"model": "4C8G"}))
     # Not the smallest model that holds 0.5 vCPU (1C2G): it could never take the instance.
     assert [n.model for n in nodes(engine)] == ["4C8G"]
@@ -35,8 +35,9 @@ def test_dedicated_scale_out_asks_for_the_selected_model(engine: Engine) -> None
 
 
 def test_shared_scale_out_asks_only_groups_the_selector_allows(engine: Engine) -> None:
-    accepted(engine, b.price_book(), b.pool("kata", kind="shared", node_models=[SMALL, BIG],
-                                            labels={"tier": "gold"}))
+    accepted(engine, b.price_book(), b.networks(),
+             b.pool("kata", kind="shared", node_models=[SMALL, BIG],
+                    labels={"tier": "gold"}))
     accepted(engine, b.create("x", pool="kata", node_selector={"model": "16C64G",
                                                                "tier": "gold"}))
     assert [n.model for n in nodes(engine)] == ["16C64G"]  # least-waste would pick 4C16G
@@ -45,7 +46,7 @@ def test_shared_scale_out_asks_only_groups_the_selector_allows(engine: Engine) -
 
 
 def test_a_selector_no_group_satisfies_is_unschedulable_at_once(engine: Engine) -> None:
-    accepted(engine, b.price_book(), b.pool(labels={"tier": "gold"}))
+    accepted(engine, b.price_book(), b.networks(), b.pool(labels={"tier": "gold"}))
     for name, selector in [("a", {"tier": "silver"}), ("b", {"model": "64C256G"}),
                            ("c", {"model": "1C2G", "tier": "silver"})]:
         outcome = one(engine, b.create(name, node_selector=selector))
@@ -58,7 +59,7 @@ def test_a_selector_no_group_satisfies_is_unschedulable_at_once(engine: Engine) 
 
 
 def test_the_unschedulable_reason_names_the_selector(engine: Engine) -> None:
-    accepted(engine, b.price_book(), b.pool())
+    accepted(engine, b.price_book(), b.networks(), b.pool())
     accepted(engine, b.create("a", node_selector={"tier": "silver"}))
     stored = [e for _, e in engine.app.read() if isinstance(e, Instance.Unschedulable)]
     (event,) = stored
@@ -68,7 +69,7 @@ def test_the_unschedulable_reason_names_the_selector(engine: Engine) -> None:
 
 
 def test_a_satisfiable_selector_still_waits_for_capacity(engine: Engine) -> None:
-    accepted(engine, b.price_book(), b.pool(labels={"tier": "gold"}))
+    accepted(engine, b.price_book(), b.networks(), b.pool(labels={"tier": "gold"}))
     outcome = one(engine, b.create("a", node_selector={"tier": "gold"}))
     assert outcome.note is not None and "waits for capacity" in outcome.note
     assert [n.model for n in nodes(engine)] == ["1C2G"]

@@ -82,8 +82,8 @@ def test_submit_wait_and_ticker_on_owned_partition(
     serve = h.ServeProcess(h.serve_args(store, kafka_broker.bootstrap, topics,
                                         "--partitions", "1", "--tick-interval", "1"),
                            tmp_path / "serve.log")
-    owned = h.workload(["az-4"], 2)[:3]  # the price book and pools: the operator's
-    tenant = h.workload(["az-4"], 2)[6]
+    owned = h.workload(["az-4"], 2)[:6]  # price book, pools, networks: the operator's
+    tenant = h.workload(["az-4"], 2)[9]
     assert tenant["type"] == "CreateInstance"
     foreign = h.workload(["az-1"], 2)[:3]
     file = tmp_path / "commands.jsonl"
@@ -98,7 +98,8 @@ def test_submit_wait_and_ticker_on_owned_partition(
     assert [o["command_id"] for o in printed] == [c["command_id"] for c in owned]
     assert all(o["status"] == "accepted" for o in printed), printed
     invalid = [json.loads(line) for line in submitted.stderr.splitlines() if '"line"' in line]
-    assert [i["line"] for i in invalid] == [4, 5] and invalid[0]["reasons"]
+    assert [i["line"] for i in invalid] == [len(owned) + 1, len(owned) + 2] \
+        and invalid[0]["reasons"]
     assert invalid[1]["reasons"][0]["code"] == "wrong_topic", "a tenant's command, not sent"
     assert invalid[1]["command_id"] == tenant["command_id"]
 

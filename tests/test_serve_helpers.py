@@ -107,9 +107,10 @@ def produce_by_role(bootstrap: str, topics: dict[str, str],
 
 def split_setup(commands: list[dict[str, Any]]
                 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """(price books and pools, the rest): an operator sets a cell up before its tenants
+    """(price books, pools and networks, the rest): an operator sets a cell up before its tenants
     come; on separate topics, nothing else orders them."""
-    setup = [c for c in commands if c["type"] in ("PublishPriceBook", "ConfigurePool")]
+    setup = [c for c in commands
+             if c["type"] in ("PublishPriceBook", "ConfigurePool", "SetAccountNetworks")]
     return setup, [c for c in commands if c not in setup]
 
 

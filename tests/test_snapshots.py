@@ -118,7 +118,7 @@ def test_a_forged_snapshot_cannot_run_code(tmp_path: os.PathLike[str]) -> None:
 
 
 def _deleted_instance(engine: object) -> None:
-    accepted(engine, b.price_book(), b.pool(min_nodes=1),  # type: ignore[arg-type]
+    accepted(engine, b.price_book(), b.networks(), b.pool(min_nodes=1),  # type: ignore[arg-type]
              b.report("ReportNodeReady", 0.5, node_id="general-00001"),
              b.create("web", t=1), b.report("ReportInstanceRunning", 2, instance_id="web"),
              b.tenant("DeleteInstance", "web", 100))
@@ -176,7 +176,7 @@ def test_a_writer_loads_only_the_cells_it_is_asked_about(store_url: str) -> None
 def test_a_clean_shutdown_leaves_a_snapshot_to_start_from(tmp_path: os.PathLike[str]) -> None:
     url = f"sqlite:///{tmp_path}/cis.db"
     with connect(url) as engine:
-        accepted(engine, b.price_book(), b.pool())
+        accepted(engine, b.price_book(), b.networks(), b.pool())
     with connect(url) as engine:
         assert engine.processor.snapshots is not None
         assert engine.processor.snapshots.load(b.CELL) is not None
@@ -184,7 +184,7 @@ def test_a_clean_shutdown_leaves_a_snapshot_to_start_from(tmp_path: os.PathLike[
 
 def test_command_ids_are_remembered_for_the_window_then_refused(store_url: str) -> None:
     with connect(store_url) as engine:
-        accepted(engine, b.price_book(), b.pool())
+        accepted(engine, b.price_book(), b.networks(), b.pool())
         create = b.create("web", t=1)
         first = one(engine, create)
         accepted(engine, b.tick(6 * DAY))
@@ -200,7 +200,7 @@ def test_command_ids_are_remembered_for_the_window_then_refused(store_url: str) 
 
 def test_a_forgotten_outcome_is_gone_from_memory(store_url: str) -> None:
     with connect(store_url) as engine:
-        accepted(engine, b.price_book(), b.pool())
+        accepted(engine, b.price_book(), b.networks(), b.pool())
         create = b.create("web", t=1)
         one(engine, create)
         state = engine.processor.world.parts[b.CELL]

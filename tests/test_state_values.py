@@ -38,7 +38,7 @@ OLD_TERMS: dict[str, Any] = {
 
 
 def test_a_pool_config_and_price_versions_are_typed(engine: Engine) -> None:
-    accepted(engine, b.price_book(), b.pool(labels={"zone": "a"}))
+    accepted(engine, b.price_book(), b.networks(), b.pool(labels={"zone": "a"}))
     engine.processor.forget()  # read back from the store: replay builds the same values
     world = engine.processor.world
     pool, book = world.pool(b.CELL, "general"), world.price_book(b.CELL)
@@ -54,7 +54,8 @@ def test_a_pool_config_and_price_versions_are_typed(engine: Engine) -> None:
 
 
 def test_no_memo_lives_in_the_pool_aggregate(engine: Engine) -> None:
-    accepted(engine, b.price_book(), b.pool(), b.create("a"), b.create("b", vcpu="0.50"))
+    accepted(engine, b.price_book(), b.networks(),
+             b.pool(), b.create("a"), b.create("b", vcpu="0.50"))
     pool = engine.processor.world.pool(b.CELL, "general")
     assert pool is not None
     assert set(vars(pool)) <= {"cell", "pool", "config", "nodes_requested", "_id", "_version",
@@ -68,7 +69,7 @@ def test_a_log_from_before_the_typed_state_still_replays(engine: Engine) -> None
     book.publish(OLD_TERMS, b.T0)
     engine.app.save(pool, book, CellLog.create(b.T0, cell=b.CELL))
     engine.processor.forget()
-    accepted(engine, b.create("a", vcpu="1", memory_gib="2"))
+    accepted(engine, b.networks(), b.create("a", vcpu="1", memory_gib="2"))
     world = engine.processor.world
     loaded = world.pool(b.CELL, "general")
     assert loaded is not None
@@ -111,7 +112,7 @@ def test_the_version_in_force_is_the_latest_to_have_started() -> None:
 
 
 def test_a_spec_choice_names_the_commands_own_spelling(engine: Engine) -> None:
-    accepted(engine, b.price_book(), b.pool())
+    accepted(engine, b.price_book(), b.networks(), b.pool())
     spelled = [one(engine, b.create(name, vcpu=vcpu)) for name, vcpu in
                (("a", "49"), ("b", "49.0"), ("c", "49"))]
     problems = [" ".join(r.problem for r in o.reasons) for o in spelled]
@@ -121,7 +122,7 @@ def test_a_spec_choice_names_the_commands_own_spelling(engine: Engine) -> None:
 
 def test_a_respelled_config_is_a_change_and_the_same_config_is_not(engine: Engine) -> None:
     catalogue = [{"vcpu": "1", "memory_gib": "2"}]
-    accepted(engine, b.price_book(), b.pool(spec_catalogue=catalogue))
+    accepted(engine, b.price_book(), b.networks(), b.pool(spec_catalogue=catalogue))
     assert one(engine, b.pool(spec_catalogue=catalogue)).note == "unchanged"
     respelled = one(engine, b.pool(spec_catalogue=[{"vcpu": "1.0", "memory_gib": "2"}]))
     assert respelled.status == "accepted" and respelled.note != "unchanged"

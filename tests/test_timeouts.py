@@ -69,7 +69,7 @@ def test_the_starting_timeout_is_configured_per_pool(engine: Engine) -> None:
 
 def test_only_scheduled_and_starting_time_out(engine: Engine) -> None:
     nodes = [f"general-0000{n}" for n in (1, 2, 3)]
-    accepted(engine, b.price_book(), b.pool(min_nodes=3),
+    accepted(engine, b.price_book(), b.networks(), b.pool(min_nodes=3),
              *[b.report("ReportNodeReady", 0.5, node_id=n) for n in nodes])
     accepted(engine, *[b.create(name, t=1) for name in ("x", "y", "z")])
     on = {name: instance(engine, name).node_id for name in ("x", "y", "z")}

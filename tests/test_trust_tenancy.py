@@ -26,7 +26,7 @@ from tests.helpers import (
 
 
 def _two_ready_nodes(engine: Engine) -> None:
-    accepted(engine, b.price_book(), b.pool(min_nodes=2),
+    accepted(engine, b.price_book(), b.networks(), b.networks("globex"), b.pool(min_nodes=2),
              *[b.report("ReportNodeReady", 0.5, node_id=f"general-0000{n}") for n in (1, 2)])
 
 
@@ -57,6 +57,7 @@ def test_two_accounts_may_both_name_an_instance_web_1(engine: Engine) -> None:
 
 def test_a_create_does_not_tell_one_account_of_anothers_names(engine: Engine) -> None:
     cell_with_ready_node(engine, kind="shared")
+    accepted(engine, b.networks("globex"))
     accepted(engine, b.create("web-1", account="acme"))
     again = one(engine, b.create("web-1", account="acme"))
     assert again.status == "rejected" and "already exists" in again.reasons[0].problem
@@ -98,6 +99,7 @@ def test_a_report_cannot_end_another_accounts_instance(engine: Engine) -> None:
 
 def test_another_tenant_cannot_squat_a_command_id(engine: Engine) -> None:
     cell_with_ready_node(engine, kind="shared")
+    accepted(engine, b.networks("globex"))
     squat = {**b.create("mine", account="globex"), "command_id": "acme-next"}
     real = {**b.create("web", account="acme"), "command_id": "acme-next"}
     assert one(engine, squat).status == "accepted"

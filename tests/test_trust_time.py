@@ -83,6 +83,11 @@ def test_the_skew_is_configurable(engine: Engine) -> None:
     accepted(engine, b.create("x", 60))
     lost = b.report("ReportNodeLost", 0.5 + 601, node_id="general-00001", reason="gone")
     assert _codes(one(engine, lost)) == ["clock_skew"]  # anyone else: 600 s
+    # An agent's also past the operator's time (0: the price book and pool), not only past
+    # the clock its own reports moved (0.5).
+    lost = b.report("ReportNodeLost", 600.25, node_id="general-00001", reason="gone")
+    out = one(engine, lost)
+    assert _codes(out) == ["clock_unvouched"] and "at most 600 s" in out.reasons[0].problem
 
 
 def test_a_new_cell_takes_its_first_clock_from_its_first_accepted_command(

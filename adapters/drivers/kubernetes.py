@@ -1,9 +1,15 @@
 """`PodDriver` on Kubernetes, through the official `kubernetes` client.
 
-- run: `create_namespaced_pod` of the command's manifest in the account's namespace (the
-  namespace is created, labelled with the account, if missing). A Pod of that name that
-  already exists from the same command (its `cis.io/caused-by` annotation) is success; one
-  from an earlier run of the instance still terminating is an error, retried.
+- run: `create_namespaced_pod` of the command's manifest in the account's namespace. Only
+  in a namespace cis made for that account: on its first use by this driver the namespace
+  is created, labelled `cis.io/account=<account>`; one that already exists without that
+  label (an account named like the mesh's or the monitoring's namespace) is refused for
+  good (`namespace_not_owned`). A Pod of that name that already exists from the same
+  command (its `cis.io/caused-by` annotation) is success; one from an earlier run of the
+  instance still terminating is an error, retried. A Pod the API server refuses as such
+  (400, 403, 422: invalid, forbidden) is refused for good: `DriverRefused`, which the
+  worker dead-letters at once and reports as the instance terminated; anything else
+  (5xx, 429, timeouts) is raised as is, retried.
 - delete: `delete_namespaced_pod` with the command's grace period; a Pod already gone is
   success.
 - watch: list, then watch from the list's resourceVersion, every Pod labelled
@@ -25,13 +31,18 @@ from datetime import datetime
 from typing import Any
 
 from adapters.pods import LABEL_PREFIX
-from adapters.ports import DriverError, PodObservation
+from adapters.ports import DriverError, DriverRefused, PodObservation
 from schemas.infra import DeletePod, RunPod
 
 log = logging.getLogger("cis.driver.kubernetes")
 
 INSTANCE_LABEL = f"{LABEL_PREFIX}/instance"
 CAUSED_BY = f"{LABEL_PREFIX}/caused-by"
+ACCOUNT_LABEL = f"{LABEL_PREFIX}/account"
+# What the API server answers a call that would be answered alike however often repeated.
+# Not 404 (a namespace deleted under us is made again), 409 (AlreadyExists: idempotency),
+# 429/5xx (load, outages).
+PERMANENT = {400: "pod_invalid", 403: "forbidden", 422: "pod_invalid"}
 REMEMBER_AT_MOST = 100_000  # fact keys kept to skip repeats (the engine deduplicates anyway)
 
 
@@ -102,6 +113,7 @@ class KubernetesPodDriver:
         self._resource_version: str | None = None
         self._seen: set[str] = set()
         self._deleting: set[tuple[str, str]] = set()  # (namespace, name) we asked to delete
+        self._owned: dict[str, str] = {}  # namespace -> the account cis made it for (checked)
 
     @classmethod
     def connect(cls, kubeconfig: str | None = None, context: str | None = None,
@@ -118,15 +130,18 @@ class KubernetesPodDriver:
         from kubernetes.client.exceptions import ApiException
 
         namespace = command.manifest["metadata"]["namespace"]
+        self._own_namespace(namespace, command.account)
         try:
             self.core.create_namespaced_pod(namespace, command.manifest)
             return
         except ApiException as exc:
-            if exc.status == 404:  # the account's first Pod: no namespace yet
-                self._create_namespace(namespace, command.account)
-                self.core.create_namespaced_pod(namespace, command.manifest)
+            if exc.status == 404:  # the namespace went since it was checked: made again
+                self._owned.pop(namespace, None)
+                self._own_namespace(namespace, command.account)
+                self._create_pod(namespace, command.manifest)
                 return
             if exc.status != 409:
+                _raise_refusal(exc)
                 raise
         existing = self.core.read_namespaced_pod(command.manifest["metadata"]["name"],
                                                  namespace)
@@ -135,16 +150,38 @@ class KubernetesPodDriver:
             raise DriverError(f"Pod {namespace}/{command.instance_id} exists from "
                               f"{caused_by!r}, not {command.caused_by!r}; waiting for it to go")
 
-    def _create_namespace(self, namespace: str, account: str) -> None:
+    def _create_pod(self, namespace: str, manifest: dict[str, Any]) -> None:
         from kubernetes.client.exceptions import ApiException
 
+        try:
+            self.core.create_namespaced_pod(namespace, manifest)
+        except ApiException as exc:
+            _raise_refusal(exc)
+            raise
+
+    def _own_namespace(self, namespace: str, account: str) -> None:
+        """Creates the account's namespace, labelled, on its first use; an existing one must
+        carry the label, or cis did not make it and no tenant Pod goes there."""
+        from kubernetes.client.exceptions import ApiException
+
+        if self._owned.get(namespace) == account:
+            return
         body = {"apiVersion": "v1", "kind": "Namespace",
-                "metadata": {"name": namespace, "labels": {f"{LABEL_PREFIX}/account": account}}}
+                "metadata": {"name": namespace, "labels": {ACCOUNT_LABEL: account}}}
         try:
             self.core.create_namespace(body)
         except ApiException as exc:
             if exc.status != 409:
+                _raise_refusal(exc)
                 raise
+            labels = self.core.read_namespace(namespace).metadata.labels or {}
+            if labels.get(ACCOUNT_LABEL) != account:
+                raise DriverRefused("namespace_not_owned", (
+                    f"namespace {namespace} exists and cis did not make it for account "
+                    f"{account} (no label {ACCOUNT_LABEL}={account})")) from None
+        if len(self._owned) > REMEMBER_AT_MOST:
+            self._owned.clear()  # a bound: a namespace forgotten is checked again
+        self._owned[namespace] = account
 
     def delete(self, command: DeletePod) -> None:
         from kubernetes.client.exceptions import ApiException
@@ -160,7 +197,7 @@ class KubernetesPodDriver:
             return
         labels = pod.metadata.labels or {}
         if labels.get(INSTANCE_LABEL) != command.instance_id or labels.get(
-                f"{LABEL_PREFIX}/account") != command.account:
+                ACCOUNT_LABEL) != command.account:
             log.warning("not deleting Pod %s/%s: cis did not make it for %s/%s",
                         command.namespace, command.pod, command.account, command.instance_id)
             return
@@ -220,3 +257,16 @@ class KubernetesPodDriver:
                 self._seen.add(fact.key)
                 out.append(fact)
         return out
+
+
+def _raise_refusal(exc: Any) -> None:
+    """An `ApiException` the same call would meet again is raised as a refusal naming the
+    API server's own message; any other returns, for the caller to re-raise (retried)."""
+    code = PERMANENT.get(exc.status)
+    if code is None:
+        return
+    try:
+        message = json.loads(exc.body or "{}").get("message") or exc.reason
+    except (ValueError, AttributeError):
+        message = exc.reason
+    raise DriverRefused(code, f"{exc.status} {message or ''}".strip()) from exc

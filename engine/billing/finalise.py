@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from engine.billing.periods import micros
-from engine.chain import genesis
 from engine.domain.invoice import BillingCalendar, Invoice, finalized_fields
 
 if TYPE_CHECKING:
@@ -24,12 +23,11 @@ def finalise_periods(draft: Draft, tick: Tick) -> str | None:
     notes = []
     while (period := meter.due(now_us)) is not None:
         invoices = meter.invoices(period, now_us)
-        # The chain as stored before this batch: what replaying the same batches gives again.
-        head = draft.world.part(tick.cell).chain_head or genesis(tick.cell)
+        # No chain head in the event: the chain counts batches, which a decision must not see
+        # (§2.2). The head an invoice pins is its own event's stored link (§2.11).
         for invoice in invoices:
-            draft.touch(Invoice.create(tick.now, **finalized_fields(tick.cell, invoice),
-                                     chain_head=head.hex()),
-                      f"invoice/{invoice.account}/{period}")
+            draft.touch(Invoice.create(tick.now, **finalized_fields(tick.cell, invoice)),
+                        f"invoice/{invoice.account}/{period}")
         calendar = draft.world.aggregates.get(BillingCalendar.create_id(tick.cell)) \
             or BillingCalendar.create(tick.now, cell=tick.cell)
         calendar.close(period, len(invoices), tick.now)

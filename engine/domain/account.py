@@ -1,6 +1,7 @@
-"""An account's limits in one cell, set by operators (`SetAccountQuota`).
+"""An account's limits and networks in one cell, set by operators (`SetAccountQuota`,
+`SetAccountNetworks`).
 
-Only the limits live here; what the account uses (live vCPU, its launch token bucket) is
+Only what operators set lives here; what the account uses (live vCPU, its launch token bucket) is
 derived from the instance events by `engine/policies/quotas.AccountUsage`, so a restart
 replays it exactly.
 """
@@ -46,6 +47,32 @@ class Account(Recorded):
             account.vcpu_quota = self.vcpu_quota
             account.launch_burst = self.launch_burst
             account.launch_rate_per_second = self.launch_rate_per_second
+
+    # The network ids the account owns in the cell (`SetAccountNetworks`), sorted: no other
+    # account may name them (engine/policies/networks.py). Class defaults: snapshots from
+    # before the field load as owning none.
+    vpcs: tuple[str, ...] = ()
+    subnets: tuple[str, ...] = ()
+    security_groups: tuple[str, ...] = ()
+
+    class NetworksSet(Aggregate.Event):
+        vpcs: list[str]
+        subnets: list[str]
+        security_groups: list[str]
+
+        def apply(self, account: Account) -> None:
+            account.vpcs = tuple(self.vpcs)
+            account.subnets = tuple(self.subnets)
+            account.security_groups = tuple(self.security_groups)
+
+    @property
+    def networks(self) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
+        return self.vpcs, self.subnets, self.security_groups
+
+    def set_networks(self, vpcs: list[str], subnets: list[str], security_groups: list[str],
+                     at: datetime) -> None:
+        self.trigger_event(self.NetworksSet, vpcs=vpcs, subnets=subnets,
+                           security_groups=security_groups, timestamp=at)
 
     @property
     def limits(self) -> tuple[Decimal | None, int, Decimal]:

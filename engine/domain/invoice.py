@@ -38,9 +38,10 @@ class Invoice(Recorded):
         adjustments: list[dict[str, Any]]
         total: str
         content_hash: str
-        # The head of the cell's hash chain before the batch that finalised it (hex): the
-        # history this invoice came from, which `cis audit verify` can be held to.
-        chain_head: str | None
+        # Only in events of older engines: the cell's chain head before the finalising batch
+        # (hex), which `cis audit verify` still checks. It depended on batch boundaries, so
+        # new events leave it None: the head an invoice pins is its event's stored link.
+        chain_head: str | None = None
 
     def __init__(
         self,
@@ -53,7 +54,7 @@ class Invoice(Recorded):
         adjustments: list[dict[str, Any]],
         total: str,
         content_hash: str,
-        chain_head: str | None = None,  # None: finalised before the chain existed
+        chain_head: str | None = None,  # older events only (see InvoiceFinalized)
     ) -> None:
         # Lines stay in the event (and the projection), not in the writer's memory.
         self.cell = cell

@@ -12,13 +12,21 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from decimal import Decimal
+from operator import itemgetter
 from types import MappingProxyType
 from typing import Any
 
 from engine.policies.demand import DIMENSIONS
 from engine.policies.runtimes import DEFAULT_CPU_OVERHEAD_MILLICORES, RUNTIMES, RuntimeProfile
 from engine.policies.runtimes import profiles as resolved_profiles
-from engine.policies.spec_catalogue import DEFAULT_WEIGHTS, Spec, SpecChoice, SpecRejected, round_up
+from engine.policies.spec_catalogue import (
+    DEFAULT_WEIGHTS,
+    Reason,
+    Spec,
+    SpecChoice,
+    SpecRejected,
+    round_up,
+)
 
 # Bounds the spec choices a config keeps (price versions come and go).
 CHOICES_AT_MOST = 10_000
@@ -48,7 +56,17 @@ class NodeModel:
         return {d: getattr(self, d) for d in DIMENSIONS}
 
     def holds(self, demand: Mapping[str, int]) -> bool:
-        return all(demand[d] <= getattr(self, d) for d in DIMENSIONS)
+        # The dimensions spelled out (a hot path): all(getattr ...) costs four times as much.
+        return (demand["millicores"] <= self.millicores
+                and demand["memory_mib"] <= self.memory_mib
+                and demand["enis"] <= self.enis and demand["pods"] <= self.pods)
+
+
+def _spec_text(spec: Spec | None) -> str:
+    return "none" if spec is None else f"{spec.vcpu} vCPU / {spec.memory_gib} GiB"
+
+
+_vector = itemgetter(*DIMENSIONS)  # a demand's values, dimensions in order
 
 
 def _frozen(values: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -85,6 +103,13 @@ class PoolConfig:
     _holdable: Mapping[str, tuple[Spec, ...]] = field(init=False, repr=False, compare=False)
     _choices: dict[tuple[Any, ...], SpecChoice | SpecRejected] = field(
         init=False, repr=False, compare=False, default_factory=dict)
+    # smallest_model by the demand's values (every create asks; the config cannot change).
+    _smallest: dict[tuple[int, ...], NodeModel | None] = field(
+        init=False, repr=False, compare=False, default_factory=dict)
+    # What other modules derive from this config alone, under their own key (scaling's node
+    # groups per shape): it lives and dies with the config, so many pools never evict each
+    # other's and a replaced config's answers go with it. Never compared or pickled.
+    derived: dict[str, Any] = field(init=False, repr=False, compare=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         for name in ("labels", "cpu_overhead_millicores", "runtime_profiles"):
@@ -130,8 +155,17 @@ class PoolConfig:
 
     def smallest_model(self, demand: Mapping[str, int]) -> NodeModel | None:
         """The smallest node model that holds the demand (a dedicated node's model)."""
-        return min((m for m in self.node_models if m.holds(demand)),
-                   key=lambda m: (m.millicores, m.memory_mib), default=None)
+        key = _vector(demand)
+        try:
+            return self._smallest[key]
+        except KeyError:
+            pass
+        if len(self._smallest) >= CHOICES_AT_MOST:
+            self._smallest.clear()
+        model = self._smallest[key] = min(
+            (m for m in self.node_models if m.holds(demand)),
+            key=lambda m: (m.millicores, m.memory_mib), default=None)
+        return model
 
     def demand(self, billed: Spec, runtime: str) -> dict[str, int]:
         """What an instance of `billed` takes from a node: the spec plus the pool's overhead
@@ -161,3 +195,50 @@ class PoolConfig:
             catalogue = self.spec_catalogue if runtime is None else self._holdable[runtime]
             choice = self._choices[key] = round_up(vcpu, memory_gib, catalogue, weights)
         return choice
+
+    def _key(self, model: NodeModel) -> tuple[int, int]:
+        return (model.millicores, model.memory_mib)  # smallest_model's order
+
+    def takes(self, spec: Spec, runtime: str) -> NodeModel | None:
+        """The node model a dedicated instance of `spec` gets without a selector."""
+        return self.smallest_model(self.demand(spec, runtime))
+
+    def billed_on_model(self, choice: SpecChoice, model: NodeModel,
+                        weights: tuple[Decimal, Decimal], runtime: str
+                        ) -> SpecChoice | SpecRejected:
+        """A dedicated pool's billed spec when a node selector puts the instance on `model`:
+        the cheapest catalogue spec covering the request (same weights and tie order as the
+        round-up) that takes `model` without a selector, i.e. `model` holds it with the
+        runtime's overhead and no smaller model does. So a selector buys a VM only at the
+        price of a spec that would have bought it anyway; naming the model the round-up
+        gets bills as before. None such: refused, `selector_model_unbillable`."""
+        taken = self.takes(choice.billed, runtime)
+        if taken is not None and self._key(taken) == self._key(model):
+            return choice
+        asked = choice.requested
+        key = ("model", model.name, str(asked.vcpu), str(asked.memory_gib), str(weights[0]),
+               str(weights[1]), runtime)
+        found = self._choices.get(key)
+        if found is None:
+            if len(self._choices) >= CHOICES_AT_MOST:
+                self._choices.clear()
+            landing = [s for s in self.spec_catalogue
+                       if (t := self.takes(s, runtime)) is not None
+                       and self._key(t) == self._key(model)]
+            raised = round_up(asked.vcpu, asked.memory_gib, landing, weights) if landing \
+                else None
+            if isinstance(raised, SpecChoice):
+                found = SpecChoice(asked, raised.billed, model=model.name)
+            else:
+                held = [s for s in self.spec_catalogue
+                        if model.holds(self.demand(s, runtime))]
+                largest = max(held) if held else None
+                found = SpecRejected((Reason(
+                    "selector_model_unbillable",
+                    f"node_selector puts the instance on a {model.name} node, but no catalogue "
+                    f"spec covering {asked.vcpu} vCPU / {asked.memory_gib} GiB takes a "
+                    f"{model.name} node with runtime {runtime} (largest spec a {model.name} "
+                    f"node holds: {_spec_text(largest)}; largest in the catalogue: "
+                    f"{_spec_text(max(self.spec_catalogue))})"),))
+            self._choices[key] = found
+        return found

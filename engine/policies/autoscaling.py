@@ -11,8 +11,9 @@ and at most a budget at once.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from operator import itemgetter
 from typing import TYPE_CHECKING
 
 from engine.policies.demand import DIMENSIONS
@@ -30,6 +31,11 @@ class Pending:
     model: str | None = None  # dedicated pools: the one model this instance needs
     # The node groups (models) whose labels satisfy its node selector; None: any group.
     models: frozenset[str] | None = None
+    # The demand as a tuple in DIMENSIONS order, for the first fit on the hot path.
+    vector: tuple[int, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "vector", _vector(self.demand))
 
     def allows(self, model: str) -> bool:
         return self.models is None or model in self.models
@@ -98,33 +104,100 @@ def _pack(pending: list[Pending], model: NodeModel, limit: int
     return len(bins), placed, waste
 
 
+Coming = tuple[tuple[tuple[int, ...], str | None], ...]  # (free, model) of each, in order
+
+
+@dataclass
+class FitMemo:
+    """Where a first fit on the coming nodes stood after some pending instances. A create
+    that waits plans again for the same pending instances plus itself: when the coming
+    nodes are the same and the pending start with `done`, the fit resumes from here."""
+
+    coming: Coming = ()
+    kind: str = ""
+    low: tuple[int, ...] = ()
+    done: list[Pending] = field(default_factory=list)
+    bins: list[tuple[list[int], str | None]] = field(default_factory=list)
+    still: list[Pending] = field(default_factory=list)
+
+
+def _not_on_coming(pending: list[Pending], coming_free: list[Vector],
+                   coming_models: list[str] | None, kind: str,
+                   memo: FitMemo | None = None) -> list[Pending]:
+    """The pending instances that do not fit, first fit in order, on the nodes on their way.
+
+    It runs at every create that waits, over up to a few hundred instances, so it works on
+    tuples and drops a node once it cannot hold even the smallest pending demand (`low`) in
+    some dimension: no instance can take it, so first fit never picks it. With a `memo` it
+    resumes the previous fit when that is the same question with instances added at the end
+    (first fit places each in order, so the answer is the same as from scratch).
+    """
+    names = list(coming_models) if coming_models is not None else [None] * len(coming_free)
+    coming = tuple(zip(map(_vector, coming_free), names, strict=True))
+    memo = memo if memo is not None else FitMemo()
+    n = len(memo.done)
+    if (memo.coming == coming and memo.kind == kind and pending[:n] == memo.done
+            and all(_holds_one(p.vector, memo.low) for p in pending[n:])):
+        fresh = pending[n:]
+    else:
+        fresh = pending
+        memo.coming, memo.kind, memo.done, memo.still = coming, kind, [], []
+        memo.low = low = tuple(map(min, zip(*(p.vector for p in pending), strict=True)))
+        memo.bins = [(list(free), name) for free, name in coming if _holds_one(free, low)]
+    _first_fit(fresh, memo.bins, memo.low, kind == "dedicated", memo.still)
+    memo.done.extend(fresh)
+    return list(memo.still)
+
+
+def _first_fit(pending: list[Pending], bins: list[tuple[list[int], str | None]],
+               low: tuple[int, ...], dedicated: bool, still: list[Pending]) -> None:
+    """Take each instance's demand from the first bin that holds it; add to `still` those
+    none holds. Bins that can hold no demand of at least `low` are dropped."""
+    for item in pending:
+        cpu, mem, enis, pods = item.vector
+        for k, (free, name) in enumerate(bins):
+            if not (cpu <= free[0] and mem <= free[1] and enis <= free[2] and pods <= free[3]
+                    and (name is None or item.allows(name))
+                    # dedicated: only its own model's node will take it
+                    and (not dedicated or None in (name, item.model) or name == item.model)):
+                continue
+            if dedicated:
+                del bins[k]  # a dedicated node hosts one instance
+                break
+            free[0] -= cpu
+            free[1] -= mem
+            free[2] -= enis
+            free[3] -= pods
+            if not _holds_one(free, low):
+                del bins[k]
+            break
+        else:
+            still.append(item)
+
+
+_vector = itemgetter(*DIMENSIONS)  # a demand or a capacity as a tuple
+
+
+def _holds_one(free: Sequence[int], low: Sequence[int]) -> bool:
+    return (free[0] >= low[0] and free[1] >= low[1] and free[2] >= low[2]
+            and free[3] >= low[3])
+
+
 def plan_scale_out(pending: list[Pending], coming_free: list[Vector], models: Sequence[NodeModel],
                    room: int, expander: str, kind: str,
-                   coming_models: list[str] | None = None) -> ScaleOut | None:
+                   coming_models: list[str] | None = None,
+                   memo: FitMemo | None = None) -> ScaleOut | None:
     """How many nodes of which model to ask for so that the pending instances fit.
 
     `coming_free` is the free capacity of nodes already requested and not yet ready (of
     the models `coming_models`, if given: an instance counts only on a node whose group
     its selector allows); `room` is how many more nodes max_nodes allows. Only groups that
-    an instance's selector allows are asked for it.
+    an instance's selector allows are asked for it. `memo`, the same caller's previous
+    first fit, only saves work: the answer is the same without it.
     """
     if room <= 0 or not pending:
         return None
-    still: list[Pending] = []
-    coming = [dict(f) for f in coming_free]
-    names = list(coming_models) if coming_models is not None else [None] * len(coming)
-    for item in pending:
-        k = next((k for k, f in enumerate(coming) if _fits(item.demand, f)
-                  and (names[k] is None or item.allows(names[k]))
-                  # dedicated: only its own model's node will take it
-                  and (kind != "dedicated" or None in (names[k], item.model)
-                       or names[k] == item.model)), None)
-        if k is None:
-            still.append(item)
-        elif kind == "dedicated":
-            del coming[k], names[k]  # a dedicated node hosts one instance
-        else:
-            _take(coming[k], item.demand)
+    still = _not_on_coming(pending, coming_free, coming_models, kind, memo)
     if not still:
         return None
     if kind == "dedicated":

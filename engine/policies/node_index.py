@@ -39,7 +39,8 @@ It is sorted into a list the first time a demand could use it.
   keys of one group never round to the same float), so decisions are identical, including the
   lowest-index tie-break.
 * no fit -- the reasons (each dimension no eligible node can hold on its own, with its
-  largest free) come from the block bounds, made exact only where they could matter.
+  largest free) come from the block bounds, made exact only where they could matter; a
+  caller that drops them (placing the waiting) passes why=False and gets NO_ROOM instead.
 
 Each family of lists is built on first use, so a pool that only runs best_fit does not pay
 for first_fit's lists. The numpy views (`allocated`, ...) are refreshed lazily from the
@@ -78,6 +79,10 @@ _LOAD = 64  # default block load: split above 2 * load entries, merge below load
 _DEMAND_CACHE = 4096  # distinct demand shapes remembered (instance specs: a few dozen)
 
 Parts = tuple[int, ...] | None  # the parts a query may use, ascending; None: every part
+
+# `place(..., why=False)`'s answer when nothing fits: non-empty, as an empty Unplaceable
+# would read as placed to a caller that tests the reasons.
+NO_ROOM = Unplaceable((("all", "no room"),))
 
 
 class OverCommitError(ValueError):
@@ -605,9 +610,10 @@ class NodeIndex:
 
     # ---- queries -----------------------------------------------------------------------
     def place(self, demand: Sequence[int] | np.ndarray, policy: str = "best_fit",
-              parts: Parts = None) -> Decision:
+              parts: Parts = None, why: bool = True) -> Decision:
         """Choose a node among the eligible nodes of `parts` (ascending part ids; None: all).
-        Does not allocate: call `allocate` with the result."""
+        Does not allocate: call `allocate` with the result. `why=False`: a caller that only
+        asks whether something fits gets NO_ROOM instead of the reasons (not worked out)."""
         dem = self._dems.get(tuple(demand)) or self._demand(demand)
         if (policy == "best_fit" and parts is None and dem.seen == self._list_count
                 and self._keyed and self._exact):  # the hot path, in short
@@ -622,7 +628,7 @@ class NodeIndex:
                 found = self._sorted_fit(dem, groups, policy == "best_fit")
                 if found is not None:
                     return Placed(found[0], policy, found[1])
-                return self._unplaceable(dem, parts, keyed=True)
+                return self._unplaceable(dem, parts, keyed=True) if why else NO_ROOM
         elif policy == "first_fit":
             if self._by_index is None:
                 self._build_by_index()
@@ -630,7 +636,7 @@ class NodeIndex:
             i = self._first_fit(dem, by_index)
             if i is not None:
                 return Placed(i, policy, self._utilisation_score(i, dem))
-            return self._unplaceable(dem, parts, keyed=False)
+            return self._unplaceable(dem, parts, keyed=False) if why else NO_ROOM
         elif policy != "dot_product":
             raise KeyError(f"unknown policy {policy!r}; known: {sorted(POLICIES)}")
         # dot_product, or best/worst fit over a row whose scores are not exact: the scan.

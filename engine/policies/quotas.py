@@ -7,17 +7,23 @@
   at `launch_rate_per_second` (default 20), as Fargate publishes for RunTask. Each accepted
   create takes one token; a refused create takes none.
 
-Both are derived from events only (no wall clock): the bucket advances to each accepted
-create's `issued_at` and never goes back in time, so a create that claims an earlier time
-sees no refill, and a tenant that claims a later one (within the cell's skew) only spends its
-own future refill. Levels are integers (micro-tokens, microseconds), so replaying the log
-after a restart gives the very same levels and decisions.
+Both are derived from events only (no wall clock). The bucket refills only up to time the
+cell has earned: min(the create's `issued_at`, the cell's clock at decision). A tenant may
+date a create ahead of the clock (by the tenant skew), but that buys no refill: a create
+dated ahead is charged at the clock until the clock reaches its own time, and only then
+counts at that time (its tokens are never refilled twice). So at any one clock at most
+`launch_burst` creates are admitted; without a ticker the bucket refills only as the clock
+moves. Creates are taken in time order whenever they are settled (each new one is dated at
+or after the clock, and a limits change at or after it), so replaying the log after a
+restart, or deciding in other batches, gives the very same levels and decisions. Levels are
+integers (micro-tokens, microseconds).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from bisect import bisect_right, insort
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -42,6 +48,9 @@ class Bucket:
     at: int  # microseconds since the epoch: the time the level is for
     burst: int
     rate: Decimal  # tokens per second
+    # Creates the clock had not reached when last settled (µs, in order): each costs a
+    # token at any clock before its own time.
+    ahead: list[int] = field(default_factory=list)
 
     def level_at(self, at: int) -> int:
         if at <= self.at:
@@ -52,13 +61,45 @@ class Bucket:
     def advance(self, at: int) -> None:
         self.level, self.at = self.level_at(at), max(self.at, at)
 
-    def next_token_at(self, at: int) -> int:
-        """When the bucket next holds a whole token, if nothing takes one before."""
-        level = self.level_at(at)
-        missing = MICRO - level
-        if missing <= 0:
-            return max(at, self.at)
-        return max(at, self.at) + math.ceil(missing / self.rate)
+    def spend(self, at: int) -> None:
+        """One token taken by a create dated `at` (settled once the clock reaches it)."""
+        insort(self.ahead, at)
+
+    def settle(self, clock: int) -> None:
+        """Take the creates dated up to `clock`, in time order: each refills up to its own
+        time, then takes its token. Settling sooner or later gives the same levels."""
+        reached = bisect_right(self.ahead, clock)
+        for at in self.ahead[:reached]:
+            self.advance(at)
+            # Never below empty: logs from before the bucket existed replay without debt.
+            self.level = max(0, self.level - MICRO)
+        del self.ahead[:reached]
+
+    def available(self, clock: int) -> int:
+        """Micro-tokens at `clock`: refilled up to it, less a token per create dated after
+        it (settles what the clock has reached)."""
+        self.settle(clock)
+        return max(0, self.level_at(clock) - len(self.ahead) * MICRO)
+
+    def next_token_at(self, clock: int) -> int:
+        """The earliest clock at which a whole token is free, if nothing takes one before:
+        between two creates dated ahead, the bucket refills towards its burst less a token
+        for each create still ahead."""
+        self.settle(clock)
+        state = Bucket(self.level, self.at, self.burst, self.rate)  # a copy to settle on
+        start = clock
+        for k, due in enumerate([*self.ahead, None]):
+            wanted = (len(self.ahead) - k + 1) * MICRO  # the creates still ahead, plus one
+            if wanted <= self.burst * MICRO:
+                at = max(start, state.at)
+                if state.level_at(at) < wanted:
+                    at = state.at + math.ceil((wanted - state.level) / self.rate)
+                if due is None or at < due:
+                    return max(at, start)
+            if due is not None:  # the clock reaches this create: it takes its token
+                state.advance(due)
+                state.level, start = max(0, state.level - MICRO), due
+        raise AssertionError("unreachable: with nothing ahead a token always comes")
 
 
 class AccountUsage:
@@ -69,6 +110,14 @@ class AccountUsage:
         self.vcpu: dict[AccountKey, Decimal] = {}  # billed vCPU of live instances
         self.live: dict[tuple[str, str, str], Decimal] = {}  # (cell, account, name) -> vCPU
         self.buckets: dict[AccountKey, Bucket] = {}
+        # (cell, kind, id) -> the accounts an operator registered that network id to, and each
+        # account's registered (kind, id)s: who may name an id (engine/policies/networks.py).
+        self.network_owners: dict[tuple[str, str, str], frozenset[str]] = {}
+        self.networks_of: dict[AccountKey, frozenset[tuple[str, str]]] = {}
+
+    def owners_of(self, cell: str, kind: str, ident: str) -> frozenset[str]:
+        """The accounts registered to network id `ident` of `kind` in `cell` (none: unclaimed)."""
+        return self.network_owners.get((cell, kind, ident), frozenset())
 
     def account(self, cell: str, account: str) -> Account | None:
         return self.accounts.get((cell, account))
@@ -90,12 +139,33 @@ class AccountUsage:
             key = (aggregate.cell, aggregate.account)
             self.accounts[key] = aggregate
             if isinstance(event, Account.LimitsSet):
-                # Refill at the old rate up to the change, then the new limits hold.
+                # Refill at the old rate up to the change, then the new limits hold (the
+                # change is dated at or after the cell's clock: see set_account_quota).
                 bucket = self.bucket(*key)
+                bucket.settle(_us(event.timestamp))
                 bucket.advance(_us(event.timestamp))
                 bucket.burst, bucket.rate = event.launch_burst, event.launch_rate_per_second
                 bucket.level = min(bucket.level, bucket.burst * MICRO)
                 self.buckets[key] = bucket
+            elif isinstance(event, Account.NetworksSet):
+                self._register_networks(key, aggregate)
+
+    def _register_networks(self, key: AccountKey, account: Account) -> None:
+        cell, name = key
+        vpcs, subnets, groups = account.networks
+        now = frozenset([*(("vpc", i) for i in vpcs), *(("subnet", i) for i in subnets),
+                         *(("security_group", i) for i in groups)])
+        before = self.networks_of.get(key, frozenset())
+        owners = self.network_owners
+        for kind, ident in before - now:
+            left = owners[(cell, kind, ident)] - {name}
+            if left:
+                owners[(cell, kind, ident)] = left
+            else:
+                del owners[(cell, kind, ident)]
+        for kind, ident in now - before:
+            owners[(cell, kind, ident)] = owners.get((cell, kind, ident), frozenset()) | {name}
+        self.networks_of[key] = now
 
     def _observe_instance(self, event: Any, instance: Instance) -> None:
         key = (instance.cell, instance.account)
@@ -104,9 +174,7 @@ class AccountUsage:
             self.live[ref] = instance.billed_vcpu
             self.vcpu[key] = self.vcpu.get(key, Decimal(0)) + instance.billed_vcpu
             bucket = self.bucket(*key)
-            bucket.advance(_us(event.timestamp))
-            # Never below empty: logs from before the bucket existed replay without debt.
-            bucket.level = max(0, bucket.level - MICRO)
+            bucket.spend(_us(event.timestamp))
             self.buckets[key] = bucket
         elif instance.state in TERMINAL and ref in self.live:
             self.vcpu[key] -= self.live.pop(ref)
@@ -117,9 +185,11 @@ def _iso(us: int) -> str:
 
 
 def admission_reasons(usage: AccountUsage, cell: str, account: str, asked_vcpu: Decimal,
-                      at: datetime) -> list[dict[str, str]]:
-    """Every reason the account may not launch an instance of `asked_vcpu` billed vCPU now
-    (pure read: decisions are functions of the log and the command)."""
+                      at: datetime, clock: datetime | None) -> list[dict[str, str]]:
+    """Every reason the account may not launch an instance of `asked_vcpu` billed vCPU,
+    dated `at`, when the cell's clock is `clock` (None: a new cell). A read: it only settles
+    what the clock has reached, which leaves every later answer as it was, so decisions are
+    functions of the log and the command."""
     reasons = []
     limits = usage.account(cell, account)
     used = usage.vcpu.get((cell, account), Decimal(0))
@@ -129,8 +199,8 @@ def admission_reasons(usage: AccountUsage, cell: str, account: str, asked_vcpu: 
             f"vCPU quota exceeded: used {used}, asked {asked_vcpu}, limit "
             f"{limits.vcpu_quota} (billed vCPU of live instances in cell {cell!r})")})
     bucket = usage.bucket(cell, account)
-    now = _us(at)
-    level = bucket.level_at(now)
+    now = _us(at if clock is None else min(at, clock))  # time the cell has earned
+    level = bucket.available(now)
     if level < MICRO:
         reasons.append({"field": "account", "code": "rate_limited", "problem": (
             f"launch rate exceeded: tokens {Decimal(level) / MICRO:.6f} of burst "

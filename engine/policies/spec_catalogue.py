@@ -31,6 +31,9 @@ class Reason:
 class SpecChoice:
     requested: Spec
     billed: Spec
+    # The node model a dedicated pool's node selector forces, when it raised the billed spec
+    # to one that takes that model (docs/design.md §3.3); None for a plain round-up.
+    model: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

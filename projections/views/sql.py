@@ -79,6 +79,15 @@ class SqlRows:
                 f"INSERT INTO {self.qualify(table.name)} ({cols}) SELECT {cols} FROM {staging} "
                 f"ON CONFLICT ({key}) DO UPDATE SET {updates}")
 
+    def delete_arrays(self, table: Table) -> str:
+        """PostgreSQL: rows whose key is in parallel arrays, deleted in one statement (one a
+        row took ~50 µs of client CPU: a rebuild deletes a row per ended instance)."""
+        types = SQL_TYPES[self.dialect]
+        key = ", ".join(f'"{k}"' for k in table.key)
+        arrays = ", ".join(f"{self.mark}::{types[table.columns[k]]}[]" for k in table.key)
+        return (f"DELETE FROM {self.qualify(table.name)} WHERE ({key}) IN "
+                f"(SELECT * FROM unnest({arrays}))")
+
     def delete(self, table: Table) -> str:
         cond = " AND ".join(f'"{k}" = {self.mark}' for k in table.key)
         return f"DELETE FROM {self.qualify(table.name)} WHERE {cond}"
@@ -185,7 +194,11 @@ class _SqlViewMixin:
                                    binary=True)  # as text, each item is escaped: 15x slower
                 elif upserts:
                     cursor.executemany(self._sql.upsert(table), upserts)
-                if deletes:
+                if deletes and self._sql.dialect == "postgres":
+                    cursor.execute(self._sql.delete_arrays(table),
+                                   [list(column) for column in zip(*deletes, strict=True)],
+                                   binary=True)
+                elif deletes:
                     cursor.executemany(self._sql.delete(table), deletes)
             self._insert_tracking(cursor, tracking)  # type: ignore[attr-defined]
 
