@@ -118,12 +118,13 @@ Name = Annotated[str, StringConstraints(pattern=r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0
 
 
 def _not_reserved(value: str) -> str:
-    # An account is a Kubernetes namespace (adapters/pods.py): never one the cluster or its
-    # add-ons own (`*-system` is their convention: istio-, calico-, gatekeeper-system). The
-    # Pod driver also refuses any namespace cis did not make (adapters/drivers/kubernetes.py).
-    if value == "default" or value.startswith("kube-") or value.endswith("-system"):
-        raise ValueError("reserved_account: `default`, names starting `kube-` and names "
-                         "ending `-system` are the cluster's own namespaces")
+    # An account is a Kubernetes namespace (adapters/pods.py): never one the cluster owns. Add-on
+    # namespaces (`istio-system`, `monitoring`) are not refused by name: accounts that already
+    # end in `-system` must keep stopping and deleting what they run; the Pod driver uses only
+    # a namespace it made, labelled for the account (adapters/drivers/kubernetes.py).
+    if value == "default" or value.startswith("kube-"):
+        raise ValueError("reserved_account: `default` and names starting `kube-` are "
+                         "Kubernetes' own namespaces")
     return value
 
 

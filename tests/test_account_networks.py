@@ -66,6 +66,10 @@ def test_unregistered_ids_stay_free_and_registered_ones_are_exclusive(engine: En
     assert [r.code for r in outcome.reasons] == ["network_not_owned"] * 2
     assert "registered to another account" in outcome.reasons[0].problem
     assert "acme" not in outcome.reasons[0].problem  # who owns it is not told
+    # Ids compare case-folded: a variant spelling is the same network.
+    variant = one(engine, b.create("b", 3, account="other",
+                                   network={"vpc": "VPC-X", "subnet": "Subnet-X"}))
+    assert [r.code for r in variant.reasons] == ["network_not_owned"] * 2
     # A shared network: registered to both, both may name it.
     accepted(engine, b.networks("other", 4, vpcs=("vpc-x",), subnets=("subnet-x",)))
     accepted(engine, b.create("b", 5, account="other",

@@ -99,8 +99,7 @@ def test_a_namespace_deleted_under_the_driver_is_made_again() -> None:
                             ("POST", "/api/v1/namespaces/acme/pods")]
 
 
-@pytest.mark.parametrize("status,code", [(400, "pod_invalid"), (403, "forbidden"),
-                                         (422, "pod_invalid")])
+@pytest.mark.parametrize("status,code", [(400, "pod_invalid"), (422, "pod_invalid")])
 def test_a_pod_the_api_server_refuses_is_refused_for_good(status: int, code: str) -> None:
     pool = Pool()
     pool.answers.extend([Response(201, {}), Response(status, {
@@ -109,6 +108,39 @@ def test_a_pod_the_api_server_refuses_is_refused_for_good(status: int, code: str
         _driver(pool).run(f.run_pod("bad", "general-00001"))
     assert refused.value.code == code
     assert str(refused.value) == f"{code}: {status} {INVALID}"
+
+
+POD_SECURITY = ('pods "bad" is forbidden: violates PodSecurity "restricted:latest": '
+                'privileged (container "c" must not set securityContext.privileged=true)')
+QUOTA = 'pods "web-1" is forbidden: exceeded quota: compute, requested: cpu=2, limited: cpu=1'
+
+
+def test_only_pod_security_makes_a_403_permanent() -> None:
+    pool = Pool()
+    pool.answers.extend([Response(201, {}), Response(403, {
+        "kind": "Status", "status": "Failure", "message": POD_SECURITY, "code": 403})])
+    with pytest.raises(DriverRefused) as refused:
+        _driver(pool).run(f.run_pod("bad", "general-00001"))
+    assert refused.value.code == "forbidden"
+    # A quota, a namespace being terminated, RBAC glitches: retried, they clear up.
+    pool = Pool()
+    pool.answers.extend([Response(201, {}), Response(403, {
+        "kind": "Status", "status": "Failure", "message": QUOTA, "code": 403})])
+    with pytest.raises(ApiException) as failed:
+        _driver(pool).run(f.run_pod("web-1", "general-00001"))
+    assert not isinstance(failed.value, DriverRefused) and failed.value.status == 403
+
+
+def test_a_driver_that_may_not_create_namespaces_reads_the_operators() -> None:
+    pool = Pool()
+    pool.answers.extend([
+        Response(403, {"kind": "Status", "message": "namespaces is forbidden", "code": 403}),
+        Response(200, {"kind": "Namespace", "metadata": {
+            "name": "acme", "labels": {"cis.io/account": "acme"}}}),
+        Response(201, {})])
+    _driver(pool).run(f.run_pod("web-1", "general-00001"))
+    assert _calls(pool) == [("POST", "/api/v1/namespaces"), ("GET", "/api/v1/namespaces/acme"),
+                            ("POST", "/api/v1/namespaces/acme/pods")]
 
 
 @pytest.mark.parametrize("status", [429, 500, 503])

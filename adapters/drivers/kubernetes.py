@@ -7,9 +7,10 @@
   good (`namespace_not_owned`). A Pod of that name that already exists from the same
   command (its `cis.io/caused-by` annotation) is success; one from an earlier run of the
   instance still terminating is an error, retried. A Pod the API server refuses as such
-  (400, 403, 422: invalid, forbidden) is refused for good: `DriverRefused`, which the
-  worker dead-letters at once and reports as the instance terminated; anything else
-  (5xx, 429, timeouts) is raised as is, retried.
+  (400, 422: invalid; 403 only when PodSecurity refuses it) is refused for good:
+  `DriverRefused`, which the worker dead-letters at once and reports as the instance
+  terminated; anything else (other 403s, 5xx, 429, timeouts) is raised as is, retried.
+  A driver that may not create namespaces reads the one operators made.
 - delete: `delete_namespaced_pod` with the command's grace period; a Pod already gone is
   success.
 - watch: list, then watch from the list's resourceVersion, every Pod labelled
@@ -42,7 +43,11 @@ ACCOUNT_LABEL = f"{LABEL_PREFIX}/account"
 # What the API server answers a call that would be answered alike however often repeated.
 # Not 404 (a namespace deleted under us is made again), 409 (AlreadyExists: idempotency),
 # 429/5xx (load, outages).
-PERMANENT = {400: "pod_invalid", 403: "forbidden", 422: "pod_invalid"}
+PERMANENT = {400: "pod_invalid", 422: "pod_invalid"}
+# A 403 is permanent only when PodSecurity refuses the Pod as such; the API server also
+# answers 403 for what clears up (a namespace being terminated, an exhausted ResourceQuota,
+# RBAC or webhook glitches), which is retried.
+FORBIDDEN_FOR_GOOD = "violates PodSecurity"
 REMEMBER_AT_MOST = 100_000  # fact keys kept to skip repeats (the engine deduplicates anyway)
 
 
@@ -171,7 +176,9 @@ class KubernetesPodDriver:
         try:
             self.core.create_namespace(body)
         except ApiException as exc:
-            if exc.status != 409:
+            # 409: it exists; 403: this driver may not create namespaces (operators make
+            # them): either way it must be one made for the account.
+            if exc.status not in (403, 409):
                 _raise_refusal(exc)
                 raise
             labels = self.core.read_namespace(namespace).metadata.labels or {}
@@ -262,11 +269,13 @@ class KubernetesPodDriver:
 def _raise_refusal(exc: Any) -> None:
     """An `ApiException` the same call would meet again is raised as a refusal naming the
     API server's own message; any other returns, for the caller to re-raise (retried)."""
-    code = PERMANENT.get(exc.status)
-    if code is None:
-        return
     try:
         message = json.loads(exc.body or "{}").get("message") or exc.reason
     except (ValueError, AttributeError):
         message = exc.reason
+    code = PERMANENT.get(exc.status)
+    if exc.status == 403 and FORBIDDEN_FOR_GOOD in str(message or ""):
+        code = "forbidden"
+    if code is None:
+        return
     raise DriverRefused(code, f"{exc.status} {message or ''}".strip()) from exc

@@ -117,7 +117,7 @@ class AccountUsage:
 
     def owners_of(self, cell: str, kind: str, ident: str) -> frozenset[str]:
         """The accounts registered to network id `ident` of `kind` in `cell` (none: unclaimed)."""
-        return self.network_owners.get((cell, kind, ident), frozenset())
+        return self.network_owners.get((cell, kind, ident.lower()), frozenset())
 
     def account(self, cell: str, account: str) -> Account | None:
         return self.accounts.get((cell, account))
@@ -153,8 +153,11 @@ class AccountUsage:
     def _register_networks(self, key: AccountKey, account: Account) -> None:
         cell, name = key
         vpcs, subnets, groups = account.networks
-        now = frozenset([*(("vpc", i) for i in vpcs), *(("subnet", i) for i in subnets),
-                         *(("security_group", i) for i in groups)])
+        # Ids are ASCII and compared case-folded: clouds and CNIs may not tell `SUBNET-0ABC`
+        # from `subnet-0abc`, so neither may we.
+        now = frozenset([*(("vpc", i.lower()) for i in vpcs),
+                         *(("subnet", i.lower()) for i in subnets),
+                         *(("security_group", i.lower()) for i in groups)])
         before = self.networks_of.get(key, frozenset())
         owners = self.network_owners
         for kind, ident in before - now:
