@@ -150,7 +150,7 @@ def scale_out(draft: Draft, pool: Pool, at: datetime, recent: int | None = None)
                                       pool.config.node_models, room,
                                       pool.config.expander, pool.config.kind,
                                       coming_models=[nodes[n].model for n in on_way],
-                                      memo=_FITS.setdefault(key, autoscaling.FitMemo()))
+                                      memo=_fit_memo(pool))
     if plan is None:
         return
     model = pool.config.model(plan.model)
@@ -162,6 +162,17 @@ def scale_out(draft: Draft, pool: Pool, at: datetime, recent: int | None = None)
 # create that waits plans for up to SCALE_OUT_RECENT of them. Keyed by ids, the instance
 # kept (so the id stays its); an instance's name, demand and selector never change.
 _Pendings = dict[int, tuple[Instance, autoscaling.Pending | None]]
+
+
+def _fit_memo(pool: Pool) -> autoscaling.FitMemo:
+    """The pool's last first fit on its coming nodes, kept on its config like the memos above
+    (not in the process: two engines in one process never share it): the next create that
+    waits resumes it. The plan checks that it is the same question, so a stale memo costs a
+    redo, never a different answer."""
+    memo = pool.config.derived.get("fits")
+    if memo is None:
+        memo = pool.config.derived["fits"] = autoscaling.FitMemo()
+    return memo
 
 
 def _pendings(pool: Pool, waiting: list[Instance]) -> list[autoscaling.Pending]:
@@ -192,10 +203,6 @@ def _pending(pool: Pool, i: Instance) -> autoscaling.Pending | None:
         i.name, i.demand, groups[0].name if pool.config.kind == "dedicated" else None,
         frozenset(m.name for m in groups) if i.node_selector else None)
 
-
-# Each pool's last first fit on its coming nodes: the next create that waits resumes it
-# (the plan checks that it is the same question, so a stale or foreign memo costs a redo).
-_FITS: dict[tuple[str, str], autoscaling.FitMemo] = {}
 
 
 def _uncordon_under_pressure(draft: Draft, pool: Pool, at: datetime) -> None:
